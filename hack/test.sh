@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command (README): unit tests, the kustomize conformance suite, and the integration tests
+# against a real Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager on
+# loopback), started once here and shared by every test binary, stopped at the end.
+#
+# FERROFLUX_TEST_KUBECONFIG=path/to/kubeconfig hack/test.sh   uses an existing cluster instead
+# (kind, k3d, ...). Extra arguments go to `cargo test`.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+if [[ -z ${FERROFLUX_TEST_KUBECONFIG:-} ]]; then
+  dir=$(mktemp -d -t ferroflux-k8s.XXXXXX)
+  trap '"$dir/down.sh" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+  echo "starting a Kubernetes control plane in $dir ..." >&2
+  FERROFLUX_TEST_KUBECONFIG=$("$root/hack/k8s-up.sh" "$dir" --watch-pid $$)
+  export FERROFLUX_TEST_KUBECONFIG
+fi
+cargo test --locked "$@"

@@ -1,0 +1,3 @@
+//! The reconcilers and what they share.
+
+pub mod conditions;

@@ -1,0 +1,5 @@
+//! ferroflux: a GitOps controller for Kubernetes, a drop-in for the core of FluxCD.
+
+pub mod api;
+pub mod cli;
+pub mod controller;

@@ -1,0 +1,411 @@
+//! Applying a set of manifests the way Flux's kustomize-controller does, with server-side apply:
+//! validate a whole stage with a server-side dry-run before writing anything in it, then apply
+//! only what differs, report each object as created / configured / unchanged, and prune what left
+//! the inventory.
+
+pub mod managed_fields;
+pub mod object;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::{ApiCapabilities, Scope, pinned_kind};
+use kube::Client;
+use serde_json::Value;
+use tokio::sync::RwLock;
+
+pub use object::ObjectId;
+
+/// The field manager ferroflux applies with.
+pub const FIELD_MANAGER: &str = "ferroflux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Incomplete(#[from] object::IncompleteObject),
+    #[error("{id} is not known to the API server: {message}")]
+    UnknownKind { id: ObjectId, message: String },
+    #[error("{id} cannot be namespaced: its kind is cluster-scoped")]
+    NamespaceOnClusterScoped { id: ObjectId },
+    #[error("{id} has no namespace and its kind is namespaced (set metadata.namespace or targetNamespace)")]
+    MissingNamespace { id: ObjectId },
+    #[error("{id} appears more than once")]
+    Duplicate { id: ObjectId },
+    /// The dry-run rejected objects; nothing of their stage was written.
+    #[error("{}", dry_run_message(.0))]
+    DryRunFailed(Vec<(ObjectId, String)>),
+    #[error("{id} apply failed: {message}")]
+    ApplyFailed { id: ObjectId, message: String },
+    #[error("timeout waiting for {what}")]
+    WaitTimeout { what: String },
+    #[error("{context}: {source}")]
+    Api { context: String, source: kube::Error },
+}
+
+fn dry_run_message(failures: &[(ObjectId, String)]) -> String {
+    failures.iter().map(|(id, message)| format!("{id} dry-run failed: {message}")).collect::<Vec<_>>().join("\n")
+}
+
+/// What applying did to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Created,
+    Configured,
+    Unchanged,
+    Deleted,
+    /// Left in place on prune: not ours, or annotated `kustomize.toolkit.fluxcd.io/prune: disabled`.
+    Skipped,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Created => "created",
+            Action::Configured => "configured",
+            Action::Unchanged => "unchanged",
+            Action::Deleted => "deleted",
+            Action::Skipped => "skipped",
+        })
+    }
+}
+
+/// One line of a change set, printed as Flux prints it: `Deployment/default/app configured`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub id: ObjectId,
+    pub version: String,
+    pub action: Action,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.id, self.action)
+    }
+}
+
+/// Settings of one apply.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyOptions {
+    /// Recreate objects whose immutable fields changed (`spec.force`).
+    pub force: bool,
+    /// Labels that mark objects as owned (Flux's `kustomize.toolkit.fluxcd.io/name|namespace`):
+    /// prune deletes only objects carrying all of them.
+    pub owner_labels: BTreeMap<String, String>,
+    /// How long to wait for CRDs and Namespaces of the first stage.
+    pub wait_timeout: Duration,
+}
+
+struct Resolved {
+    id: ObjectId,
+    version: String,
+    resource: ApiResource,
+    namespaced: bool,
+    object: Value,
+}
+
+/// Applies manifests with server-side apply. Holds a discovery cache: kinds are looked up once.
+pub struct Applier {
+    client: Client,
+    kinds: RwLock<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>,
+}
+
+impl Applier {
+    pub fn new(client: Client) -> Self {
+        Applier { client, kinds: RwLock::new(HashMap::new()) }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn discover(&self, gvk: &GroupVersionKind) -> Result<(ApiResource, ApiCapabilities), kube::Error> {
+        if let Some(found) = self.kinds.read().await.get(gvk) {
+            return Ok(found.clone());
+        }
+        let found = pinned_kind(&self.client, gvk).await?;
+        self.kinds.write().await.insert(gvk.clone(), found.clone());
+        Ok(found)
+    }
+
+    /// Forgets what discovery found, e.g. after CRDs changed.
+    pub async fn forget_kinds(&self) {
+        self.kinds.write().await.clear();
+    }
+
+    async fn resolve(&self, index: usize, object: Value) -> Result<Resolved, ApplyError> {
+        let (id, version) = ObjectId::of(&object, index)?;
+        let (group, ver) = version.rsplit_once('/').unwrap_or(("", version.as_str()));
+        let gvk = GroupVersionKind::gvk(group, ver, &id.kind);
+        let (resource, caps) = self.discover(&gvk).await.map_err(|e| ApplyError::UnknownKind {
+            id: id.clone(),
+            message: match e {
+                kube::Error::Api(status) => status.message,
+                other => other.to_string(),
+            },
+        })?;
+        let namespaced = caps.scope == Scope::Namespaced;
+        if namespaced && id.namespace.is_empty() {
+            return Err(ApplyError::MissingNamespace { id });
+        }
+        if !namespaced && !id.namespace.is_empty() {
+            return Err(ApplyError::NamespaceOnClusterScoped { id });
+        }
+        Ok(Resolved { id, version, resource, namespaced, object })
+    }
+
+    fn api(&self, r: &Resolved) -> Api<DynamicObject> {
+        if r.namespaced {
+            Api::namespaced_with(self.client.clone(), &r.id.namespace, &r.resource)
+        } else {
+            Api::all_with(self.client.clone(), &r.resource)
+        }
+    }
+
+    /// Applies all objects: first the cluster definitions (CRDs, Namespaces, ClusterRoles), waited
+    /// for, then the rest. Each stage is validated with a server-side dry-run of every object in
+    /// it before any of them is written; one failure and nothing of the stage is written.
+    pub async fn apply_all(&self, objects: Vec<Value>, opts: &ApplyOptions) -> Result<Vec<Change>, ApplyError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut first = Vec::new();
+        let mut rest = Vec::new();
+        for (index, object) in objects.into_iter().enumerate() {
+            let (id, _) = ObjectId::of(&object, index)?;
+            if !seen.insert(id.clone()) {
+                return Err(ApplyError::Duplicate { id });
+            }
+            if id.is_cluster_definition() { first.push((index, object)) } else { rest.push((index, object)) }
+        }
+        let mut changes = Vec::new();
+        if !first.is_empty() {
+            let stage = self.resolve_stage(first).await?;
+            changes.extend(self.apply_stage(stage, opts).await?);
+            self.wait_for_definitions(&changes, opts.wait_timeout).await?;
+            // New CRDs bring new kinds for the second stage.
+            self.forget_kinds().await;
+        }
+        let stage = self.resolve_stage(rest).await?;
+        changes.extend(self.apply_stage(stage, opts).await?);
+        Ok(changes)
+    }
+
+    async fn resolve_stage(&self, objects: Vec<(usize, Value)>) -> Result<Vec<Resolved>, ApplyError> {
+        let mut resolved = Vec::with_capacity(objects.len());
+        for (index, object) in objects {
+            resolved.push(self.resolve(index, object).await?);
+        }
+        resolved.sort_by(|a, b| {
+            object::apply_rank(&a.id.kind)
+                .cmp(&object::apply_rank(&b.id.kind))
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(resolved)
+    }
+
+    async fn apply_stage(&self, stage: Vec<Resolved>, opts: &ApplyOptions) -> Result<Vec<Change>, ApplyError> {
+        let dry_run = PatchParams { dry_run: true, ..PatchParams::apply(FIELD_MANAGER).force() };
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+
+        // Dry-run everything first, and read the live objects to tell what would change.
+        let mut plans = Vec::with_capacity(stage.len());
+        let mut failures = Vec::new();
+        for r in &stage {
+            let api = self.api(r);
+            let live = api.get_opt(&r.id.name).await.map_err(|e| ApplyError::Api {
+                context: format!("reading {}", r.id),
+                source: e,
+            })?;
+            match api.patch(&r.id.name, &dry_run, &Patch::Apply(&r.object)).await {
+                Ok(result) => plans.push((live, Some(result))),
+                Err(kube::Error::Api(status)) if opts.force && is_immutable_field_error(&status.message) && live.is_some() => {
+                    // With force, an object whose immutable fields changed is recreated below.
+                    plans.push((live, None));
+                }
+                Err(kube::Error::Api(status)) => {
+                    failures.push((r.id.clone(), status.message));
+                    plans.push((live, None));
+                }
+                Err(e) => return Err(ApplyError::Api { context: format!("dry-run of {}", r.id), source: e }),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(ApplyError::DryRunFailed(failures));
+        }
+
+        let mut changes = Vec::with_capacity(stage.len());
+        for (r, (live, dry)) in stage.iter().zip(plans) {
+            let api = self.api(r);
+            let mut took_over = false;
+            if let Some(live) = &live {
+                // Fields set by kubectl or by Flux belong to us from now on, so that removing
+                // them from Git removes them from the cluster.
+                if let Some(patch) = managed_fields::takeover_patch(live, FIELD_MANAGER) {
+                    api.patch(&r.id.name, &PatchParams::default(), &Patch::<Value>::Json(patch))
+                        .await
+                        .map_err(|e| ApplyError::Api { context: format!("taking over fields of {}", r.id), source: e })?;
+                    took_over = true;
+                }
+            }
+            let recreate = dry.is_none() && live.is_some();
+            if let (Some(live), Some(dry)) = (&live, &dry) {
+                if !took_over && same_content(live, dry) {
+                    changes.push(Change { id: r.id.clone(), version: r.version.clone(), action: Action::Unchanged });
+                    continue;
+                }
+            }
+            if recreate {
+                // An immutable field changed and force is set: delete, then create again.
+                api.delete(&r.id.name, &DeleteParams::foreground())
+                    .await
+                    .map_err(|e| ApplyError::Api { context: format!("recreating {}", r.id), source: e })?;
+                self.wait_gone(&api, &r.id, opts.wait_timeout).await?;
+            }
+            let applied = api.patch(&r.id.name, &params, &Patch::Apply(&r.object)).await.map_err(|e| match e {
+                kube::Error::Api(status) => ApplyError::ApplyFailed { id: r.id.clone(), message: status.message },
+                other => ApplyError::Api { context: format!("applying {}", r.id), source: other },
+            })?;
+            let action = match &live {
+                None => Action::Created,
+                Some(_) if recreate => Action::Configured,
+                Some(live) if same_content(live, &applied) => Action::Unchanged,
+                Some(_) => Action::Configured,
+            };
+            changes.push(Change { id: r.id.clone(), version: r.version.clone(), action });
+        }
+        Ok(changes)
+    }
+
+    async fn wait_gone(&self, api: &Api<DynamicObject>, id: &ObjectId, timeout: Duration) -> Result<(), ApplyError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match api.get_opt(&id.name).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await
+                }
+                Ok(Some(_)) => return Err(ApplyError::WaitTimeout { what: format!("{id} to be deleted") }),
+                Err(e) => return Err(ApplyError::Api { context: format!("waiting for {id} deletion"), source: e }),
+            }
+        }
+    }
+
+    /// Waits until applied CRDs are Established and Namespaces Active.
+    async fn wait_for_definitions(&self, changes: &[Change], timeout: Duration) -> Result<(), ApplyError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for change in changes {
+            let (resource, condition) = match change.id.kind.as_str() {
+                "CustomResourceDefinition" => (
+                    ApiResource::from_gvk_with_plural(
+                        &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+                        "customresourcedefinitions",
+                    ),
+                    "Established",
+                ),
+                "Namespace" => (ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Namespace"), "namespaces"), ""),
+                _ => continue,
+            };
+            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+            loop {
+                let object = api.get_opt(&change.id.name).await.map_err(|e| ApplyError::Api {
+                    context: format!("waiting for {}", change.id),
+                    source: e,
+                })?;
+                let ready = object.is_some_and(|o| {
+                    let status = o.data.get("status");
+                    if condition.is_empty() {
+                        status.and_then(|s| s.get("phase")).and_then(Value::as_str) == Some("Active")
+                    } else {
+                        status
+                            .and_then(|s| s.get("conditions"))
+                            .and_then(Value::as_array)
+                            .is_some_and(|cs| cs.iter().any(|c| c["type"] == condition && c["status"] == "True"))
+                    }
+                });
+                if ready {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ApplyError::WaitTimeout { what: format!("{} to become ready", change.id) });
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes objects that left the inventory, in reverse apply order. Objects already gone are
+    /// skipped silently; objects without all the owner labels, or annotated
+    /// `kustomize.toolkit.fluxcd.io/prune: disabled`, are left in place. Returns what was done and
+    /// the objects whose deletion failed (they stay in the inventory, to retry).
+    pub async fn prune(
+        &self,
+        stale: &[(ObjectId, String)],
+        opts: &ApplyOptions,
+    ) -> (Vec<Change>, Vec<((ObjectId, String), String)>) {
+        let mut ordered: Vec<&(ObjectId, String)> = stale.iter().collect();
+        ordered.sort_by(|a, b| object::apply_rank(&b.0.kind).cmp(&object::apply_rank(&a.0.kind)).then_with(|| b.0.cmp(&a.0)));
+        let mut changes = Vec::new();
+        let mut failed = Vec::new();
+        for entry in ordered {
+            let (id, version) = entry;
+            let object = serde_json::json!({
+                "apiVersion": version, "kind": id.kind,
+                "metadata": {"name": id.name, "namespace": id.namespace}
+            });
+            let resolved = match self.resolve(0, object).await {
+                Ok(r) => r,
+                // The kind is gone (its CRD was deleted): so is the object.
+                Err(ApplyError::UnknownKind { .. }) => continue,
+                Err(e) => {
+                    failed.push((entry.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            let api = self.api(&resolved);
+            let live = match api.get_opt(&id.name).await {
+                Ok(Some(live)) => live,
+                Ok(None) => continue,
+                Err(e) => {
+                    failed.push((entry.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            let labels = live.metadata.labels.clone().unwrap_or_default();
+            let annotations = live.metadata.annotations.clone().unwrap_or_default();
+            let owned = opts.owner_labels.iter().all(|(k, v)| labels.get(k) == Some(v));
+            let disabled = annotations.get(crate::api::kustomize::PRUNE_ANNOTATION).is_some_and(|v| v == "disabled");
+            if !owned || disabled || live.metadata.deletion_timestamp.is_some() {
+                changes.push(Change { id: id.clone(), version: version.clone(), action: Action::Skipped });
+                continue;
+            }
+            let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+            match api.delete(&id.name, &params).await {
+                Ok(_) => changes.push(Change { id: id.clone(), version: version.clone(), action: Action::Deleted }),
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => failed.push((entry.clone(), e.to_string())),
+            }
+        }
+        (changes, failed)
+    }
+}
+
+fn is_immutable_field_error(message: &str) -> bool {
+    message.contains("field is immutable") || message.contains("may not change once set")
+}
+
+/// Whether a dry-run result equals the live object, ignoring bookkeeping the server changes on
+/// every write.
+fn same_content(live: &DynamicObject, dry_run: &DynamicObject) -> bool {
+    fn comparable(o: &DynamicObject) -> Value {
+        let mut value = serde_json::to_value(o).unwrap_or(Value::Null);
+        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            for key in ["managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink"] {
+                meta.remove(key);
+            }
+        }
+        value
+    }
+    comparable(live) == comparable(dry_run)
+}

@@ -1,3 +1,5 @@
 //! The reconcilers and what they share.
 
 pub mod conditions;
+pub mod health;
+pub mod substitute;

@@ -17,7 +17,7 @@ if [[ -z ${FERROFLUX_TEST_KUBECONFIG:-} ]]; then
 fi
 log=$(mktemp -t ferroflux-test.XXXXXX)
 status=0
-cargo test --locked --all-targets "$@" 2>&1 | tee "$log" || status=$?
+cargo test --locked --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "\nsummary: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"

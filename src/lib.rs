@@ -1,6 +1,7 @@
 //! ferroflux: a GitOps controller for Kubernetes, a drop-in for the core of FluxCD.
 
 pub mod api;
-pub mod cli;
 pub mod apply;
+pub mod cli;
 pub mod controller;
+pub mod source;

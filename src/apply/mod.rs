@@ -164,6 +164,21 @@ impl Applier {
         }
     }
 
+    /// Reads one live object, `None` when it does not exist.
+    pub async fn get(&self, id: &ObjectId, version: &str) -> Result<Option<Value>, ApplyError> {
+        let probe = serde_json::json!({
+            "apiVersion": version, "kind": id.kind,
+            "metadata": {"name": id.name, "namespace": id.namespace}
+        });
+        let resolved = self.resolve(0, probe).await?;
+        let live = self
+            .api(&resolved)
+            .get_opt(&id.name)
+            .await
+            .map_err(|e| ApplyError::Api { context: format!("reading {id}"), source: e })?;
+        Ok(live.and_then(|o| serde_json::to_value(o).ok()))
+    }
+
     /// Applies all objects: first the cluster definitions (CRDs, Namespaces, ClusterRoles), waited
     /// for, then the rest. Each stage is validated with a server-side dry-run of every object in
     /// it before any of them is written; one failure and nothing of the stage is written.
@@ -208,26 +223,42 @@ impl Applier {
         let dry_run = PatchParams { dry_run: true, ..PatchParams::apply(FIELD_MANAGER).force() };
         let params = PatchParams::apply(FIELD_MANAGER).force();
 
-        // Dry-run everything first, and read the live objects to tell what would change.
+        // Dry-run everything first, and read the live objects to tell what would change. The
+        // live object is read after the dry-run: when both carry the same resourceVersion, the
+        // dry-run was computed on exactly that object, so comparing them is exact even while
+        // other controllers write (a Deployment's status, its revision annotation).
         let mut plans = Vec::with_capacity(stage.len());
         let mut failures = Vec::new();
         for r in &stage {
             let api = self.api(r);
-            let live = api.get_opt(&r.id.name).await.map_err(|e| ApplyError::Api {
-                context: format!("reading {}", r.id),
-                source: e,
-            })?;
-            match api.patch(&r.id.name, &dry_run, &Patch::Apply(&r.object)).await {
-                Ok(result) => plans.push((live, Some(result))),
-                Err(kube::Error::Api(status)) if opts.force && is_immutable_field_error(&status.message) && live.is_some() => {
-                    // With force, an object whose immutable fields changed is recreated below.
-                    plans.push((live, None));
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let dry = api.patch(&r.id.name, &dry_run, &Patch::Apply(&r.object)).await;
+                let live = api.get_opt(&r.id.name).await.map_err(|e| ApplyError::Api {
+                    context: format!("reading {}", r.id),
+                    source: e,
+                })?;
+                match dry {
+                    Ok(result) => {
+                        let consistent = live.as_ref().is_none_or(|l| l.metadata.resource_version == result.metadata.resource_version);
+                        if consistent || attempts >= 3 {
+                            plans.push((live, Some(result)));
+                            break;
+                        }
+                    }
+                    Err(kube::Error::Api(status)) if opts.force && is_immutable_field_error(&status.message) && live.is_some() => {
+                        // With force, an object whose immutable fields changed is recreated below.
+                        plans.push((live, None));
+                        break;
+                    }
+                    Err(kube::Error::Api(status)) => {
+                        failures.push((r.id.clone(), status.message));
+                        plans.push((live, None));
+                        break;
+                    }
+                    Err(e) => return Err(ApplyError::Api { context: format!("dry-run of {}", r.id), source: e }),
                 }
-                Err(kube::Error::Api(status)) => {
-                    failures.push((r.id.clone(), status.message));
-                    plans.push((live, None));
-                }
-                Err(e) => return Err(ApplyError::Api { context: format!("dry-run of {}", r.id), source: e }),
             }
         }
         if !failures.is_empty() {
@@ -266,11 +297,15 @@ impl Applier {
                 kube::Error::Api(status) => ApplyError::ApplyFailed { id: r.id.clone(), message: status.message },
                 other => ApplyError::Api { context: format!("applying {}", r.id), source: other },
             })?;
-            let action = match &live {
-                None => Action::Created,
-                Some(_) if recreate => Action::Configured,
-                Some(live) if same_content(live, &applied) => Action::Unchanged,
-                Some(_) => Action::Configured,
+            let action = match (&live, &dry) {
+                (None, _) => Action::Created,
+                (Some(_), None) => Action::Configured,
+                // The dry-run predicted a change.
+                (Some(live), Some(dry)) if !same_content(live, dry) => Action::Configured,
+                // Only the takeover: the apply may still have removed fields another manager
+                // held, which the dry-run (made before the takeover) kept.
+                (Some(_), Some(dry)) if same_content(dry, &applied) => Action::Unchanged,
+                (Some(_), Some(_)) => Action::Configured,
             };
             changes.push(Change { id: r.id.clone(), version: r.version.clone(), action });
         }
@@ -395,11 +430,14 @@ fn is_immutable_field_error(message: &str) -> bool {
     message.contains("field is immutable") || message.contains("may not change once set")
 }
 
-/// Whether a dry-run result equals the live object, ignoring bookkeeping the server changes on
-/// every write.
+/// Whether a dry-run (or apply) result equals the live object, ignoring bookkeeping the server
+/// changes on every write and `status`, which controllers write concurrently and we never apply.
 fn same_content(live: &DynamicObject, dry_run: &DynamicObject) -> bool {
     fn comparable(o: &DynamicObject) -> Value {
         let mut value = serde_json::to_value(o).unwrap_or(Value::Null);
+        if let Some(object) = value.as_object_mut() {
+            object.remove("status");
+        }
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
             for key in ["managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink"] {
                 meta.remove(key);

@@ -166,3 +166,181 @@ pub fn kubectl(args: &[&str]) -> Output {
         .output()
         .expect("running kubectl")
 }
+
+/// Runs `cmd` in the background until this test process exits, then runs `cleanup` (a shell
+/// command): no daemon outlives the tests, even when a test panics.
+fn cleanup_on_exit(cleanup: &str) {
+    let watcher = format!("while kill -0 {} 2>/dev/null; do sleep 1; done; {cleanup}", std::process::id());
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(watcher)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+}
+
+/// The real Git servers of `hack/git-servers.sh` (HTTPS with basic auth and a custom CA, plain
+/// HTTP, SSH), started once per test process.
+pub struct GitServers {
+    pub env: std::collections::HashMap<String, String>,
+    _dir: tempfile::TempDir,
+}
+
+impl GitServers {
+    pub fn var(&self, key: &str) -> &str {
+        self.env.get(key).map(String::as_str).unwrap_or_else(|| panic!("git-servers env has no {key}"))
+    }
+}
+
+static GIT_SERVERS: OnceLock<GitServers> = OnceLock::new();
+
+pub fn git_servers() -> &'static GitServers {
+    GIT_SERVERS.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("ferroflux-git-").tempdir().expect("temp dir");
+        let script = repo_root().join("hack/git-servers.sh");
+        let out = Command::new("bash").arg(&script).arg("start").arg(dir.path()).output().expect("running hack/git-servers.sh");
+        assert!(out.status.success(), "hack/git-servers.sh start failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        cleanup_on_exit(&format!("bash '{}' stop '{}'", script.display(), dir.path().display()));
+        let text = std::fs::read_to_string(dir.path().join("env")).expect("git-servers env");
+        let env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        GitServers { env, _dir: dir }
+    })
+}
+
+/// A repository on the test Git servers with a work tree to commit and push from.
+pub struct TestRepo {
+    pub name: String,
+    pub bare: PathBuf,
+    work: tempfile::TempDir,
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=ferroflux-tests", "-c", "user.email=tests@ferroflux.invalid", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .output()
+        .expect("running git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl TestRepo {
+    /// A new bare repository `<name>.git` served by all the test servers.
+    pub fn new(name: &str) -> TestRepo {
+        let servers = git_servers();
+        let bare = PathBuf::from(servers.var("REPO_ROOT")).join(format!("{name}.git"));
+        let out = Command::new("git").args(["init", "--bare", "-q", "-b", "main"]).arg(&bare).output().expect("git init");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        git(&bare, &["config", "http.receivepack", "true"]);
+        let work = tempfile::Builder::new().prefix("ferroflux-work-").tempdir().expect("temp dir");
+        git(work.path(), &["init", "-q", "-b", "main"]);
+        git(work.path(), &["remote", "add", "origin", bare.to_str().expect("utf-8 path")]);
+        TestRepo { name: name.to_owned(), bare, work }
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("{}/{}.git", git_servers().var("HTTP_URL_BASE"), self.name)
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("{}/{}.git", git_servers().var("HTTPS_URL_BASE"), self.name)
+    }
+
+    pub fn ssh_url(&self) -> String {
+        format!("{}/{}.git", git_servers().var("SSH_URL_BASE"), self.name)
+    }
+
+    /// Writes the files, commits them and pushes `main`; returns the commit id.
+    pub fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
+        for (path, content) in files {
+            let file = self.work.path().join(path);
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent).expect("mkdir");
+            }
+            std::fs::write(file, content).expect("write file");
+        }
+        git(self.work.path(), &["add", "-A"]);
+        git(self.work.path(), &["commit", "-q", "--allow-empty", "-m", message]);
+        git(self.work.path(), &["push", "-q", "-f", "origin", "main"]);
+        git(self.work.path(), &["rev-parse", "HEAD"])
+    }
+
+    pub fn remove(&self, path: &str, message: &str) -> String {
+        git(self.work.path(), &["rm", "-q", path]);
+        git(self.work.path(), &["commit", "-q", "-m", message]);
+        git(self.work.path(), &["push", "-q", "origin", "main"]);
+        git(self.work.path(), &["rev-parse", "HEAD"])
+    }
+
+    /// `git reset --hard <commit> && git push -f`: the tutorial's rollback.
+    pub fn reset_hard_and_force_push(&self, commit: &str) {
+        git(self.work.path(), &["reset", "-q", "--hard", commit]);
+        git(self.work.path(), &["push", "-q", "-f", "origin", "main"]);
+    }
+
+    pub fn tag(&self, tag: &str) {
+        git(self.work.path(), &["tag", tag]);
+        git(self.work.path(), &["push", "-q", "origin", tag]);
+    }
+}
+
+/// `ferroflux controller`, started once per test process against the test cluster, with its
+/// artifact server on a free loopback port.
+pub struct ControllerProcess {
+    pub storage_base: String,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+static CONTROLLER: OnceLock<ControllerProcess> = OnceLock::new();
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts the controller (once); the CRDs must be installed first.
+pub fn controller() -> &'static ControllerProcess {
+    CONTROLLER.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("ferroflux-controller-").tempdir().expect("temp dir");
+        let storage_port = free_port();
+        let health_port = free_port();
+        let log = dir.path().join("controller.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ferroflux"))
+            .arg("controller")
+            .arg("--storage-path")
+            .arg(dir.path().join("storage"))
+            .arg("--storage-addr")
+            .arg(format!("127.0.0.1:{storage_port}"))
+            .arg("--health-addr")
+            .arg(format!("127.0.0.1:{health_port}"))
+            .env("KUBECONFIG", kubeconfig())
+            .env("RUST_LOG", "info,ferroflux=debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
+            .spawn()
+            .expect("starting ferroflux controller");
+        cleanup_on_exit(&format!("kill {}", child.id()));
+        ControllerProcess { storage_base: format!("http://127.0.0.1:{storage_port}"), log, _dir: dir }
+    })
+}
+
+impl ControllerProcess {
+    /// The controller's log so far, for assertion messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}

@@ -1,0 +1,226 @@
+//! The GitRepository reconciler: resolve the ref with one ref listing; when the revision (or the
+//! ignore rules) changed, fetch shallowly, pack the tree into a deterministic tar.gz, store it
+//! atomically, serve it, and write Flux's artifact, conditions and events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::conditions::{self, Status};
+use super::{Context, Failure, ReconcileError, now, with_jitter};
+use crate::api::meta::{Artifact, RECONCILE_REQUEST_ANNOTATION, condition as meta, parse_duration};
+use crate::api::source::condition as reason;
+use crate::api::source::v1::{GitRepository, GitRepositoryStatus};
+use crate::source::artifact::IgnoreRules;
+use crate::source::git::{self, Credentials, GitRefSpec};
+use crate::source::storage::{ObjectKey, Storage};
+
+pub const FINALIZER: &str = "finalizers.fluxcd.io";
+/// Artifacts kept per GitRepository besides the current one.
+const KEEP_PREVIOUS: usize = 2;
+
+/// What the GitRepository reconciler needs besides the shared context.
+pub struct GitContext {
+    pub ctx: Arc<Context>,
+    pub storage: Arc<Storage>,
+    /// `http://host:port` of the artifact server as other controllers reach it.
+    pub advertised_base: String,
+}
+
+#[instrument(skip_all, fields(gitrepository = %format!("{}/{}", repo.namespace().unwrap_or_default(), repo.name_any())))]
+pub async fn reconcile(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action, ReconcileError> {
+    let api: Api<GitRepository> = Api::namespaced(gctx.ctx.client.clone(), &repo.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, repo, |event| async {
+        match event {
+            FinalizerEvent::Apply(repo) => apply(repo, gctx.clone()).await,
+            FinalizerEvent::Cleanup(repo) => cleanup(repo, gctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| ReconcileError::Finalizer(e.to_string()))
+}
+
+pub fn error_policy(_repo: Arc<GitRepository>, error: &ReconcileError, _ctx: Arc<GitContext>) -> Action {
+    warn!(%error, "reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action, ReconcileError> {
+    let mut status = repo.status.clone().unwrap_or_default();
+    if let Some(requested) = repo.annotations().get(RECONCILE_REQUEST_ANNOTATION) {
+        status.last_handled_reconcile_at = Some(requested.clone());
+    }
+    if repo.spec.suspend == Some(true) {
+        info!("suspended, skipping");
+        write_status(&gctx.ctx, &repo, &status).await?;
+        return Ok(Action::await_change());
+    }
+    let interval = parse_duration(&repo.spec.interval).unwrap_or(Duration::from_secs(60));
+    let generation = repo.meta().generation;
+    let time = now();
+    match run(&repo, &gctx, &mut status).await {
+        Ok(new_artifact) => {
+            let Some(artifact) = status.artifact.clone() else {
+                return Err(ReconcileError::Finalizer("artifact missing after a successful reconcile".into()));
+            };
+            let message = format!("stored artifact for revision '{}'", artifact.revision);
+            status.observed_generation = generation;
+            status.observed_ignore = repo.spec.ignore.clone();
+            conditions::set(&mut status.conditions, meta::READY, Status::True, meta::SUCCEEDED, &message, generation, &time);
+            conditions::set(&mut status.conditions, reason::ARTIFACT_IN_STORAGE, Status::True, meta::SUCCEEDED, &message, generation, &time);
+            for stale in [meta::RECONCILING, meta::STALLED, reason::FETCH_FAILED, reason::STORAGE_OPERATION_FAILED] {
+                conditions::remove(&mut status.conditions, stale);
+            }
+            if new_artifact {
+                gctx.ctx.event(repo.as_ref(), false, reason::NEW_ARTIFACT, message).await;
+            }
+        }
+        Err((condition, failure)) => {
+            status.observed_generation = generation;
+            conditions::set(&mut status.conditions, meta::READY, Status::False, failure.reason, &failure.message, generation, &time);
+            conditions::set(&mut status.conditions, condition, Status::True, failure.reason, &failure.message, generation, &time);
+            if failure.reason == reason::INVALID_URL {
+                // Retrying cannot help until the spec changes.
+                conditions::set(&mut status.conditions, meta::STALLED, Status::True, failure.reason, &failure.message, generation, &time);
+            }
+            gctx.ctx.event(repo.as_ref(), true, failure.reason, failure.message.clone()).await;
+        }
+    }
+    write_status(&gctx.ctx, &repo, &status).await?;
+    Ok(Action::requeue(with_jitter(interval)))
+}
+
+async fn write_status(ctx: &Context, repo: &GitRepository, status: &GitRepositoryStatus) -> Result<(), kube::Error> {
+    if repo.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default());
+    api.patch_status(&repo.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+        .await
+        .map(|_| ())
+}
+
+/// Brings the artifact up to date. `Ok(true)` when a new artifact was stored; on failure, the
+/// condition to set (`FetchFailed` or `StorageOperationFailed`) and why.
+async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepositoryStatus) -> Result<bool, (&'static str, Failure)> {
+    let fetch_failed = |reason: &'static str, message: String| (reason::FETCH_FAILED, Failure::new(reason, message, Duration::ZERO));
+    let ns = repo.namespace().unwrap_or_default();
+    let name = repo.name_any();
+    let timeout = repo.spec.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(Duration::from_secs(60));
+
+    let credentials = match &repo.spec.secret_ref {
+        None => Credentials::default(),
+        Some(secret_ref) => {
+            let secrets: Api<Secret> = Api::namespaced(gctx.ctx.client.clone(), &ns);
+            let secret = secrets.get(&secret_ref.name).await.map_err(|e| {
+                fetch_failed(reason::AUTHENTICATION_FAILED, format!("failed to get secret '{ns}/{}': {}", secret_ref.name, kube_message(e)))
+            })?;
+            let data: BTreeMap<String, Vec<u8>> = secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+            Credentials::from_secret_data(&data).map_err(|e| {
+                fetch_failed(reason::AUTHENTICATION_FAILED, format!("failed to configure authentication options: {e}"))
+            })?
+        }
+    };
+    let spec_ref = repo.spec.r#ref.clone().unwrap_or_default();
+    let ref_spec = GitRefSpec {
+        branch: spec_ref.branch,
+        tag: spec_ref.tag,
+        semver: spec_ref.semver,
+        name: spec_ref.name,
+        commit: spec_ref.commit,
+    };
+    let git_failed = |e: git::GitError| {
+        let message = match e.reason() {
+            git::FailureReason::GitOperationFailed => format!("failed to checkout and determine revision: {e}"),
+            _ => e.to_string(),
+        };
+        fetch_failed(e.reason().as_str(), message)
+    };
+
+    // The cheap part, and all of a poll when nothing changed: one ref listing.
+    let (url, creds, spec) = (repo.spec.url.clone(), credentials.clone(), ref_spec.clone());
+    let resolved = tokio::task::spawn_blocking(move || git::resolve_remote(&url, &creds, &spec, timeout))
+        .await
+        .map_err(|e| fetch_failed(reason::GIT_OPERATION_FAILED, e.to_string()))?
+        .map_err(git_failed)?;
+    let revision = resolved.revision();
+    let key = ObjectKey::git_repository(&ns, &name)
+        .map_err(|e| (reason::STORAGE_OPERATION_FAILED, Failure::new(reason::STORAGE_OPERATION_FAILED, e.to_string(), Duration::ZERO)))?;
+    let unchanged_config = status.observed_ignore == repo.spec.ignore;
+    if let Some(current) = &status.artifact {
+        if current.revision == revision && unchanged_config && gctx.storage.exists(&key, &resolved.commit) {
+            // The advertised address may have changed since the artifact was stored.
+            let url = format!("{}/{}", gctx.advertised_base, current.path);
+            if current.url != url {
+                if let Some(a) = status.artifact.as_mut() {
+                    a.url = url;
+                }
+            }
+            return Ok(false);
+        }
+    }
+
+    // Something changed: fetch the commit, pack it, store it.
+    let storage_failed = |r: &'static str, e: String| (reason::STORAGE_OPERATION_FAILED, Failure::new(r, e, Duration::ZERO));
+    let work = tempfile::Builder::new()
+        .prefix(".checkout-")
+        .tempdir_in(gctx.storage.root())
+        .map_err(|e| storage_failed(reason::STORAGE_OPERATION_FAILED, format!("failed to create temporary working directory: {e}")))?;
+    let checkout = work.path().join("checkout");
+    let (url, creds, resolved_ref, dir) = (repo.spec.url.clone(), credentials, resolved.clone(), checkout.clone());
+    let fetched = tokio::task::spawn_blocking(move || git::fetch(&url, &creds, &resolved_ref, timeout, &dir))
+        .await
+        .map_err(|e| fetch_failed(reason::GIT_OPERATION_FAILED, e.to_string()))?
+        .map_err(git_failed)?;
+
+    let storage = gctx.storage.clone();
+    let ignore = repo.spec.ignore.clone();
+    let (store_key, commit) = (key.clone(), fetched.commit.clone());
+    let stored = tokio::task::spawn_blocking(move || {
+        let rules = IgnoreRules::load(&checkout, ignore.as_deref()).map_err(|e| e.to_string())?;
+        storage.store_tree(&store_key, &commit, &checkout, &rules).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| storage_failed(reason::ARCHIVE_OPERATION_FAILED, e.to_string()))?
+    .map_err(|e| storage_failed(reason::ARCHIVE_OPERATION_FAILED, format!("unable to archive artifact to storage: {e}")))?;
+    drop(work);
+
+    status.artifact = Some(Artifact {
+        url: format!("{}/{}", gctx.advertised_base, stored.relative_path),
+        path: stored.relative_path,
+        revision: fetched.revision,
+        digest: stored.digest,
+        last_update_time: now(),
+        size: i64::try_from(stored.size).ok(),
+        metadata: None,
+    });
+    if let Err(e) = gctx.storage.garbage_collect(&key, &fetched.commit, KEEP_PREVIOUS) {
+        warn!(error = %e, "garbage collection of old artifacts failed");
+    }
+    Ok(true)
+}
+
+fn kube_message(e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => status.message,
+        other => other.to_string(),
+    }
+}
+
+/// Deleting a GitRepository deletes its artifacts.
+async fn cleanup(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action, ReconcileError> {
+    let ns = repo.namespace().unwrap_or_default();
+    let key = ObjectKey::git_repository(&ns, &repo.name_any()).map_err(|e| ReconcileError::Finalizer(e.to_string()))?;
+    gctx.storage
+        .delete_all(&key)
+        .map_err(|e| ReconcileError::Finalizer(format!("failed to remove artifacts: {e}")))?;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,101 @@
+//! `ferroflux controller`: runs the reconcilers, the artifact server and the health endpoints in
+//! one process until SIGTERM/SIGINT.
+
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector;
+use kube::runtime::watcher::{self, Config as WatcherConfig};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::artifact::ArtifactCache;
+use super::{Context, gitrepository};
+use crate::api::meta::RECONCILE_REQUEST_ANNOTATION;
+use crate::api::source::v1::GitRepository;
+use crate::source::storage::Storage;
+
+/// Settings of the controller process, named like Flux's flags.
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    /// Where artifacts are stored.
+    pub storage_path: PathBuf,
+    /// Where the artifact server listens.
+    pub storage_addr: SocketAddr,
+    /// The address other controllers reach the artifact server at (`status.artifact.url`).
+    pub storage_adv_addr: String,
+    /// Where `/healthz` and `/readyz` are served.
+    pub health_addr: SocketAddr,
+    /// How many objects of each kind are reconciled at once.
+    pub concurrent: u16,
+    /// Where downloaded artifacts are unpacked for building.
+    pub artifact_cache: PathBuf,
+}
+
+/// What re-triggers a reconcile of one of our objects: a new generation (spec change), a new
+/// `reconcile.fluxcd.io/requestedAt`, deletion. Our own status writes change none of these, so
+/// they do not trigger another reconcile.
+fn trigger_hash<K: Resource>(object: &K) -> Option<u64> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    object.meta().generation.hash(&mut hasher);
+    object.annotations().get(RECONCILE_REQUEST_ANNOTATION).hash(&mut hasher);
+    object.meta().deletion_timestamp.as_ref().map(|t| t.0.to_string()).hash(&mut hasher);
+    object.finalizers().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let storage = Arc::new(Storage::new(config.storage_path.clone())?);
+    let ctx = Arc::new(Context::new(client.clone(), ArtifactCache::new(config.artifact_cache.clone())));
+    let git_ctx = Arc::new(gitrepository::GitContext {
+        ctx: ctx.clone(),
+        storage: storage.clone(),
+        advertised_base: format!("http://{}", config.storage_adv_addr.trim_start_matches("http://").trim_end_matches('/')),
+    });
+    let controller_config = ControllerConfig::default().concurrency(config.concurrent);
+
+    // GitRepositories.
+    let (repo_store, repo_writer) = reflector::store::<GitRepository>();
+    let repo_stream = watcher::watcher(Api::<GitRepository>::all(client.clone()), WatcherConfig::default())
+        .default_backoff()
+        .reflect(repo_writer)
+        .applied_objects()
+        .predicate_filter(trigger_hash, Default::default());
+    let repositories = Controller::for_stream(repo_stream, repo_store)
+        .with_config(controller_config.clone())
+        .shutdown_on_signal()
+        .run(gitrepository::reconcile, gitrepository::error_policy, git_ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "GitRepository controller");
+            }
+        });
+
+    let storage_server = crate::source::server::serve(config.storage_path.clone(), config.storage_addr);
+    let health_server = serve_health(config.health_addr);
+    info!(storage = %config.storage_addr, health = %config.health_addr, "ferroflux controller started");
+    tokio::select! {
+        _ = repositories => {}
+        result = storage_server => result?,
+        result = health_server => result?,
+    }
+    info!("ferroflux controller stopped");
+    Ok(())
+}
+
+/// `/healthz` and `/readyz`: the process is up and its loops run.
+async fn serve_health(addr: SocketAddr) -> anyhow::Result<()> {
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/readyz", axum::routing::get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}

@@ -1,0 +1,547 @@
+//! Credentials from a Kubernetes secret's data, and the host checks they configure: SSH
+//! `known_hosts` matching and HTTPS verification against a secret's own `ca.crt`.
+//! Pure logic: parsing and verification, no network.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
+
+use super::GitError;
+
+/// What a `GitRepository`'s `secretRef` provides. `Debug` never shows secret values.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub basic_auth: Option<BasicAuth>,
+    pub bearer_token: Option<String>,
+    /// PEM bundle whose certificates are the only trust anchors for HTTPS when set.
+    pub ca_pem: Option<Vec<u8>>,
+    pub ssh: Option<SshCredentials>,
+}
+
+#[derive(Clone)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Clone)]
+pub struct SshCredentials {
+    /// Private key in PEM or OpenSSH format.
+    pub identity: String,
+    pub passphrase: Option<String>,
+    /// Contents of a `known_hosts` file; required, as in Flux.
+    pub known_hosts: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("basic_auth", &self.basic_auth.as_ref().map(|b| &b.username))
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("ssh", &self.ssh.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Errors in a secret's content. Messages name keys, never values.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CredentialsError {
+    #[error("secret key '{0}' is not valid UTF-8")]
+    NotUtf8(&'static str),
+    #[error("secret has '{present}' but not '{missing}'")]
+    Incomplete {
+        present: &'static str,
+        missing: &'static str,
+    },
+    #[error("secret has both username/password and bearerToken: use one")]
+    ConflictingHttpAuth,
+    #[error(
+        "TLS client certificates ('tls.crt'/'tls.key') are not supported by this Git \
+         implementation (libgit2 has no client-certificate option)"
+    )]
+    ClientCertificateUnsupported,
+    #[error("secret key 'ca.crt' holds no PEM certificate")]
+    NoCaCertificate,
+    #[error("secret has an SSH 'identity' but no 'known_hosts': host keys must be pinned")]
+    MissingKnownHosts,
+}
+
+const KEY_USERNAME: &str = "username";
+const KEY_PASSWORD: &str = "password";
+const KEY_BEARER: &str = "bearerToken";
+const KEY_CA: &str = "ca.crt";
+const KEY_CA_LEGACY: &str = "caFile";
+const KEY_TLS_CERT: &str = "tls.crt";
+const KEY_TLS_KEY: &str = "tls.key";
+const KEY_IDENTITY: &str = "identity";
+const KEY_KNOWN_HOSTS: &str = "known_hosts";
+
+impl Credentials {
+    /// Reads the keys Flux's source-controller reads from a Git secret. For an SSH identity,
+    /// `password` is the key's passphrase, as in Flux.
+    pub fn from_secret_data(data: &BTreeMap<String, Vec<u8>>) -> Result<Self, CredentialsError> {
+        let text = |key: &'static str| -> Result<Option<String>, CredentialsError> {
+            match data.get(key) {
+                None => Ok(None),
+                Some(bytes) => String::from_utf8(bytes.clone())
+                    .map(Some)
+                    .map_err(|_| CredentialsError::NotUtf8(key)),
+            }
+        };
+        if data.contains_key(KEY_TLS_CERT) || data.contains_key(KEY_TLS_KEY) {
+            return Err(CredentialsError::ClientCertificateUnsupported);
+        }
+        let mut creds = Credentials::default();
+        let identity = text(KEY_IDENTITY)?.filter(|s| !s.trim().is_empty());
+        let username = text(KEY_USERNAME)?;
+        let password = text(KEY_PASSWORD)?;
+        if let Some(identity) = identity {
+            let known_hosts = text(KEY_KNOWN_HOSTS)?.ok_or(CredentialsError::MissingKnownHosts)?;
+            creds.ssh = Some(SshCredentials {
+                identity,
+                passphrase: password.filter(|p| !p.is_empty()),
+                known_hosts,
+            });
+        } else {
+            match (username, password) {
+                (Some(username), Some(password)) => {
+                    creds.basic_auth = Some(BasicAuth { username, password })
+                }
+                (Some(_), None) => {
+                    return Err(CredentialsError::Incomplete {
+                        present: KEY_USERNAME,
+                        missing: KEY_PASSWORD,
+                    });
+                }
+                (None, Some(_)) => {
+                    return Err(CredentialsError::Incomplete {
+                        present: KEY_PASSWORD,
+                        missing: KEY_USERNAME,
+                    });
+                }
+                (None, None) => {}
+            }
+        }
+        creds.bearer_token = text(KEY_BEARER)?.filter(|t| !t.is_empty());
+        if creds.bearer_token.is_some() && creds.basic_auth.is_some() {
+            return Err(CredentialsError::ConflictingHttpAuth);
+        }
+        let ca = data.get(KEY_CA).or_else(|| data.get(KEY_CA_LEGACY));
+        if let Some(ca) = ca {
+            if parse_ca_bundle(ca).is_empty() {
+                return Err(CredentialsError::NoCaCertificate);
+            }
+            creds.ca_pem = Some(ca.clone());
+        }
+        Ok(creds)
+    }
+}
+
+fn parse_ca_bundle(pem: &[u8]) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// Verifies a server's leaf certificate (DER, as libgit2 hands it over) against the CA bundle
+/// alone, for `host` (a DNS name or IP address). libgit2 gives only the leaf, so intermediates
+/// must be in the bundle too; every certificate in it is treated as a trust anchor.
+pub fn verify_server_cert(ca_pem: &[u8], leaf_der: &[u8], host: &str) -> Result<(), String> {
+    let ca_certs = parse_ca_bundle(ca_pem);
+    let anchors: Vec<_> = ca_certs
+        .iter()
+        .filter_map(|der| webpki::anchor_from_trusted_cert(der).ok())
+        .collect();
+    if anchors.is_empty() {
+        return Err("ca.crt holds no usable certificate".to_owned());
+    }
+    let leaf = CertificateDer::from(leaf_der);
+    let end_entity = webpki::EndEntityCert::try_from(&leaf)
+        .map_err(|e| format!("bad server certificate: {e}"))?;
+    end_entity
+        .verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &anchors,
+            &[],
+            UnixTime::now(),
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| format!("certificate is not signed by the CA in ca.crt: {e}"))?;
+    let name =
+        ServerName::try_from(host).map_err(|_| format!("'{host}' is not a valid server name"))?;
+    end_entity
+        .verify_is_valid_for_subject_name(&name)
+        .map_err(|e| format!("certificate is not valid for '{host}': {e}"))
+}
+
+/// The `known_hosts` host pattern OpenSSH uses for a host and port.
+fn known_hosts_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_owned()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+/// Outcome of looking a presented host key up in `known_hosts`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HostKeyCheck {
+    Trusted,
+    /// The host is listed but with other keys: possibly an attack, always refused.
+    Mismatch,
+    /// The host is not listed at all.
+    Unknown,
+}
+
+/// Looks `key_blob` (the SSH wire-format public key the server presented) up for `host:port`.
+/// Plain and `[host]:port` patterns, comma lists, `*`/`?` wildcards, `!` negation, hashed
+/// (`|1|...`) names and `@revoked` markers are honoured; `@cert-authority` lines are skipped
+/// (libgit2 exposes no host certificates).
+pub fn check_host_key(known_hosts: &str, host: &str, port: u16, key_blob: &[u8]) -> HostKeyCheck {
+    let wanted = known_hosts_name(host, port);
+    let mut host_listed = false;
+    for line in known_hosts.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let mut first = fields.next().unwrap_or_default();
+        let mut revoked = false;
+        if first.starts_with('@') {
+            if first == "@revoked" {
+                revoked = true;
+            } else {
+                continue;
+            }
+            first = fields.next().unwrap_or_default();
+        }
+        let (Some(_key_type), Some(key_b64)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if !host_patterns_match(first, &wanted) {
+            continue;
+        }
+        let Some(blob) = base64_decode(key_b64) else {
+            continue;
+        };
+        if revoked {
+            if blob == key_blob {
+                return HostKeyCheck::Mismatch;
+            }
+            continue;
+        }
+        host_listed = true;
+        if blob == key_blob {
+            return HostKeyCheck::Trusted;
+        }
+    }
+    if host_listed {
+        HostKeyCheck::Mismatch
+    } else {
+        HostKeyCheck::Unknown
+    }
+}
+
+fn host_patterns_match(patterns: &str, wanted: &str) -> bool {
+    if let Some(hashed) = patterns.strip_prefix("|1|") {
+        return hashed_host_matches(hashed, wanted);
+    }
+    let mut matched = false;
+    for pattern in patterns.split(',') {
+        if let Some(negated) = pattern.strip_prefix('!') {
+            if wildcard_match(negated, wanted) {
+                return false;
+            }
+        } else if wildcard_match(pattern, wanted) {
+            matched = true;
+        }
+    }
+    matched
+}
+
+/// OpenSSH hashed names are `|1|base64(salt)|base64(HMAC-SHA1(salt, name))`. `sha2` has no
+/// SHA-1, so this small SHA-1 + HMAC lives here; it is used only to match names, not for trust.
+fn hashed_host_matches(hashed: &str, wanted: &str) -> bool {
+    let Some((salt_b64, mac_b64)) = hashed.split_once('|') else {
+        return false;
+    };
+    let (Some(salt), Some(mac)) = (base64_decode(salt_b64), base64_decode(mac_b64)) else {
+        return false;
+    };
+    hmac_sha1(&salt, wanted.as_bytes()).as_slice() == mac.as_slice()
+}
+
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match (p.first(), t.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &t[1..]),
+            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => go(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
+
+/// Standard base64 (with or without padding). `None` on any invalid character.
+pub fn base64_decode(input: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let trimmed = input.trim_end_matches('=');
+    let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
+    let mut buffer = 0u32;
+    let mut bits = 0;
+    for c in trimmed.bytes() {
+        buffer = (buffer << 6) | value(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+            buffer &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+    let mut message = data.to_vec();
+    let bit_len = (data.len() as u64).wrapping_mul(8);
+    message.push(0x80);
+    while message.len() % 64 != 56 {
+        message.push(0);
+    }
+    message.extend_from_slice(&bit_len.to_be_bytes());
+    for block in message.chunks_exact(64) {
+        let mut w = [0u32; 80];
+        for (i, word) in block.chunks_exact(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let temp = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = temp;
+        }
+        for (state, value) in h.iter_mut().zip([a, b, c, d, e]) {
+            *state = state.wrapping_add(value);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (chunk, word) in out.chunks_exact_mut(4).zip(h) {
+        chunk.copy_from_slice(&word.to_be_bytes());
+    }
+    out
+}
+
+fn hmac_sha1(key: &[u8], message: &[u8]) -> [u8; 20] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..20].copy_from_slice(&sha1(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
+    inner.extend_from_slice(message);
+    let mut outer: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
+    outer.extend_from_slice(&sha1(&inner));
+    sha1(&outer)
+}
+
+/// SHA-256 fingerprint in OpenSSH's display form, for error messages about host keys.
+pub fn ssh_fingerprint(key_blob: &[u8]) -> String {
+    let digest = Sha256::digest(key_blob);
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::from("SHA256:");
+    for chunk in digest.chunks(3) {
+        let n =
+            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+impl From<CredentialsError> for GitError {
+    fn from(e: CredentialsError) -> Self {
+        GitError::InvalidCredentials(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn secret_parsing() {
+        let c = Credentials::from_secret_data(&data(&[("username", "u"), ("password", "hunter2")]))
+            .unwrap();
+        assert_eq!(
+            c.basic_auth.as_ref().map(|b| b.username.as_str()),
+            Some("u")
+        );
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(
+            Credentials::from_secret_data(&data(&[("username", "u")])).unwrap_err(),
+            CredentialsError::Incomplete {
+                present: "username",
+                missing: "password"
+            }
+        );
+        assert_eq!(
+            Credentials::from_secret_data(&data(&[("tls.crt", "x"), ("tls.key", "y")]))
+                .unwrap_err(),
+            CredentialsError::ClientCertificateUnsupported
+        );
+        assert_eq!(
+            Credentials::from_secret_data(&data(&[("identity", "k")])).unwrap_err(),
+            CredentialsError::MissingKnownHosts
+        );
+        let ssh = Credentials::from_secret_data(&data(&[
+            ("identity", "k"),
+            ("known_hosts", "h"),
+            ("password", "p"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            ssh.ssh.as_ref().and_then(|s| s.passphrase.as_deref()),
+            Some("p")
+        );
+        assert!(ssh.basic_auth.is_none());
+        assert_eq!(
+            Credentials::from_secret_data(&data(&[("ca.crt", "not pem")])).unwrap_err(),
+            CredentialsError::NoCaCertificate
+        );
+        assert_eq!(
+            Credentials::from_secret_data(&data(&[
+                ("username", "u"),
+                ("password", "p"),
+                ("bearerToken", "t")
+            ]))
+            .unwrap_err(),
+            CredentialsError::ConflictingHttpAuth
+        );
+    }
+
+    #[test]
+    fn base64_and_sha1() {
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(base64_decode("aGVsbG8").unwrap(), b"hello");
+        assert_eq!(base64_decode("a*"), None);
+        assert_eq!(
+            hex::encode(sha1(b"abc")),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        // RFC 2202 test case 2.
+        assert_eq!(
+            hex::encode(hmac_sha1(b"Jefe", b"what do ya want for nothing?")),
+            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+        );
+    }
+
+    #[test]
+    fn known_hosts_matching() {
+        let key = b"\x00\x00\x00\x0bssh-ed25519 fake key";
+        let other = b"another key";
+        let b64 = "AAAAC3NzaC1lZDI1NTE5IGZha2Uga2V5";
+        assert_eq!(base64_decode(b64).unwrap(), key);
+        let kh = format!(
+            "# comment\n[127.0.0.1]:2222 ssh-ed25519 {b64}\ngithub.com,*.example.org ssh-ed25519 {b64}\n"
+        );
+        assert_eq!(
+            check_host_key(&kh, "127.0.0.1", 2222, key),
+            HostKeyCheck::Trusted
+        );
+        assert_eq!(
+            check_host_key(&kh, "127.0.0.1", 2222, other),
+            HostKeyCheck::Mismatch
+        );
+        assert_eq!(
+            check_host_key(&kh, "127.0.0.1", 22, key),
+            HostKeyCheck::Unknown
+        );
+        assert_eq!(
+            check_host_key(&kh, "git.example.org", 22, key),
+            HostKeyCheck::Trusted
+        );
+        let revoked = format!("@revoked * ssh-ed25519 {b64}\n{kh}");
+        assert_eq!(
+            check_host_key(&revoked, "github.com", 22, key),
+            HostKeyCheck::Mismatch
+        );
+        // `|1|` + base64(salt) + `|` + base64(HMAC-SHA1(salt, "[127.0.0.1]:2222")), made with ssh-keygen -H.
+        let salt = b"0123456789abcdef0123";
+        let mac = hmac_sha1(salt, b"[127.0.0.1]:2222");
+        let hashed = format!("|1|{}|{} ssh-ed25519 {b64}", std_b64(salt), std_b64(&mac));
+        assert_eq!(
+            check_host_key(&hashed, "127.0.0.1", 2222, key),
+            HostKeyCheck::Trusted
+        );
+        assert_eq!(
+            check_host_key(&hashed, "127.0.0.2", 2222, key),
+            HostKeyCheck::Unknown
+        );
+    }
+
+    fn std_b64(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b))
+                << (8 * (3 - chunk.len()));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}

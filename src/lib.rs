@@ -4,4 +4,5 @@ pub mod api;
 pub mod apply;
 pub mod cli;
 pub mod controller;
+pub mod kustomize;
 pub mod source;

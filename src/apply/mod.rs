@@ -287,8 +287,9 @@ impl Applier {
                 }
             }
             if recreate {
-                // An immutable field changed and force is set: delete, then create again.
-                api.delete(&r.id.name, &DeleteParams::foreground())
+                // An immutable field changed and force is set: delete, then create again. Its
+                // dependents (a Deployment's ReplicaSets) are collected in the background.
+                api.delete(&r.id.name, &DeleteParams::background())
                     .await
                     .map_err(|e| ApplyError::Api { context: format!("recreating {}", r.id), source: e })?;
                 self.wait_gone(&api, &r.id, opts.wait_timeout).await?;

@@ -19,6 +19,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the source and kustomize controllers (in-cluster, or against the current kubeconfig).
     Controller(ControllerArgs),
+    /// Build a kustomization directory and print the objects, like `kubectl kustomize DIR`.
+    Build {
+        /// The directory holding kustomization.yaml.
+        dir: PathBuf,
+        /// Nothing outside this folder may be read (defaults to DIR).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
     /// Print the CustomResourceDefinitions (GitRepository, Kustomization), or write them to a folder.
     Crds {
         /// Write one file per CRD into this folder instead of printing them.
@@ -60,6 +68,7 @@ pub struct ControllerArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Controller(args) => controller(args).await?,
+        Command::Build { dir, root } => build(&dir, root.as_deref())?,
 
         Command::Crds { dir } => crds(dir)?,
         Command::Version => println!("ferroflux {}", env!("CARGO_PKG_VERSION")),
@@ -114,4 +123,10 @@ fn init_logging(encoding: &str) {
     } else {
         builder.init();
     }
+}
+
+fn build(dir: &std::path::Path, root: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let objects = crate::kustomize::build(root.unwrap_or(dir), dir, &crate::kustomize::BuildOptions::default())?;
+    print!("{}", crate::kustomize::to_yaml(&objects));
+    Ok(())
 }

@@ -115,7 +115,7 @@ impl ArtifactCache {
         if dirs.len() <= KEEP_REVISIONS {
             return;
         }
-        dirs.sort_by(|a, b| b.0.cmp(&a.0));
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
         for (_, path) in dirs.into_iter().skip(KEEP_REVISIONS) {
             let _ = tokio::fs::remove_dir_all(path).await;
         }

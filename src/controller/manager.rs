@@ -9,14 +9,15 @@ use std::sync::Arc;
 use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::reflector;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, Config as WatcherConfig};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::artifact::ArtifactCache;
-use super::{Context, gitrepository};
+use super::{Context, gitrepository, kustomization};
+use crate::api::kustomize::v1::{Kustomization, SourceKind};
 use crate::api::meta::RECONCILE_REQUEST_ANNOTATION;
 use crate::api::source::v1::GitRepository;
 use crate::source::storage::Storage;
@@ -78,11 +79,43 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
             }
         });
 
+    // Kustomizations, re-triggered at once by any change of the source they build from.
+    let (ks_store, ks_writer) = reflector::store::<Kustomization>();
+    let ks_stream = watcher::watcher(Api::<Kustomization>::all(client.clone()), WatcherConfig::default())
+        .default_backoff()
+        .reflect(ks_writer)
+        .applied_objects()
+        .predicate_filter(trigger_hash, Default::default());
+    let dependents = ks_store.clone();
+    let kustomizations = Controller::for_stream(ks_stream, ks_store)
+        .watches(Api::<GitRepository>::all(client.clone()), WatcherConfig::default(), move |repo: GitRepository| {
+            let repo_ns = repo.namespace().unwrap_or_default();
+            let repo_name = repo.name_any();
+            dependents
+                .state()
+                .into_iter()
+                .filter(|ks| {
+                    let source = &ks.spec.source_ref;
+                    let ns = source.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default());
+                    source.kind == SourceKind::GitRepository && source.name == repo_name && ns == repo_ns
+                })
+                .map(|ks| ObjectRef::from_obj(ks.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .with_config(controller_config)
+        .shutdown_on_signal()
+        .run(kustomization::reconcile, kustomization::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "Kustomization controller");
+            }
+        });
+
     let storage_server = crate::source::server::serve(config.storage_path.clone(), config.storage_addr);
     let health_server = serve_health(config.health_addr);
     info!(storage = %config.storage_addr, health = %config.health_addr, "ferroflux controller started");
     tokio::select! {
-        _ = repositories => {}
+        _ = async { tokio::join!(repositories, kustomizations) } => {}
         result = storage_server => result?,
         result = health_server => result?,
     }

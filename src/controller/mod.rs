@@ -2,10 +2,12 @@
 //! `Ready=False` with a reason and a message.
 
 pub mod artifact;
+pub mod build;
 pub mod conditions;
 pub mod events;
 pub mod health;
 pub mod gitrepository;
+pub mod kustomization;
 pub mod manager;
 pub mod substitute;
 

@@ -344,3 +344,102 @@ impl ControllerProcess {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 }
+
+/// A simulated node, the way kwok does it: registers a Node and, for the Pods of one namespace,
+/// binds them to it and reports them Running and Ready, so Deployments become Available on a
+/// control plane without kubelets. Runs until the returned handle is dropped.
+pub struct SimulatedNode {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SimulatedNode {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn simulated_node(client: &Client, namespace: &str) -> SimulatedNode {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    let node_name = format!("sim-{namespace}");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": node_name, "labels": {"type": "simulated"}},
+        "spec": {}
+    }))
+    .expect("node");
+    let _ = nodes.create(&PostParams::default(), &node).await;
+    let client = client.clone();
+    let namespace = namespace.to_owned();
+    let task = tokio::spawn(async move {
+        let nodes: Api<Node> = Api::all(client.clone());
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        let mut tick = 0u32;
+        loop {
+            if tick % 20 == 0 {
+                // A heartbeat, so the node lifecycle controller keeps the node Ready.
+                let now = jiff::Timestamp::now().to_string();
+                let status = serde_json::json!({"status": {
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "simulated",
+                        "lastHeartbeatTime": now, "lastTransitionTime": now}],
+                    "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "500"},
+                    "capacity": {"cpu": "64", "memory": "256Gi", "pods": "500"}
+                }});
+                let _ = nodes.patch_status(&node_name, &PatchParams::default(), &Patch::Merge(&status)).await;
+            }
+            tick += 1;
+            if let Ok(list) = pods.list(&Default::default()).await {
+                for pod in list.items {
+                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    if pod.metadata.deletion_timestamp.is_some() {
+                        // No kubelet will confirm the kill: finish the deletion ourselves.
+                        let _ = pods.delete(&name, &kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+                        continue;
+                    }
+                    let bound = pod.spec.as_ref().and_then(|s| s.node_name.clone()).is_some();
+                    if !bound {
+                        let binding = serde_json::json!({
+                            "apiVersion": "v1", "kind": "Binding",
+                            "metadata": {"name": name, "namespace": namespace},
+                            "target": {"apiVersion": "v1", "kind": "Node", "name": node_name}
+                        });
+                        let request = http::Request::post(format!("/api/v1/namespaces/{namespace}/pods/{name}/binding"))
+                            .header("Content-Type", "application/json")
+                            .body(serde_json::to_vec(&binding).unwrap_or_default());
+                        if let Ok(request) = request {
+                            let _ = client.request_text(request).await;
+                        }
+                        continue;
+                    }
+                    let ready = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+                        cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                    });
+                    if !ready {
+                        let now = jiff::Timestamp::now().to_string();
+                        let containers: Vec<serde_json::Value> = pod
+                            .spec
+                            .as_ref()
+                            .map(|s| s.containers.iter().map(|c| serde_json::json!({
+                                "name": c.name, "image": c.image, "imageID": "", "ready": true, "restartCount": 0,
+                                "started": true, "state": {"running": {"startedAt": now}}
+                            })).collect())
+                            .unwrap_or_default();
+                        let status = serde_json::json!({"status": {
+                            "phase": "Running", "podIP": "10.0.0.1", "hostIP": "10.0.0.2", "startTime": now,
+                            "conditions": [
+                                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                                {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                                {"type": "Ready", "status": "True", "lastTransitionTime": now}
+                            ],
+                            "containerStatuses": containers
+                        }});
+                        let _ = pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    SimulatedNode { task }
+}

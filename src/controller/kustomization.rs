@@ -1,0 +1,404 @@
+//! The Kustomization reconciler: source artifact → kustomize build → postBuild substitution →
+//! staged dry-run and server-side apply → prune → health → Flux's status, conditions and events.
+//!
+//! Every failure a user can cause ends as `Ready=False` with Flux's reason and a message, and an
+//! Event; nothing of a failed stage is written and the inventory (the last good revision) stays.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use tracing::{info, instrument, warn};
+
+use super::conditions::{self, Status};
+use super::health::{Health, health};
+use super::{Context, Failure, ReconcileError, now, with_jitter};
+use crate::api::kustomize::v1::{DeletionPolicy, Kustomization, KustomizationStatus, SourceKind};
+use crate::api::kustomize::{
+    NAME_LABEL, NAMESPACE_LABEL, ResourceInventory, ResourceRef, condition as ks_reason,
+};
+use crate::api::meta::{RECONCILE_REQUEST_ANNOTATION, condition as meta, parse_duration};
+use crate::api::source::v1::GitRepository;
+use crate::apply::{Action as Change, ApplyError, ApplyOptions, ObjectId};
+
+/// Flux's finalizer name, so objects created by Flux and adopted by ferroflux keep working.
+pub const FINALIZER: &str = "finalizers.fluxcd.io";
+/// How often to look again when the source or a dependency is not ready yet.
+const DEPENDENCY_REQUEUE: Duration = Duration::from_secs(30);
+
+#[instrument(skip_all, fields(kustomization = %format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any())))]
+pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let ns = ks.namespace().unwrap_or_default();
+    let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, ks, |event| async {
+        match event {
+            FinalizerEvent::Apply(ks) => apply(ks, ctx.clone()).await,
+            FinalizerEvent::Cleanup(ks) => cleanup(ks, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| ReconcileError::Finalizer(e.to_string()))
+}
+
+pub fn error_policy(_ks: Arc<Kustomization>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    warn!(%error, "reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// The owner labels Flux puts on every object of a Kustomization.
+fn owner_labels(ks: &Kustomization) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NAME_LABEL.to_owned(), ks.name_any()),
+        (NAMESPACE_LABEL.to_owned(), ks.namespace().unwrap_or_default()),
+    ])
+}
+
+async fn apply(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let mut status = ks.status.clone().unwrap_or_default();
+    let requested = ks.annotations().get(RECONCILE_REQUEST_ANNOTATION).cloned();
+    if requested.is_some() {
+        status.last_handled_reconcile_at = requested;
+    }
+    if ks.spec.suspend == Some(true) {
+        info!("suspended, skipping");
+        write_status(&ctx, &ks, &status).await?;
+        return Ok(Action::await_change());
+    }
+    let interval = parse_duration(&ks.spec.interval).unwrap_or(Duration::from_secs(600));
+    let retry = ks.spec.retry_interval.as_deref().and_then(|r| parse_duration(r).ok()).unwrap_or(interval);
+
+    let outcome = run(&ks, &ctx, &mut status).await;
+    let generation = ks.meta().generation;
+    let time = now();
+    let action = match outcome {
+        Ok(Outcome { revision, changes, unhealthy }) => {
+            status.last_applied_revision = Some(revision.clone());
+            status.observed_generation = generation;
+            let message = format!("Applied revision: {revision}");
+            conditions::set(&mut status.conditions, meta::READY, Status::True, ks_reason::RECONCILIATION_SUCCEEDED, &message, generation, &time);
+            conditions::remove(&mut status.conditions, meta::RECONCILING);
+            conditions::remove(&mut status.conditions, meta::STALLED);
+            if unhealthy.is_none() && (ks.spec.wait == Some(true) || ks.spec.health_checks.as_ref().is_some_and(|h| !h.is_empty())) {
+                conditions::set(&mut status.conditions, meta::HEALTHY, Status::True, meta::SUCCEEDED, "Health check passed", generation, &time);
+            }
+            if !changes.is_empty() {
+                ctx.event(ks.as_ref(), false, meta::PROGRESSING, changes.join("\n")).await;
+                ctx.event(ks.as_ref(), false, ks_reason::RECONCILIATION_SUCCEEDED, format!("Reconciliation finished, next run in {}", ks.spec.interval)).await;
+            }
+            Action::requeue(with_jitter(interval))
+        }
+        Err(failure) => {
+            status.observed_generation = generation;
+            conditions::set(&mut status.conditions, meta::READY, Status::False, failure.reason, &failure.message, generation, &time);
+            if failure.reason == ks_reason::HEALTH_CHECK_FAILED {
+                conditions::set(&mut status.conditions, meta::HEALTHY, Status::False, failure.reason, &failure.message, generation, &time);
+            }
+            conditions::remove(&mut status.conditions, meta::RECONCILING);
+            ctx.event(ks.as_ref(), true, failure.reason, failure.message.clone()).await;
+            Action::requeue(if failure.retry.is_zero() { retry } else { failure.retry })
+        }
+    };
+    write_status(&ctx, &ks, &status).await?;
+    Ok(action)
+}
+
+/// Writes the status when it changed: a no-op reconcile writes nothing.
+async fn write_status(ctx: &Context, ks: &Kustomization, status: &KustomizationStatus) -> Result<(), kube::Error> {
+    if ks.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ks.namespace().unwrap_or_default());
+    api.patch_status(&ks.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+        .await
+        .map(|_| ())
+}
+
+struct Outcome {
+    revision: String,
+    /// Flux's change lines, e.g. `Deployment/default/app configured`.
+    changes: Vec<String>,
+    unhealthy: Option<String>,
+}
+
+async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus) -> Result<Outcome, Failure> {
+    check_dependencies(ks, ctx).await?;
+    let artifact = source_artifact(ks, ctx).await?;
+    status.last_attempted_revision = Some(artifact.revision.clone());
+
+    let root = ctx.artifacts.fetch(&artifact).await.map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, e.to_string(), Duration::ZERO))?;
+    let objects = build(ks, &root).await?;
+
+    let opts = ApplyOptions {
+        force: ks.spec.force == Some(true),
+        owner_labels: owner_labels(ks),
+        wait_timeout: timeout(ks),
+    };
+    let mut new_inventory = Vec::with_capacity(objects.len());
+    for (index, object) in objects.iter().enumerate() {
+        let (id, version) = ObjectId::of(object, index).map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?;
+        new_inventory.push((id, version));
+    }
+    let applied = ctx
+        .applier
+        .apply_all(objects, &opts)
+        .await
+        .map_err(|e: ApplyError| Failure::new(ks_reason::RECONCILIATION_FAILED, e.to_string(), Duration::ZERO))?;
+    let mut changes: Vec<String> = applied.iter().filter(|c| c.action != Change::Unchanged).map(ToString::to_string).collect();
+
+    // Prune what the previous inventory had and this revision does not.
+    let previous = inventory_entries(status.inventory.as_ref());
+    let current: BTreeSet<&ObjectId> = new_inventory.iter().map(|(id, _)| id).collect();
+    let stale: Vec<(ObjectId, String)> = previous.into_iter().filter(|(id, _)| !current.contains(id)).collect();
+    let mut kept_for_retry = Vec::new();
+    if ks.spec.prune && !stale.is_empty() {
+        let (pruned, failed) = ctx.applier.prune(&stale, &opts).await;
+        changes.extend(pruned.iter().filter(|c| c.action == Change::Deleted).map(ToString::to_string));
+        if !failed.is_empty() {
+            kept_for_retry = failed.iter().map(|(entry, _)| entry.clone()).collect();
+            status.inventory = Some(inventory(new_inventory.iter().chain(kept_for_retry.iter())));
+            let message = failed.iter().map(|((id, _), e)| format!("{id} prune failed: {e}")).collect::<Vec<_>>().join("\n");
+            return Err(Failure::new(ks_reason::PRUNE_FAILED, message, Duration::ZERO));
+        }
+    }
+    status.inventory = Some(inventory(new_inventory.iter().chain(kept_for_retry.iter())));
+
+    let unhealthy = check_health(ks, ctx, &new_inventory).await?;
+    Ok(Outcome { revision: artifact.revision, changes, unhealthy })
+}
+
+/// Flux's inventory: the id, and the version alone (`v1`, not `apps/v1`).
+fn inventory<'a>(entries: impl Iterator<Item = &'a (ObjectId, String)>) -> ResourceInventory {
+    let mut entries: Vec<ResourceRef> = entries
+        .map(|(id, api_version)| ResourceRef {
+            id: id.inventory_id(),
+            v: api_version.rsplit_once('/').map_or(api_version.as_str(), |(_, v)| v).to_owned(),
+        })
+        .collect();
+    entries.sort();
+    entries.dedup();
+    ResourceInventory { entries }
+}
+
+/// The inventory's objects with their full API version.
+fn inventory_entries(inventory: Option<&ResourceInventory>) -> Vec<(ObjectId, String)> {
+    inventory
+        .map(|inv| {
+            inv.entries
+                .iter()
+                .filter_map(|e| {
+                    let id = ObjectId::from_inventory_id(&e.id).ok()?;
+                    let api_version = if id.group.is_empty() { e.v.clone() } else { format!("{}/{}", id.group, e.v) };
+                    Some((id, api_version))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn timeout(ks: &Kustomization) -> Duration {
+    ks.spec
+        .timeout
+        .as_deref()
+        .or(Some(ks.spec.interval.as_str()))
+        .and_then(|t| parse_duration(t).ok())
+        .unwrap_or(Duration::from_secs(300))
+}
+
+async fn check_dependencies(ks: &Kustomization, ctx: &Context) -> Result<(), Failure> {
+    for dep in ks.spec.depends_on.iter().flatten() {
+        let ns = dep.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default());
+        let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
+        let not_ready = |why: &str| Failure::new(meta::DEPENDENCY_NOT_READY, format!("dependency '{ns}/{}' is not ready{why}", dep.name), DEPENDENCY_REQUEUE);
+        let found = api.get_opt(&dep.name).await.map_err(|e| not_ready(&format!(": {e}")))?.ok_or_else(|| not_ready(": not found"))?;
+        let status = found.status.unwrap_or_default();
+        let ready = conditions::is_true(&status.conditions, meta::READY)
+            && status.observed_generation == found.metadata.generation
+            && status.last_applied_revision.is_some();
+        if !ready {
+            return Err(not_ready(""));
+        }
+    }
+    Ok(())
+}
+
+async fn source_artifact(ks: &Kustomization, ctx: &Context) -> Result<crate::api::meta::Artifact, Failure> {
+    let source = &ks.spec.source_ref;
+    if source.kind != SourceKind::GitRepository {
+        return Err(Failure::new(
+            ks_reason::ARTIFACT_FAILED,
+            format!("source kind {:?} is not supported by ferroflux yet: only GitRepository is", source.kind),
+            Duration::ZERO,
+        ));
+    }
+    let ns = source.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default());
+    let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
+    let key = format!("GitRepository/{ns}/{}", source.name);
+    let repo = api
+        .get_opt(&source.name)
+        .await
+        .map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, format!("failed to get source '{key}': {e}"), DEPENDENCY_REQUEUE))?
+        .ok_or_else(|| Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source '{key}' not found"), DEPENDENCY_REQUEUE))?;
+    repo.status.and_then(|s| s.artifact).ok_or_else(|| {
+        Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source artifact not found, retrying in {}s", DEPENDENCY_REQUEUE.as_secs()), DEPENDENCY_REQUEUE)
+    })
+}
+
+/// `spec.path` inside the artifact; `..` may not leave it.
+fn resolve_path(root: &Path, path: Option<&str>) -> Result<PathBuf, Failure> {
+    let relative = path.unwrap_or("./");
+    let mut resolved = root.to_path_buf();
+    for component in Path::new(relative.trim_start_matches('/')).components() {
+        match component {
+            Component::Normal(part) => resolved.push(part),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(Failure::new(meta::INVALID_PATH, format!("path '{relative}' leaves the source root"), Duration::ZERO));
+            }
+        }
+    }
+    Ok(resolved)
+}
+
+async fn build(ks: &Kustomization, root: &Path) -> Result<Vec<Value>, Failure> {
+    let dir = resolve_path(root, ks.spec.path.as_deref())?;
+    if tokio::fs::metadata(&dir).await.is_err() {
+        return Err(Failure::new(
+            ks_reason::ARTIFACT_FAILED,
+            format!("kustomization path not found: {}", ks.spec.path.as_deref().unwrap_or("./")),
+            Duration::ZERO,
+        ));
+    }
+    let spec = ks.spec.clone();
+    let root = root.to_owned();
+    let objects = tokio::task::spawn_blocking(move || super::build::build(&root, &dir, &spec))
+        .await
+        .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?
+        .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?;
+    let objects = match &ks.spec.post_build {
+        None => objects,
+        Some(post_build) => {
+            if post_build.substitute_from.as_ref().is_some_and(|s| !s.is_empty()) {
+                return Err(Failure::new(ks_reason::BUILD_FAILED, "postBuild.substituteFrom is not supported by ferroflux yet", Duration::ZERO));
+            }
+            let vars = post_build.substitute.clone().unwrap_or_default();
+            super::substitute::substitute_objects(objects, &vars).map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?
+        }
+    };
+    let labels = owner_labels(ks);
+    Ok(objects
+        .into_iter()
+        .map(|mut object| {
+            if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                let entry = meta.entry("labels").or_insert_with(|| json!({}));
+                if let Some(map) = entry.as_object_mut() {
+                    for (k, v) in &labels {
+                        map.insert(k.clone(), Value::String(v.clone()));
+                    }
+                }
+            }
+            object
+        })
+        .collect())
+}
+
+/// Waits for the health of the applied objects (`wait: true`) or of `healthChecks`.
+async fn check_health(ks: &Kustomization, ctx: &Context, applied: &[(ObjectId, String)]) -> Result<Option<String>, Failure> {
+    let targets: Vec<(ObjectId, String)> = if ks.spec.wait == Some(true) {
+        applied.to_vec()
+    } else {
+        ks.spec
+            .health_checks
+            .iter()
+            .flatten()
+            .map(|h| {
+                let api_version = h.api_version.clone().unwrap_or_default();
+                let group = api_version.rsplit_once('/').map(|(g, _)| g.to_owned()).unwrap_or_default();
+                let id = ObjectId {
+                    namespace: h.namespace.clone().unwrap_or_default(),
+                    name: h.name.clone(),
+                    group,
+                    kind: h.kind.clone(),
+                };
+                (id, api_version)
+            })
+            .collect()
+    };
+    if targets.is_empty() {
+        return Ok(None);
+    }
+    let deadline = tokio::time::Instant::now() + timeout(ks);
+    loop {
+        let mut pending = Vec::new();
+        for (id, version) in &targets {
+            match ctx.applier.get(id, version).await {
+                Ok(Some(object)) => match health(&object) {
+                    Health::Current => {}
+                    Health::InProgress(why) => pending.push(format!("{id} status: 'InProgress': {why}")),
+                    Health::Failed(why) => {
+                        return Err(Failure::new(ks_reason::HEALTH_CHECK_FAILED, format!("health check failed: {id} status: 'Failed': {why}"), Duration::ZERO));
+                    }
+                },
+                Ok(None) => pending.push(format!("{id} status: 'NotFound'")),
+                Err(e) => pending.push(format!("{id}: {e}")),
+            }
+        }
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::new(
+                ks_reason::HEALTH_CHECK_FAILED,
+                format!("health check failed after {:?}: timeout waiting for: [{}]", timeout(ks), pending.join(", ")),
+                Duration::ZERO,
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Deleting a Kustomization prunes its objects (`prune: true`), unless `deletionPolicy` says
+/// otherwise.
+async fn cleanup(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let delete = match ks.spec.deletion_policy {
+        Some(DeletionPolicy::Orphan) => false,
+        Some(DeletionPolicy::Delete) | Some(DeletionPolicy::WaitForTermination) => true,
+        Some(DeletionPolicy::MirrorPrune) | None => ks.spec.prune,
+    };
+    if delete && ks.spec.suspend != Some(true) {
+        let entries = inventory_entries(ks.status.as_ref().and_then(|s| s.inventory.as_ref()));
+        let opts = ApplyOptions { force: false, owner_labels: owner_labels(&ks), wait_timeout: timeout(&ks) };
+        let (pruned, failed) = ctx.applier.prune(&entries, &opts).await;
+        let lines: Vec<String> = pruned.iter().filter(|c| c.action == Change::Deleted).map(ToString::to_string).collect();
+        if !lines.is_empty() {
+            ctx.event(ks.as_ref(), false, "Progressing", lines.join("\n")).await;
+        }
+        if !failed.is_empty() {
+            let message = failed.iter().map(|((id, _), e)| format!("{id} prune failed: {e}")).collect::<Vec<_>>().join("\n");
+            ctx.event(ks.as_ref(), true, ks_reason::PRUNE_FAILED, message.clone()).await;
+            return Err(ReconcileError::Finalizer(message));
+        }
+    }
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_artifact() {
+        let root = Path::new("/artifact");
+        assert_eq!(resolve_path(root, Some("./")).ok(), Some(PathBuf::from("/artifact")));
+        assert_eq!(resolve_path(root, Some("./apps/prod")).ok(), Some(PathBuf::from("/artifact/apps/prod")));
+        assert_eq!(resolve_path(root, Some("/apps")).ok(), Some(PathBuf::from("/artifact/apps")));
+        assert_eq!(resolve_path(root, None).ok(), Some(PathBuf::from("/artifact")));
+        assert!(resolve_path(root, Some("../etc")).is_err());
+        assert!(resolve_path(root, Some("apps/../../etc")).is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! The tutorial end to end, automated: a real `ferroflux controller`, a real kube-apiserver and
+//! kube-controller-manager, a real Git server, and a simulated node that makes Pods Ready.
+//! `git push` releases, `git reset --hard` + `git push -f` rolls back, a removed file is pruned, a
+//! bad commit changes nothing, and the next good commit recovers.
+
+mod support;
+
+use std::time::Duration;
+
+use ferroflux::api::Kustomization;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::Client;
+use serde_json::json;
+
+use support::TestRepo;
+
+const DEPLOYMENT: &str = include_str!("../examples/tutorial/deployment.yaml");
+const SERVICE: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: hello-world-flask
+spec:
+  selector:
+    app: hello-world-flask
+  ports:
+  - port: 80
+    protocol: TCP
+    targetPort: 5000
+";
+
+async fn setup(test: &str) -> (Client, String) {
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    support::controller();
+    let ns = support::namespace(&client, test).await;
+    (client, ns)
+}
+
+/// Creates one of the tutorial's manifests, verbatim but for the fields given.
+async fn create_from_example(client: &Client, ns: &str, file: &str, overrides: serde_json::Value) {
+    let text = std::fs::read_to_string(support::repo_root().join(file)).expect("example manifest");
+    let mut manifest: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
+    for (key, value) in overrides.as_object().expect("overrides").clone() {
+        manifest["spec"][key] = value;
+    }
+    let (group, version) = manifest["apiVersion"].as_str().and_then(|v| v.split_once('/')).expect("apiVersion");
+    let kind = manifest["kind"].as_str().expect("kind");
+    let plural = if kind == "GitRepository" { "gitrepositories" } else { "kustomizations" };
+    let resource = kube::core::ApiResource::from_gvk_with_plural(&kube::core::GroupVersionKind::gvk(group, version, kind), plural);
+    let object: DynamicObject = serde_json::from_value(manifest).expect("object");
+    Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource)
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("creating a tutorial object");
+}
+
+async fn wait_ks(client: &Client, ns: &str, name: &str, status: &str, message_contains: &str) -> Kustomization {
+    let api: Api<Kustomization> = Api::namespaced(client.clone(), ns);
+    let mut last = None;
+    for _ in 0..300 {
+        if let Ok(ks) = api.get(name).await {
+            let ready = ks
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+            if let Some((s, _, m)) = &ready {
+                if s == status && m.contains(message_contains) {
+                    return ks;
+                }
+            }
+            last = ready;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "{ns}/{name} never became Ready={status} with {message_contains:?}; last: {last:?}\ncontroller log:\n{}",
+        support::controller().log_tail()
+    );
+}
+
+fn image_of(deployment: &Deployment) -> String {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_tutorial_push_releases_force_push_rolls_back_prune_and_bad_commits() {
+    let (client, ns) = setup("ks-tutorial").await;
+    let _node = support::simulated_node(&client, &ns).await;
+    let repo = TestRepo::new(&format!("{ns}-fluxcd-demo"));
+    let first = repo.commit(&[("deployment.yaml", DEPLOYMENT)], "Add deployment");
+    create_from_example(&client, &ns, "examples/tutorial/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
+    create_from_example(&client, &ns, "examples/tutorial/fluxcd-kustomize.yaml", json!({"targetNamespace": ns, "interval": "1m"})).await;
+
+    // Applied: the Deployment exists, with Flux's ownership labels, and the status says so.
+    let ks = wait_ks(&client, &ns, "hello-world-flask", "True", &format!("Applied revision: main@sha1:{first}")).await;
+    let status = ks.status.expect("status");
+    assert_eq!(status.last_applied_revision.as_deref(), Some(format!("main@sha1:{first}").as_str()));
+    assert_eq!(status.last_attempted_revision, status.last_applied_revision);
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+    assert_eq!(ready.reason, "ReconciliationSucceeded");
+    let entries: Vec<(String, String)> = status.inventory.expect("inventory").entries.into_iter().map(|e| (e.id, e.v)).collect();
+    assert_eq!(entries, [(format!("{ns}_hello-world-flask_apps_Deployment"), "v1".to_owned())]);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let deployment = deployments.get("hello-world-flask").await.expect("deployment applied");
+    assert_eq!(image_of(&deployment), "lyzhang1999/hello-world-flask:latest");
+    let labels = deployment.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("kustomize.toolkit.fluxcd.io/name").map(String::as_str), Some("hello-world-flask"));
+    assert_eq!(labels.get("kustomize.toolkit.fluxcd.io/namespace").map(String::as_str), Some(ns.as_str()));
+    let managers: Vec<_> = deployment.metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|m| m.manager).collect();
+    assert!(managers.contains(&"ferroflux".to_owned()), "{managers:?}");
+
+    if support::has_kubectl() {
+        let out = support::kubectl(&["get", "kustomization", "-n", &ns]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let row: Vec<&str> = stdout.lines().nth(1).expect("a row").split_whitespace().collect();
+        assert_eq!(row[2..], ["True", "Applied", "revision:", &format!("main@sha1:{first}")]);
+    }
+
+    // git push releases, at once (the source's new revision triggers the Kustomization, whose
+    // own interval here is a minute).
+    let v1 = repo.commit(&[("deployment.yaml", &DEPLOYMENT.replace(":latest", ":v1"))], "Update image tag to v1");
+    wait_ks(&client, &ns, "hello-world-flask", "True", &format!("main@sha1:{v1}")).await;
+    assert_eq!(image_of(&deployments.get("hello-world-flask").await.expect("deployment")), "lyzhang1999/hello-world-flask:v1");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let notes: Vec<String> = events.list(&Default::default()).await.expect("events").items.into_iter().filter_map(|e| e.message).collect();
+    assert!(notes.iter().any(|n| n.contains(&format!("Deployment/{ns}/hello-world-flask configured"))), "{notes:?}");
+
+    // git reset --hard <first> && git push -f rolls back.
+    repo.reset_hard_and_force_push(&first);
+    wait_ks(&client, &ns, "hello-world-flask", "True", &format!("main@sha1:{first}")).await;
+    assert_eq!(image_of(&deployments.get("hello-world-flask").await.expect("deployment")), "lyzhang1999/hello-world-flask:latest");
+
+    // A Service added, then removed: pruned.
+    let with_service = repo.commit(&[("service.yaml", SERVICE)], "Add service");
+    let ks = wait_ks(&client, &ns, "hello-world-flask", "True", &format!("main@sha1:{with_service}")).await;
+    assert_eq!(ks.status.and_then(|s| s.inventory).map(|i| i.entries.len()), Some(2));
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    assert!(services.get_opt("hello-world-flask").await.expect("get").is_some());
+    let without = repo.remove("service.yaml", "Remove service");
+    wait_ks(&client, &ns, "hello-world-flask", "True", &format!("main@sha1:{without}")).await;
+    support::wait_for(Duration::from_secs(10), || {
+        let services = services.clone();
+        async move { services.get_opt("hello-world-flask").await.ok().flatten().is_none() }
+    })
+    .await
+    .expect("the removed Service is pruned");
+
+    // A bad commit: BuildFailed, nothing changes, the last good revision stays applied.
+    let before = deployments.get("hello-world-flask").await.expect("deployment");
+    let bad = repo.commit(&[("deployment.yaml", &DEPLOYMENT.replace(":latest", ":v2")), ("broken.yaml", "kind: [unclosed\n")], "Broken");
+    let failed = wait_ks(&client, &ns, "hello-world-flask", "False", "broken.yaml").await;
+    let status = failed.status.expect("status");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+    assert_eq!(ready.reason, "BuildFailed", "{}", ready.message);
+    assert!(ready.message.contains("broken.yaml"), "the message names the file: {}", ready.message);
+    assert_eq!(status.last_applied_revision.as_deref(), Some(format!("main@sha1:{without}").as_str()));
+    assert_eq!(status.last_attempted_revision.as_deref(), Some(format!("main@sha1:{bad}").as_str()));
+    let after = deployments.get("hello-world-flask").await.expect("deployment");
+    assert_eq!(image_of(&after), "lyzhang1999/hello-world-flask:latest", "nothing of the bad commit may be applied");
+    assert_eq!(before.metadata.resource_version, after.metadata.resource_version);
+
+    // The next good commit recovers.
+    let fixed = repo.remove("broken.yaml", "Fix");
+    wait_ks(&client, &ns, "hello-world-flask", "True", &format!("main@sha1:{fixed}")).await;
+    assert_eq!(image_of(&deployments.get("hello-world-flask").await.expect("deployment")), "lyzhang1999/hello-world-flask:v2");
+}
+
+#[tokio::test]
+async fn schema_invalid_or_unknown_objects_write_nothing_and_name_the_object() {
+    let (client, ns) = setup("ks-invalid").await;
+    let repo = TestRepo::new(&format!("{ns}-invalid"));
+    let config = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: \"1\"\n";
+    let invalid = DEPLOYMENT.replace("replicas: 2", "replicas: two");
+    let commit = repo.commit(&[("config.yaml", config), ("deployment.yaml", &invalid)], "invalid");
+    create_from_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
+    create_from_example(&client, &ns, "examples/v1/fluxcd-kustomize.yaml", json!({"targetNamespace": ns, "interval": "1m"})).await;
+
+    let failed = wait_ks(&client, &ns, "hello-world-flask", "False", "dry-run failed").await;
+    let status = failed.status.expect("status");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+    assert_eq!(ready.reason, "ReconciliationFailed", "{}", ready.message);
+    assert!(ready.message.contains(&format!("Deployment/{ns}/hello-world-flask dry-run failed")), "{}", ready.message);
+    assert_eq!(status.last_attempted_revision.as_deref(), Some(format!("main@sha1:{commit}").as_str()));
+    assert!(status.last_applied_revision.is_none());
+    let configs: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    assert!(configs.get_opt("settings").await.expect("get").is_none(), "nothing of the stage may be written");
+
+    let unknown = repo.commit(
+        &[("deployment.yaml", DEPLOYMENT), ("widget.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n")],
+        "unknown kind",
+    );
+    let failed = wait_ks(&client, &ns, "hello-world-flask", "False", &format!("Widget/{ns}/w is not known")).await;
+    assert_eq!(failed.status.and_then(|s| s.last_attempted_revision).as_deref(), Some(format!("main@sha1:{unknown}").as_str()));
+    assert!(configs.get_opt("settings").await.expect("get").is_none());
+
+    let good = repo.remove("widget.yaml", "fix");
+    wait_ks(&client, &ns, "hello-world-flask", "True", &format!("main@sha1:{good}")).await;
+    assert!(configs.get_opt("settings").await.expect("get").is_some());
+}
+
+#[tokio::test]
+async fn wait_reports_health_once_the_deployment_is_available() {
+    let (client, ns) = setup("ks-health").await;
+    let _node = support::simulated_node(&client, &ns).await;
+    let repo = TestRepo::new(&format!("{ns}-health"));
+    let commit = repo.commit(&[("deployment.yaml", DEPLOYMENT)], "Add deployment");
+    create_from_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
+    create_from_example(
+        &client,
+        &ns,
+        "examples/v1/fluxcd-kustomize.yaml",
+        json!({"targetNamespace": ns, "interval": "1m", "wait": true, "timeout": "60s"}),
+    )
+    .await;
+    let ks = wait_ks(&client, &ns, "hello-world-flask", "True", &format!("main@sha1:{commit}")).await;
+    let healthy = ks.status.expect("status").conditions.into_iter().find(|c| c.type_ == "Healthy").expect("Healthy condition");
+    assert_eq!(healthy.status, "True");
+    let deployment = Api::<Deployment>::namespaced(client, &ns).get("hello-world-flask").await.expect("deployment");
+    assert_eq!(deployment.status.and_then(|s| s.available_replicas), Some(2));
+}
+
+#[tokio::test]
+async fn deleting_the_kustomization_prunes_what_it_applied() {
+    let (client, ns) = setup("ks-delete").await;
+    let repo = TestRepo::new(&format!("{ns}-delete"));
+    let commit = repo.commit(&[("deployment.yaml", DEPLOYMENT), ("service.yaml", SERVICE)], "app");
+    create_from_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
+    create_from_example(&client, &ns, "examples/v1/fluxcd-kustomize.yaml", json!({"targetNamespace": ns, "interval": "1m"})).await;
+    wait_ks(&client, &ns, "hello-world-flask", "True", &commit).await;
+
+    let kustomizations: Api<Kustomization> = Api::namespaced(client.clone(), &ns);
+    kustomizations.delete("hello-world-flask", &Default::default()).await.expect("delete");
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    support::wait_for(Duration::from_secs(20), || {
+        let (kustomizations, services) = (kustomizations.clone(), services.clone());
+        async move {
+            kustomizations.get_opt("hello-world-flask").await.ok().flatten().is_none()
+                && services.get_opt("hello-world-flask").await.ok().flatten().is_none()
+        }
+    })
+    .await
+    .expect("the Kustomization is gone and its Service pruned");
+}

@@ -64,10 +64,41 @@ kubectl get gitrepository
 
 step "kubectl apply -f fluxcd-kustomize.yaml   (verbatim)"
 kubectl apply -f examples/tutorial/fluxcd-kustomize.yaml
+kubectl wait --for condition=ready --timeout=60s kustomization/hello-world-flask >/dev/null
 kubectl get kustomization
-cat <<'NOTE'
+kubectl get deployment hello-world-flask -o wide
 
-The GitRepository is Ready with the pushed commit's revision. The Kustomization is accepted and
-listed with Flux's columns; the Kustomization controller that applies it is the next milestone
-(README, "Status"), so its READY column stays empty in this build.
-NOTE
+commit_and_wait() { # MESSAGE: push what the work tree has, wait until it is applied
+  cd "$work/fluxcd-demo"
+  git -c user.name=demo -c user.email=demo@example.invalid commit -qam "$1"
+  git push -q -f origin main
+  local sha; sha=$(git rev-parse HEAD)
+  cd "$root"
+  wait_applied "$sha"
+}
+wait_applied() { # SHA
+  for _ in $(seq 100); do
+    if kubectl get kustomization hello-world-flask -o jsonpath='{.status.lastAppliedRevision}' | grep -q "$1"; then
+      kubectl describe kustomization hello-world-flask | sed -n '/^Status:/,/^Events:/p' | grep -v '^Events:'
+      kubectl get deployment hello-world-flask -o jsonpath='image: {.spec.template.spec.containers[0].image}{"\n"}'
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "not applied in time; controller log: $work/controller.log" >&2; return 1
+}
+
+step "release: image tag latest -> v1, git commit, git push"
+sed -i 's#hello-world-flask:latest#hello-world-flask:v1#' "$work/fluxcd-demo/deployment.yaml"
+commit_and_wait "Update image tag to v1"
+
+step "rollback: git reset --hard <first commit> && git push -f"
+cd "$work/fluxcd-demo"
+first=$(git rev-list --max-parents=0 HEAD)
+git reset -q --hard "$first" && git push -q -f origin main
+cd "$root"
+wait_applied "$first"
+
+step "kubectl get gitrepository,kustomization"
+kubectl get gitrepository,kustomization
+printf '\nThe tutorial, end to end: push released, force-push rolled back. (No kubelet runs here, so the\nPods stay Pending; the Deployment itself is what the tutorial changes.)\n'

@@ -138,6 +138,17 @@ async fn tutorial_repository_becomes_ready_with_its_revision_and_follows_pushes_
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
     let reasons: Vec<String> = events.list(&Default::default()).await.expect("events").items.into_iter().filter_map(|e| e.reason).collect();
     assert!(reasons.iter().filter(|r| *r == "NewArtifact").count() >= 2, "{reasons:?}");
+
+    // Flux's reconcile metric, per object, as existing dashboards read it.
+    let metrics = reqwest::get(&support::controller().metrics_url).await.expect("metrics").text().await.expect("text");
+    let series = format!("gotk_reconcile_duration_seconds_count{{kind=\"GitRepository\",name=\"hello-world-flask\",namespace=\"{ns}\"}} ");
+    let count: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{metrics}"));
+    assert!(count >= 3, "{count} reconciles recorded");
+    assert!(metrics.contains("controller_runtime_reconcile_total{controller=\"gitrepository\",result=\"success\"}"));
 }
 
 /// No new commit: each poll is one ref listing (one `GET /info/refs`), never a fetch.

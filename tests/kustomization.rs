@@ -59,7 +59,8 @@ async fn create_from_example(client: &Client, ns: &str, file: &str, overrides: s
 async fn wait_ks(client: &Client, ns: &str, name: &str, status: &str, message_contains: &str) -> Kustomization {
     let api: Api<Kustomization> = Api::namespaced(client.clone(), ns);
     let mut last = None;
-    for _ in 0..300 {
+    // Generous: on a loaded machine a fresh control plane can take a while to roll out Pods.
+    for _ in 0..900 {
         if let Ok(ks) = api.get(name).await {
             let ready = ks
                 .status
@@ -218,7 +219,7 @@ async fn wait_reports_health_once_the_deployment_is_available() {
         &client,
         &ns,
         "examples/v1/fluxcd-kustomize.yaml",
-        json!({"targetNamespace": ns, "interval": "1m", "wait": true, "timeout": "60s"}),
+        json!({"targetNamespace": ns, "interval": "1m", "wait": true, "timeout": "3m"}),
     )
     .await;
     let ks = wait_ks(&client, &ns, "hello-world-flask", "True", &format!("main@sha1:{commit}")).await;

@@ -23,7 +23,8 @@ pub enum Command {
     Build {
         /// The directory holding kustomization.yaml.
         dir: PathBuf,
-        /// Nothing outside this folder may be read (defaults to DIR).
+        /// Nothing outside this folder may be read (default: no limit beyond kustomize's own rule
+        /// that a kustomization reads files only in or below its folder).
         #[arg(long)]
         root: Option<PathBuf>,
     },
@@ -53,6 +54,9 @@ pub struct ControllerArgs {
     /// The address /healthz and /readyz are served on.
     #[arg(long, default_value = "0.0.0.0:9440")]
     pub health_addr: std::net::SocketAddr,
+    /// The address Prometheus /metrics is served on.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
     /// How many objects of each kind are reconciled at once.
     #[arg(long, default_value_t = 4)]
     pub concurrent: u16,
@@ -108,6 +112,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         storage_addr: args.storage_addr,
         storage_adv_addr,
         health_addr: args.health_addr,
+        metrics_addr: args.metrics_addr,
         concurrent: args.concurrent,
         artifact_cache,
     })
@@ -126,7 +131,7 @@ fn init_logging(encoding: &str) {
 }
 
 fn build(dir: &std::path::Path, root: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let objects = crate::kustomize::build(root.unwrap_or(dir), dir, &crate::kustomize::BuildOptions::default())?;
+    let objects = crate::kustomize::build(root.unwrap_or(std::path::Path::new("/")), dir, &crate::kustomize::BuildOptions::default())?;
     print!("{}", crate::kustomize::to_yaml(&objects));
     Ok(())
 }

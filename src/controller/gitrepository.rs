@@ -37,15 +37,20 @@ pub struct GitContext {
 
 #[instrument(skip_all, fields(gitrepository = %format!("{}/{}", repo.namespace().unwrap_or_default(), repo.name_any())))]
 pub async fn reconcile(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action, ReconcileError> {
-    let api: Api<GitRepository> = Api::namespaced(gctx.ctx.client.clone(), &repo.namespace().unwrap_or_default());
-    finalizer(&api, FINALIZER, repo, |event| async {
+    let ns = repo.namespace().unwrap_or_default();
+    let name = repo.name_any();
+    let started = std::time::Instant::now();
+    let api: Api<GitRepository> = Api::namespaced(gctx.ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, repo, |event| async {
         match event {
             FinalizerEvent::Apply(repo) => apply(repo, gctx.clone()).await,
             FinalizerEvent::Cleanup(repo) => cleanup(repo, gctx.clone()).await,
         }
     })
     .await
-    .map_err(|e| ReconcileError::Finalizer(e.to_string()))
+    .map_err(|e| ReconcileError::Finalizer(e.to_string()));
+    gctx.ctx.metrics.reconciled("GitRepository", &ns, &name, started.elapsed(), result.is_ok());
+    result
 }
 
 pub fn error_policy(_repo: Arc<GitRepository>, error: &ReconcileError, _ctx: Arc<GitContext>) -> Action {

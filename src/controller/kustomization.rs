@@ -35,15 +35,19 @@ const DEPENDENCY_REQUEUE: Duration = Duration::from_secs(30);
 #[instrument(skip_all, fields(kustomization = %format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any())))]
 pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let ns = ks.namespace().unwrap_or_default();
+    let name = ks.name_any();
+    let started = std::time::Instant::now();
     let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, ks, |event| async {
+    let result = finalizer(&api, FINALIZER, ks, |event| async {
         match event {
             FinalizerEvent::Apply(ks) => apply(ks, ctx.clone()).await,
             FinalizerEvent::Cleanup(ks) => cleanup(ks, ctx.clone()).await,
         }
     })
     .await
-    .map_err(|e| ReconcileError::Finalizer(e.to_string()))
+    .map_err(|e| ReconcileError::Finalizer(e.to_string()));
+    ctx.metrics.reconciled("Kustomization", &ns, &name, started.elapsed(), result.is_ok());
+    result
 }
 
 pub fn error_policy(_ks: Arc<Kustomization>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {

@@ -33,6 +33,8 @@ pub struct ManagerConfig {
     pub storage_adv_addr: String,
     /// Where `/healthz` and `/readyz` are served.
     pub health_addr: SocketAddr,
+    /// Where Prometheus `/metrics` is served.
+    pub metrics_addr: SocketAddr,
     /// How many objects of each kind are reconciled at once.
     pub concurrent: u16,
     /// Where downloaded artifacts are unpacked for building.
@@ -54,7 +56,8 @@ fn trigger_hash<K: Resource>(object: &K) -> Option<u64> {
 pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     let storage = Arc::new(Storage::new(config.storage_path.clone())?);
-    let ctx = Arc::new(Context::new(client.clone(), ArtifactCache::new(config.artifact_cache.clone())));
+    let metrics = Arc::new(super::metrics::Metrics::default());
+    let ctx = Arc::new(Context::new(client.clone(), ArtifactCache::new(config.artifact_cache.clone()), metrics.clone()));
     let git_ctx = Arc::new(gitrepository::GitContext {
         ctx: ctx.clone(),
         storage: storage.clone(),
@@ -113,13 +116,29 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
 
     let storage_server = crate::source::server::serve(config.storage_path.clone(), config.storage_addr);
     let health_server = serve_health(config.health_addr);
-    info!(storage = %config.storage_addr, health = %config.health_addr, "ferroflux controller started");
+    let metrics_server = serve_metrics(config.metrics_addr, metrics);
+    info!(storage = %config.storage_addr, health = %config.health_addr, metrics = %config.metrics_addr, "ferroflux controller started");
     tokio::select! {
         _ = async { tokio::join!(repositories, kustomizations) } => {}
         result = storage_server => result?,
         result = health_server => result?,
+        result = metrics_server => result?,
     }
     info!("ferroflux controller stopped");
+    Ok(())
+}
+
+/// Prometheus `/metrics`.
+async fn serve_metrics(addr: SocketAddr, metrics: Arc<super::metrics::Metrics>) -> anyhow::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode()) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod health;
 pub mod gitrepository;
 pub mod kustomization;
 pub mod manager;
+pub mod metrics;
 pub mod substitute;
 
 use std::time::Duration;
@@ -24,16 +25,18 @@ pub struct Context {
     pub recorder: events::EventRecorder,
     pub applier: Applier,
     pub artifacts: artifact::ArtifactCache,
+    pub metrics: std::sync::Arc<metrics::Metrics>,
 }
 
 impl Context {
-    pub fn new(client: Client, artifacts: artifact::ArtifactCache) -> Self {
+    pub fn new(client: Client, artifacts: artifact::ArtifactCache, metrics: std::sync::Arc<metrics::Metrics>) -> Self {
         let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "ferroflux".into());
         Context {
             recorder: events::EventRecorder::new(client.clone(), "ferroflux", &instance),
             applier: Applier::new(client.clone()),
             client,
             artifacts,
+            metrics,
         }
     }
 

@@ -189,7 +189,7 @@ fn resource_id(object: &Value) -> String {
 }
 
 impl Builder<'_> {
-    /// The canonical path, refused when it leaves the root (through `..` or a symlink).
+    /// The canonical path, refused when it leaves the build root (through `..` or a symlink).
     fn inside_root(&self, path: &Path) -> Result<PathBuf, Error> {
         let canonical = path.canonicalize().map_err(|source| Error::Io { path: path.to_owned(), source })?;
         if canonical.starts_with(&self.root) {
@@ -199,12 +199,23 @@ impl Builder<'_> {
         }
     }
 
+    /// A file a kustomization reads: like kustomize's default load restrictor, it must be in or
+    /// below the kustomization's own folder (other kustomizations may be anywhere in the root).
+    fn file_inside(&self, dir: &Path, path: &Path) -> Result<PathBuf, Error> {
+        let canonical = self.inside_root(path)?;
+        if canonical.starts_with(dir) {
+            Ok(canonical)
+        } else {
+            Err(Error::PathEscape { path: canonical, root: dir.to_owned() })
+        }
+    }
+
     fn read(&self, dir: &Path, relative: &str) -> Result<(PathBuf, String), Error> {
         let path = dir.join(relative);
         if !path.exists() {
             return Err(Error::MissingResource { entry: relative.to_owned(), dir: dir.to_owned() });
         }
-        let path = self.inside_root(&path)?;
+        let path = self.file_inside(dir, &path)?;
         let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
         Ok((path, text))
     }
@@ -242,10 +253,11 @@ impl Builder<'_> {
             if !path.exists() {
                 return Err(Error::MissingResource { entry: entry.clone(), dir: dir.to_owned() });
             }
-            let path = self.inside_root(&path)?;
             let found = if path.is_dir() {
+                let path = self.inside_root(&path)?;
                 self.build_dir(&path)?
             } else {
+                let path = self.file_inside(dir, &path)?;
                 let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
                 yaml::parse_objects(&text, &path)?
             };
@@ -336,8 +348,9 @@ impl Builder<'_> {
         if let Some(namespace) = &k.namespace {
             transform::set_namespace(&mut objects, namespace);
         }
+        let mut renamed = std::collections::BTreeMap::new();
         if k.name_prefix.is_some() || k.name_suffix.is_some() {
-            let renamed = transform::add_prefix_suffix(&mut objects, k.name_prefix.as_deref().unwrap_or(""), k.name_suffix.as_deref().unwrap_or(""));
+            renamed = transform::add_prefix_suffix(&mut objects, k.name_prefix.as_deref().unwrap_or(""), k.name_suffix.as_deref().unwrap_or(""));
             transform::update_name_references(&mut objects, &renamed);
         }
         transform::add_labels(&mut objects, &k.common_labels, true, true);
@@ -351,7 +364,7 @@ impl Builder<'_> {
         for patch in &k.patches_json6902 {
             self.apply_patch(dir, file, patch, &mut objects)?;
         }
-        transform::set_replicas(&mut objects, &k.replicas);
+        transform::set_replicas(&mut objects, &k.replicas, &renamed);
         transform::set_images(&mut objects, &k.images);
         Ok(objects)
     }

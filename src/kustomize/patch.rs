@@ -220,10 +220,36 @@ pub fn patch_targets(patch: &Value, object: &Value) -> bool {
         && patch_ns.is_none_or(|ns| Some(ns) == object.pointer("/metadata/namespace").and_then(Value::as_str))
 }
 
-/// Applies RFC 6902 operations.
+/// Applies RFC 6902 operations. Like kustomize (which sets `EnsurePathExistsOnAdd`), an `add`
+/// creates missing parent objects first.
 pub fn json6902(object: &mut Value, operations: &Value) -> Result<(), String> {
     let patch: json_patch::Patch = serde_json::from_value(operations.clone()).map_err(|e| format!("invalid JSON 6902 patch: {e}"))?;
-    json_patch::patch(object, &patch).map_err(|e| e.to_string())
+    for operation in &patch.0 {
+        if let json_patch::PatchOperation::Add(add) = operation {
+            ensure_parents(object, &add.path.to_string());
+        }
+        json_patch::patch(object, std::slice::from_ref(operation)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Creates the missing objects on the way to a JSON pointer's parent.
+fn ensure_parents(object: &mut Value, pointer: &str) {
+    let tokens: Vec<String> = pointer.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")).collect();
+    let mut current = object;
+    for token in tokens.iter().take(tokens.len().saturating_sub(1)) {
+        current = match current {
+            Value::Object(map) => map.entry(token.clone()).or_insert_with(|| Value::Object(Map::new())),
+            Value::Array(items) => match token.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                Some(item) => item,
+                None => return,
+            },
+            _ => return,
+        };
+        if current.is_null() {
+            *current = Value::Object(Map::new());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -340,10 +340,14 @@ pub fn set_images(objects: &mut [Value], images: &[Image]) {
     }
 }
 
-pub fn set_replicas(objects: &mut [Value], replicas: &[Replica]) {
+/// Replica counts by name: the name as written, or as renamed by this kustomization's
+/// prefix/suffix (`renamed`), as kustomize matches original names too.
+pub fn set_replicas(objects: &mut [Value], replicas: &[Replica], renamed: &BTreeMap<(String, String), String>) {
     for replica in replicas {
         for object in objects.iter_mut() {
-            if name(object) == replica.name && matches!(kind(object), "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController") {
+            let current = name(object);
+            let was_renamed = renamed.get(&(kind(object).to_owned(), replica.name.clone())).is_some_and(|n| n == current);
+            if (current == replica.name || was_renamed) && matches!(kind(object), "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController") {
                 if let Some(spec) = map_at(object, &["spec"], true) {
                     spec.insert("replicas".into(), Value::from(replica.count));
                 }

@@ -11,6 +11,14 @@ fn options() -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     options.strict_booleans = true;
     options.legacy_octal_numbers = true;
+    // The parser's budget guards against hostile input (alias bombs, separator storms); its
+    // defaults are sized for config files, so raise the counts to what large manifest files
+    // (thousands of objects in one file) need, keeping every limit finite.
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = 100_000;
+    budget.max_nodes = 20_000_000;
+    budget.max_events = 50_000_000;
+    options.budget = Some(budget);
     options
 }
 

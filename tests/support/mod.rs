@@ -295,6 +295,7 @@ impl TestRepo {
 /// artifact server on a free loopback port.
 pub struct ControllerProcess {
     pub storage_base: String,
+    pub metrics_url: String,
     pub log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -314,6 +315,7 @@ pub fn controller() -> &'static ControllerProcess {
         let dir = tempfile::Builder::new().prefix("ferroflux-controller-").tempdir().expect("temp dir");
         let storage_port = free_port();
         let health_port = free_port();
+        let metrics_port = free_port();
         let log = dir.path().join("controller.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_ferroflux"))
@@ -324,6 +326,8 @@ pub fn controller() -> &'static ControllerProcess {
             .arg(format!("127.0.0.1:{storage_port}"))
             .arg("--health-addr")
             .arg(format!("127.0.0.1:{health_port}"))
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{metrics_port}"))
             .env("KUBECONFIG", kubeconfig())
             .env("RUST_LOG", "info,ferroflux=debug")
             .stdin(std::process::Stdio::null())
@@ -332,7 +336,12 @@ pub fn controller() -> &'static ControllerProcess {
             .spawn()
             .expect("starting ferroflux controller");
         cleanup_on_exit(&format!("kill {}", child.id()));
-        ControllerProcess { storage_base: format!("http://127.0.0.1:{storage_port}"), log, _dir: dir }
+        ControllerProcess {
+            storage_base: format!("http://127.0.0.1:{storage_port}"),
+            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            log,
+            _dir: dir,
+        }
     })
 }
 

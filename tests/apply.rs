@@ -211,3 +211,29 @@ async fn prune_deletes_only_owned_objects_not_opted_out() {
     .await
     .expect("pruned ConfigMap deleted");
 }
+
+#[tokio::test]
+async fn remembered_state_skips_unchanged_objects_and_still_corrects_drift() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "apply-state").await;
+    let applier = Applier::new(client.clone());
+    let opts = options(&ns);
+    let mut state = ferroflux::apply::AppliedState::default();
+    let objects = vec![config_map(&ns, "a", json!({"k": "1"})), config_map(&ns, "b", json!({"k": "2"}))];
+    let first = applier.apply_all_with(objects.clone(), &opts, &mut state).await.expect("first apply");
+    assert!(first.iter().all(|c| c.action == Action::Created));
+    assert_eq!(state.len(), 2);
+
+    let api = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let before = api.get("a").await.expect("a").metadata.resource_version;
+    let second = applier.apply_all_with(objects.clone(), &opts, &mut state).await.expect("no-op apply");
+    assert!(second.iter().all(|c| c.action == Action::Unchanged), "{:?}", actions(&second));
+    assert_eq!(api.get("a").await.expect("a").metadata.resource_version, before, "a no-op apply must not write");
+
+    // Drift, as `kubectl edit` makes it: the next apply corrects it.
+    let drift = json!({"data": {"k": "edited"}});
+    api.patch("b", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&drift)).await.expect("drift");
+    let third = applier.apply_all_with(objects, &opts, &mut state).await.expect("drift correction");
+    assert_eq!(actions(&third), [format!("ConfigMap/{ns}/a unchanged"), format!("ConfigMap/{ns}/b configured")]);
+    assert_eq!(api.get("b").await.expect("b").data.and_then(|d| d.get("k").cloned()).as_deref(), Some("2"));
+}

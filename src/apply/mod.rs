@@ -86,6 +86,32 @@ impl fmt::Display for Change {
     }
 }
 
+/// What ferroflux last applied, per object: the digest of the manifest and the resourceVersion
+/// the object had afterwards. An object whose manifest digest and live resourceVersion both
+/// match needs no dry-run and no apply: neither Git nor anyone in the cluster changed it. The
+/// live resourceVersions come from one metadata LIST per kind and namespace, so a no-op
+/// reconcile costs a handful of requests, not one per object, while `kubectl edit` (which
+/// changes the resourceVersion) is still corrected.
+#[derive(Clone, Debug, Default)]
+pub struct AppliedState {
+    entries: HashMap<ObjectId, (String, String)>,
+}
+
+impl AppliedState {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn manifest_digest(object: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(serde_json::to_vec(object).unwrap_or_default()))
+}
+
 /// Settings of one apply.
 #[derive(Clone, Debug, Default)]
 pub struct ApplyOptions {
@@ -183,6 +209,12 @@ impl Applier {
     /// for, then the rest. Each stage is validated with a server-side dry-run of every object in
     /// it before any of them is written; one failure and nothing of the stage is written.
     pub async fn apply_all(&self, objects: Vec<Value>, opts: &ApplyOptions) -> Result<Vec<Change>, ApplyError> {
+        self.apply_all_with(objects, opts, &mut AppliedState::default()).await
+    }
+
+    /// [`Applier::apply_all`], skipping the objects `state` shows unchanged, and updating it.
+    pub async fn apply_all_with(&self, objects: Vec<Value>, opts: &ApplyOptions, state: &mut AppliedState) -> Result<Vec<Change>, ApplyError> {
+        let previous = std::mem::take(state);
         let mut seen = std::collections::HashSet::new();
         let mut first = Vec::new();
         let mut rest = Vec::new();
@@ -196,14 +228,53 @@ impl Applier {
         let mut changes = Vec::new();
         if !first.is_empty() {
             let stage = self.resolve_stage(first).await?;
-            changes.extend(self.apply_stage(stage, opts).await?);
-            self.wait_for_definitions(&changes, opts.wait_timeout).await?;
-            // New CRDs bring new kinds for the second stage.
-            self.forget_kinds().await;
+            let applied = self.apply_stage(stage, opts, &previous, state).await?;
+            let created_definitions = applied.iter().any(|c| c.action != Action::Unchanged);
+            changes.extend(applied);
+            if created_definitions {
+                self.wait_for_definitions(&changes, opts.wait_timeout).await?;
+                // New CRDs bring new kinds for the second stage.
+                self.forget_kinds().await;
+            }
         }
         let stage = self.resolve_stage(rest).await?;
-        changes.extend(self.apply_stage(stage, opts).await?);
+        changes.extend(self.apply_stage(stage, opts, &previous, state).await?);
         Ok(changes)
+    }
+
+    /// The objects of `stage` that neither Git nor the cluster changed since `previous` was
+    /// recorded, found with one metadata LIST per kind and namespace.
+    async fn unchanged_since(&self, stage: &[Resolved], digests: &[String], previous: &AppliedState, opts: &ApplyOptions) -> Result<HashMap<ObjectId, String>, ApplyError> {
+        let mut groups: BTreeMap<(String, String), (&Resolved, Vec<usize>)> = BTreeMap::new();
+        for (i, r) in stage.iter().enumerate() {
+            if previous.entries.get(&r.id).is_some_and(|(digest, _)| *digest == digests[i]) {
+                let key = (format!("{}/{}/{}", r.resource.group, r.resource.version, r.resource.plural), r.id.namespace.clone());
+                groups.entry(key).or_insert((r, Vec::new())).1.push(i);
+            }
+        }
+        let selector = opts.owner_labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let mut unchanged = HashMap::new();
+        for ((_, _), (sample, members)) in groups {
+            let params = kube::api::ListParams { label_selector: (!selector.is_empty()).then(|| selector.clone()), ..Default::default() };
+            let listed = self.api(sample).list_metadata(&params).await.map_err(|e| ApplyError::Api {
+                context: format!("listing {} in {}", sample.resource.plural, sample.id.namespace),
+                source: e,
+            })?;
+            let live: HashMap<String, String> = listed
+                .items
+                .into_iter()
+                .filter_map(|o| Some((o.metadata.name?, o.metadata.resource_version?)))
+                .collect();
+            for i in members {
+                let r = &stage[i];
+                if let (Some((_, recorded)), Some(current)) = (previous.entries.get(&r.id), live.get(&r.id.name)) {
+                    if recorded == current {
+                        unchanged.insert(r.id.clone(), current.clone());
+                    }
+                }
+            }
+        }
+        Ok(unchanged)
     }
 
     async fn resolve_stage(&self, objects: Vec<(usize, Value)>) -> Result<Vec<Resolved>, ApplyError> {
@@ -219,9 +290,24 @@ impl Applier {
         Ok(resolved)
     }
 
-    async fn apply_stage(&self, stage: Vec<Resolved>, opts: &ApplyOptions) -> Result<Vec<Change>, ApplyError> {
+    async fn apply_stage(&self, stage: Vec<Resolved>, opts: &ApplyOptions, previous: &AppliedState, state: &mut AppliedState) -> Result<Vec<Change>, ApplyError> {
         let dry_run = PatchParams { dry_run: true, ..PatchParams::apply(FIELD_MANAGER).force() };
         let params = PatchParams::apply(FIELD_MANAGER).force();
+
+        let digests: Vec<String> = stage.iter().map(|r| manifest_digest(&r.object)).collect();
+        let unchanged = if previous.is_empty() { HashMap::new() } else { self.unchanged_since(&stage, &digests, previous, opts).await? };
+        let mut changes = Vec::with_capacity(stage.len());
+        let mut todo = Vec::with_capacity(stage.len());
+        for (r, digest) in stage.into_iter().zip(digests) {
+            match unchanged.get(&r.id) {
+                Some(version) => {
+                    state.entries.insert(r.id.clone(), (digest, version.clone()));
+                    changes.push(Change { id: r.id, version: r.version, action: Action::Unchanged });
+                }
+                None => todo.push((r, digest)),
+            }
+        }
+        let (stage, digests): (Vec<Resolved>, Vec<String>) = todo.into_iter().unzip();
 
         // Dry-run everything first, and read the live objects to tell what would change. The
         // live object is read after the dry-run: when both carry the same resourceVersion, the
@@ -265,8 +351,7 @@ impl Applier {
             return Err(ApplyError::DryRunFailed(failures));
         }
 
-        let mut changes = Vec::with_capacity(stage.len());
-        for (r, (live, dry)) in stage.iter().zip(plans) {
+        for ((r, (live, dry)), digest) in stage.iter().zip(plans).zip(digests) {
             let api = self.api(r);
             let mut took_over = false;
             if let Some(live) = &live {
@@ -282,6 +367,9 @@ impl Applier {
             let recreate = dry.is_none() && live.is_some();
             if let (Some(live), Some(dry)) = (&live, &dry) {
                 if !took_over && same_content(live, dry) {
+                    if let Some(version) = &live.metadata.resource_version {
+                        state.entries.insert(r.id.clone(), (digest, version.clone()));
+                    }
                     changes.push(Change { id: r.id.clone(), version: r.version.clone(), action: Action::Unchanged });
                     continue;
                 }
@@ -308,6 +396,9 @@ impl Applier {
                 (Some(_), Some(dry)) if same_content(dry, &applied) => Action::Unchanged,
                 (Some(_), Some(_)) => Action::Configured,
             };
+            if let Some(version) = &applied.metadata.resource_version {
+                state.entries.insert(r.id.clone(), (digest, version.clone()));
+            }
             changes.push(Change { id: r.id.clone(), version: r.version.clone(), action });
         }
         Ok(changes)

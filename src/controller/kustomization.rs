@@ -148,11 +148,15 @@ async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus
         let (id, version) = ObjectId::of(object, index).map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?;
         new_inventory.push((id, version));
     }
+    let key = format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any());
+    let mut state = ctx.applied.lock().await.remove(&key).unwrap_or_default();
     let applied = ctx
         .applier
-        .apply_all(objects, &opts)
+        .apply_all_with(objects, &opts, &mut state)
         .await
         .map_err(|e: ApplyError| Failure::new(ks_reason::RECONCILIATION_FAILED, e.to_string(), Duration::ZERO))?;
+    // Kept only after a successful apply: after a failure, the next reconcile checks everything.
+    ctx.applied.lock().await.insert(key, state);
     let mut changes: Vec<String> = applied.iter().filter(|c| c.action != Change::Unchanged).map(ToString::to_string).collect();
 
     // Prune what the previous inventory had and this revision does not.

@@ -26,6 +26,9 @@ pub struct Context {
     pub applier: Applier,
     pub artifacts: artifact::ArtifactCache,
     pub metrics: std::sync::Arc<metrics::Metrics>,
+    /// Per Kustomization (`namespace/name`): what was last applied, so that a reconcile where
+    /// nothing changed costs a few LIST requests instead of a dry-run per object.
+    pub applied: tokio::sync::Mutex<std::collections::HashMap<String, crate::apply::AppliedState>>,
 }
 
 impl Context {
@@ -37,6 +40,7 @@ impl Context {
             client,
             artifacts,
             metrics,
+            applied: tokio::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 

@@ -13,11 +13,24 @@ use std::time::Duration;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope, pinned_kind};
+use futures::{StreamExt, stream};
 use kube::Client;
 use serde_json::Value;
 use tokio::sync::RwLock;
 
 pub use object::ObjectId;
+
+/// How many requests of one stage are in flight at once: the API server handles them in
+/// parallel, and a 1,000-object apply is bound by round trips, not by the server.
+const CONCURRENCY: usize = 16;
+
+/// One object's dry-run outcome.
+struct Plan {
+    live: Option<DynamicObject>,
+    dry: Option<DynamicObject>,
+    /// The API server's rejection of the dry-run.
+    failure: Option<String>,
+}
 
 /// The field manager ferroflux applies with.
 pub const FIELD_MANAGER: &str = "ferroflux";
@@ -309,99 +322,114 @@ impl Applier {
         }
         let (stage, digests): (Vec<Resolved>, Vec<String>) = todo.into_iter().unzip();
 
-        // Dry-run everything first, and read the live objects to tell what would change. The
-        // live object is read after the dry-run: when both carry the same resourceVersion, the
-        // dry-run was computed on exactly that object, so comparing them is exact even while
-        // other controllers write (a Deployment's status, its revision annotation).
-        let mut plans = Vec::with_capacity(stage.len());
+        // Dry-run everything first (requests in parallel, results in order), and only then write.
+        // (Collected first: a stream over a borrowing closure trips the compiler's Send check.)
+        let planning: Vec<_> = stage.iter().map(|r| self.plan(r, opts, &dry_run)).collect();
+        let planned: Vec<Result<Plan, ApplyError>> = stream::iter(planning).buffered(CONCURRENCY).collect().await;
+        let mut plans = Vec::with_capacity(planned.len());
         let mut failures = Vec::new();
-        for r in &stage {
-            let api = self.api(r);
-            let mut attempts = 0;
-            loop {
-                attempts += 1;
-                let dry = api.patch(&r.id.name, &dry_run, &Patch::Apply(&r.object)).await;
-                let live = api.get_opt(&r.id.name).await.map_err(|e| ApplyError::Api {
-                    context: format!("reading {}", r.id),
-                    source: e,
-                })?;
-                match dry {
-                    Ok(result) => {
-                        let consistent = live.as_ref().is_none_or(|l| l.metadata.resource_version == result.metadata.resource_version);
-                        if consistent || attempts >= 3 {
-                            plans.push((live, Some(result)));
-                            break;
-                        }
-                    }
-                    Err(kube::Error::Api(status)) if opts.force && is_immutable_field_error(&status.message) && live.is_some() => {
-                        // With force, an object whose immutable fields changed is recreated below.
-                        plans.push((live, None));
-                        break;
-                    }
-                    Err(kube::Error::Api(status)) => {
-                        failures.push((r.id.clone(), status.message));
-                        plans.push((live, None));
-                        break;
-                    }
-                    Err(e) => return Err(ApplyError::Api { context: format!("dry-run of {}", r.id), source: e }),
-                }
+        for (r, plan) in stage.iter().zip(planned) {
+            let plan = plan?;
+            if let Some(message) = &plan.failure {
+                failures.push((r.id.clone(), message.clone()));
             }
+            plans.push(plan);
         }
         if !failures.is_empty() {
             return Err(ApplyError::DryRunFailed(failures));
         }
 
-        for ((r, (live, dry)), digest) in stage.iter().zip(plans).zip(digests) {
-            let api = self.api(r);
-            let mut took_over = false;
-            if let Some(live) = &live {
-                // Fields set by kubectl or by Flux belong to us from now on, so that removing
-                // them from Git removes them from the cluster.
-                if let Some(patch) = managed_fields::takeover_patch(live, FIELD_MANAGER) {
-                    api.patch(&r.id.name, &PatchParams::default(), &Patch::<Value>::Json(patch))
-                        .await
-                        .map_err(|e| ApplyError::Api { context: format!("taking over fields of {}", r.id), source: e })?;
-                    took_over = true;
-                }
-            }
-            let recreate = dry.is_none() && live.is_some();
-            if let (Some(live), Some(dry)) = (&live, &dry) {
-                if !took_over && same_content(live, dry) {
-                    if let Some(version) = &live.metadata.resource_version {
-                        state.entries.insert(r.id.clone(), (digest, version.clone()));
-                    }
-                    changes.push(Change { id: r.id.clone(), version: r.version.clone(), action: Action::Unchanged });
-                    continue;
-                }
-            }
-            if recreate {
-                // An immutable field changed and force is set: delete, then create again. Its
-                // dependents (a Deployment's ReplicaSets) are collected in the background.
-                api.delete(&r.id.name, &DeleteParams::background())
-                    .await
-                    .map_err(|e| ApplyError::Api { context: format!("recreating {}", r.id), source: e })?;
-                self.wait_gone(&api, &r.id, opts.wait_timeout).await?;
-            }
-            let applied = api.patch(&r.id.name, &params, &Patch::Apply(&r.object)).await.map_err(|e| match e {
-                kube::Error::Api(status) => ApplyError::ApplyFailed { id: r.id.clone(), message: status.message },
-                other => ApplyError::Api { context: format!("applying {}", r.id), source: other },
-            })?;
-            let action = match (&live, &dry) {
-                (None, _) => Action::Created,
-                (Some(_), None) => Action::Configured,
-                // The dry-run predicted a change.
-                (Some(live), Some(dry)) if !same_content(live, dry) => Action::Configured,
-                // Only the takeover: the apply may still have removed fields another manager
-                // held, which the dry-run (made before the takeover) kept.
-                (Some(_), Some(dry)) if same_content(dry, &applied) => Action::Unchanged,
-                (Some(_), Some(_)) => Action::Configured,
-            };
-            if let Some(version) = &applied.metadata.resource_version {
-                state.entries.insert(r.id.clone(), (digest, version.clone()));
+        let writing: Vec<_> = stage.iter().zip(plans).map(|(r, plan)| self.write(r, plan, opts, &params)).collect();
+        let outcomes: Vec<Result<(Action, Option<String>), ApplyError>> = stream::iter(writing).buffered(CONCURRENCY).collect().await;
+        for ((r, outcome), digest) in stage.iter().zip(outcomes).zip(digests) {
+            let (action, version) = outcome?;
+            if let Some(version) = version {
+                state.entries.insert(r.id.clone(), (digest, version));
             }
             changes.push(Change { id: r.id.clone(), version: r.version.clone(), action });
         }
         Ok(changes)
+    }
+
+    /// The dry-run of one object and the live object it was computed on. The live object is read
+    /// after the dry-run: when both carry the same resourceVersion, the dry-run was computed on
+    /// exactly that object, so comparing them is exact even while other controllers write (a
+    /// Deployment's status, its revision annotation).
+    async fn plan(&self, r: &Resolved, opts: &ApplyOptions, dry_run: &PatchParams) -> Result<Plan, ApplyError> {
+        let api = self.api(r);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let dry = api.patch(&r.id.name, dry_run, &Patch::Apply(&r.object)).await;
+            if let Ok(result) = &dry {
+                // A dry-run create carries no resourceVersion: the object does not exist yet,
+                // and there is nothing to read.
+                if result.metadata.resource_version.as_deref().unwrap_or("").is_empty() {
+                    return Ok(Plan { live: None, dry: dry.ok(), failure: None });
+                }
+            }
+            let live = api.get_opt(&r.id.name).await.map_err(|e| ApplyError::Api { context: format!("reading {}", r.id), source: e })?;
+            match dry {
+                Ok(result) => {
+                    let consistent = live.as_ref().is_none_or(|l| l.metadata.resource_version == result.metadata.resource_version);
+                    if consistent || attempts >= 3 {
+                        return Ok(Plan { live, dry: Some(result), failure: None });
+                    }
+                }
+                // With force, an object whose immutable fields changed is recreated.
+                Err(kube::Error::Api(status)) if opts.force && is_immutable_field_error(&status.message) && live.is_some() => {
+                    return Ok(Plan { live, dry: None, failure: None });
+                }
+                Err(kube::Error::Api(status)) => return Ok(Plan { live, dry: None, failure: Some(status.message) }),
+                Err(e) => return Err(ApplyError::Api { context: format!("dry-run of {}", r.id), source: e }),
+            }
+        }
+    }
+
+    /// Writes one planned object when it differs; returns what happened and its resourceVersion.
+    async fn write(&self, r: &Resolved, plan: Plan, opts: &ApplyOptions, params: &PatchParams) -> Result<(Action, Option<String>), ApplyError> {
+        let Plan { live, dry, .. } = plan;
+        let api = self.api(r);
+        let mut took_over = false;
+        if let Some(live) = &live {
+            // Fields set by kubectl or by Flux belong to us from now on, so that removing them
+            // from Git removes them from the cluster.
+            if let Some(patch) = managed_fields::takeover_patch(live, FIELD_MANAGER) {
+                api.patch(&r.id.name, &PatchParams::default(), &Patch::<Value>::Json(patch))
+                    .await
+                    .map_err(|e| ApplyError::Api { context: format!("taking over fields of {}", r.id), source: e })?;
+                took_over = true;
+            }
+        }
+        let recreate = dry.is_none() && live.is_some();
+        if let (Some(live), Some(dry)) = (&live, &dry) {
+            if !took_over && same_content(live, dry) {
+                return Ok((Action::Unchanged, live.metadata.resource_version.clone()));
+            }
+        }
+        if recreate {
+            // An immutable field changed and force is set: delete, then create again. Its
+            // dependents (a Deployment's ReplicaSets) are collected in the background.
+            api.delete(&r.id.name, &DeleteParams::background())
+                .await
+                .map_err(|e| ApplyError::Api { context: format!("recreating {}", r.id), source: e })?;
+            self.wait_gone(&api, &r.id, opts.wait_timeout).await?;
+        }
+        let applied = api.patch(&r.id.name, params, &Patch::Apply(&r.object)).await.map_err(|e| match e {
+            kube::Error::Api(status) => ApplyError::ApplyFailed { id: r.id.clone(), message: status.message },
+            other => ApplyError::Api { context: format!("applying {}", r.id), source: other },
+        })?;
+        let action = match (&live, &dry) {
+            (None, _) => Action::Created,
+            (Some(_), None) => Action::Configured,
+            // The dry-run predicted a change.
+            (Some(live), Some(dry)) if !same_content(live, dry) => Action::Configured,
+            // Only the takeover: the apply may still have removed fields another manager held,
+            // which the dry-run (made before the takeover) kept.
+            (Some(_), Some(dry)) if same_content(dry, &applied) => Action::Unchanged,
+            (Some(_), Some(_)) => Action::Configured,
+        };
+        Ok((action, applied.metadata.resource_version.clone()))
     }
 
     async fn wait_gone(&self, api: &Api<DynamicObject>, id: &ObjectId, timeout: Duration) -> Result<(), ApplyError> {

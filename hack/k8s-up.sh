@@ -86,11 +86,19 @@ if [[ -z $ready ]]; then
   ./down.sh; exit 1
 fi
 
+# --port 0: no insecure port (1.20 opens 10252 on all addresses by default, which a second
+# control plane on the machine could not bind).
 "$bin/kube-controller-manager" --kubeconfig "$dir/kubeconfig" --leader-elect=false \
-  --bind-address 127.0.0.1 --secure-port "$kcm_port" \
+  --bind-address 127.0.0.1 --secure-port "$kcm_port" --port 0 \
   --service-account-private-key-file "$dir/sa.key" --root-ca-file "$dir/certs/apiserver.crt" \
   --use-service-account-credentials=false >kcm.log 2>&1 &
 echo $! > kcm.pid
+sleep 1
+if ! kill -0 "$(cat kcm.pid)" 2>/dev/null; then
+  echo "kube-controller-manager exited; last lines of its log:" >&2
+  tail -n 20 kcm.log >&2
+  ./down.sh; exit 1
+fi
 
 if [[ -n $watch_pid ]]; then
   # Detached from our stdout/stderr so that callers reading our output see EOF.

@@ -251,3 +251,51 @@ async fn deleting_the_kustomization_prunes_what_it_applied() {
     .await
     .expect("the Kustomization is gone and its Service pruned");
 }
+
+#[tokio::test]
+async fn depends_on_holds_until_the_dependency_is_ready_and_requested_at_is_handled() {
+    let (client, ns) = setup("ks-depends").await;
+    let repo = TestRepo::new(&format!("{ns}-depends"));
+    let config = |name: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n");
+    let commit = repo.commit(&[("infra/infra.yaml", &config("infra")), ("apps/apps.yaml", &config("apps"))], "two layers");
+    create_from_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
+    let kustomizations: Api<Kustomization> = Api::namespaced(client.clone(), &ns);
+    let make = |name: &str, depends: bool| -> Kustomization {
+        let mut spec = json!({"interval": "10m", "path": format!("./{name}"), "prune": true, "targetNamespace": ns,
+            "sourceRef": {"kind": "GitRepository", "name": "hello-world-flask"}});
+        if depends {
+            spec["dependsOn"] = json!([{"name": "infra"}]);
+        }
+        serde_json::from_value(json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "metadata": {"name": name}, "spec": spec}))
+        .expect("kustomization")
+    };
+    kustomizations.create(&PostParams::default(), &make("apps", true)).await.expect("apps");
+    let waiting = wait_ks(&client, &ns, "apps", "False", &format!("dependency '{ns}/infra' is not ready")).await;
+    let reason = waiting.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready")).map(|c| c.reason);
+    assert_eq!(reason.as_deref(), Some("DependencyNotReady"));
+    let configs: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    assert!(configs.get_opt("apps").await.expect("get").is_none(), "nothing applied before the dependency is ready");
+
+    // The dependency appears and becomes Ready: the dependent follows at once (its own retry is
+    // 30 seconds away).
+    kustomizations.create(&PostParams::default(), &make("infra", false)).await.expect("infra");
+    wait_ks(&client, &ns, "infra", "True", &commit).await;
+    let started = std::time::Instant::now();
+    wait_ks(&client, &ns, "apps", "True", &commit).await;
+    assert!(started.elapsed() < Duration::from_secs(20), "the dependent waited for its retry instead of being triggered");
+    assert!(configs.get_opt("apps").await.expect("get").is_some());
+
+    // `flux reconcile`'s handshake: a new requestedAt value is reconciled and echoed in status.
+    let token = "2026-11-22T20:00:00.000000000Z";
+    let annotate = json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": token}}});
+    kustomizations.patch("apps", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&annotate)).await.expect("annotate");
+    support::wait_for(Duration::from_secs(20), || {
+        let kustomizations = kustomizations.clone();
+        async move {
+            kustomizations.get("apps").await.ok().and_then(|k| k.status).and_then(|s| s.last_handled_reconcile_at).as_deref() == Some(token)
+        }
+    })
+    .await
+    .expect("lastHandledReconcileAt echoes the request");
+}

@@ -90,6 +90,7 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
         .applied_objects()
         .predicate_filter(trigger_hash, Default::default());
     let dependents = ks_store.clone();
+    let waiting = ks_store.clone();
     let kustomizations = Controller::for_stream(ks_stream, ks_store)
         .watches(Api::<GitRepository>::all(client.clone()), WatcherConfig::default(), move |repo: GitRepository| {
             let repo_ns = repo.namespace().unwrap_or_default();
@@ -101,6 +102,23 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
                     let source = &ks.spec.source_ref;
                     let ns = source.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default());
                     source.kind == SourceKind::GitRepository && source.name == repo_name && ns == repo_ns
+                })
+                .map(|ks| ObjectRef::from_obj(ks.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        // A dependency that becomes Ready releases its dependents at once, not at their next
+        // retry.
+        .watches(Api::<Kustomization>::all(client.clone()), WatcherConfig::default(), move |dependency: Kustomization| {
+            let ready = dependency.status.as_ref().is_some_and(|s| super::conditions::is_true(&s.conditions, "Ready"));
+            let (dep_ns, dep_name) = (dependency.namespace().unwrap_or_default(), dependency.name_any());
+            waiting
+                .state()
+                .into_iter()
+                .filter(|ks| {
+                    ready
+                        && ks.spec.depends_on.iter().flatten().any(|d| {
+                            d.name == dep_name && d.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default()) == dep_ns
+                        })
                 })
                 .map(|ks| ObjectRef::from_obj(ks.as_ref()))
                 .collect::<Vec<_>>()

@@ -54,27 +54,22 @@ pub fn overlay(spec: &KustomizationSpec) -> Overlay {
     }
 }
 
-/// Builds `dir` (inside the artifact `root`) with the spec's settings.
+/// Builds `dir` (inside the artifact `root`) with the spec's settings. As in Flux, files may be
+/// read from anywhere inside the artifact (not only below each kustomization's folder), and
+/// nothing outside it.
 pub fn build(root: &Path, dir: &Path, spec: &KustomizationSpec) -> Result<Vec<Value>, kustomize::Error> {
     let options = BuildOptions { enable_remote: false, overlay: overlay(spec) };
     let mut objects = if kustomize::has_kustomization(dir) {
-        kustomize::build(root, dir, &options)?
+        kustomize::build_with_restrictions(root, dir, &options, kustomize::LoadRestrictions::BuildRoot)?
     } else {
         kustomize::build_generated(root, dir, &options)?
     };
     if let Some(common) = &spec.common_metadata {
-        for object in &mut objects {
-            let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else { continue };
-            for (field, pairs) in [("labels", &common.labels), ("annotations", &common.annotations)] {
-                let Some(pairs) = pairs else { continue };
-                let entry = metadata.entry(field).or_insert_with(|| Value::Object(Default::default()));
-                if let Some(map) = entry.as_object_mut() {
-                    for (k, v) in pairs {
-                        map.insert(k.clone(), Value::String(v.clone()));
-                    }
-                }
-            }
-        }
+        kustomize::add_common_metadata(
+            &mut objects,
+            &common.labels.clone().unwrap_or_default(),
+            &common.annotations.clone().unwrap_or_default(),
+        );
     }
     Ok(objects)
 }

@@ -39,22 +39,31 @@ pub struct Kustomization {
     pub patches_strategic_merge: Vec<Value>,
     #[serde(default)]
     pub patches_json6902: Vec<Patch>,
+    #[serde(default)]
+    pub config_map_generator: Vec<Generator>,
+    #[serde(default)]
+    pub secret_generator: Vec<Generator>,
+    pub generator_options: Option<GeneratorOptions>,
+    pub sort_options: Option<SortOptions>,
+    #[serde(default)]
+    pub replacements: Vec<Value>,
     // Known to kustomize, not (yet) to ferroflux: refused with a clear error when set.
-    pub config_map_generator: Option<Value>,
-    pub secret_generator: Option<Value>,
-    pub generator_options: Option<Value>,
-    pub replacements: Option<Value>,
-    pub vars: Option<Value>,
+    #[serde(default)]
+    pub vars: Vec<Value>,
     pub crds: Option<Value>,
-    pub configurations: Option<Value>,
+    #[serde(default)]
+    pub configurations: Vec<String>,
     pub openapi: Option<Value>,
     pub build_metadata: Option<Value>,
-    pub sort_options: Option<Value>,
     pub helm_charts: Option<Value>,
     pub helm_globals: Option<Value>,
     pub helm_chart_inflation_generator: Option<Value>,
-    pub generators: Option<Value>,
-    pub transformers: Option<Value>,
+    /// Builtin generator configurations (files or inline YAML); plugins are refused.
+    #[serde(default)]
+    pub generators: Vec<String>,
+    /// Builtin transformer configurations (files or inline YAML); plugins are refused.
+    #[serde(default)]
+    pub transformers: Vec<String>,
     pub validators: Option<Value>,
 }
 
@@ -65,19 +74,12 @@ impl Kustomization {
         let not_yet = "is not supported by ferroflux's kustomize engine yet";
         let never = "is out of scope: ferroflux runs no plugins, functions or Helm";
         [
-            ("configMapGenerator", set(&self.config_map_generator), not_yet),
-            ("secretGenerator", set(&self.secret_generator), not_yet),
-            ("replacements", set(&self.replacements), not_yet),
-            ("vars", set(&self.vars), not_yet),
             ("crds", set(&self.crds), not_yet),
-            ("configurations", set(&self.configurations), not_yet),
             ("openapi", set(&self.openapi), not_yet),
-            ("sortOptions", set(&self.sort_options), not_yet),
+            ("buildMetadata", set(&self.build_metadata), not_yet),
             ("helmCharts", set(&self.helm_charts), never),
             ("helmGlobals", set(&self.helm_globals), never),
             ("helmChartInflationGenerator", set(&self.helm_chart_inflation_generator), never),
-            ("generators", set(&self.generators), never),
-            ("transformers", set(&self.transformers), never),
             ("validators", set(&self.validators), never),
         ]
         .into_iter()
@@ -95,7 +97,9 @@ pub struct Labels {
     pub include_selectors: bool,
     #[serde(default)]
     pub include_templates: bool,
-    pub fields: Option<Value>,
+    /// Extra places to write the labels, beside the builtin ones.
+    #[serde(default)]
+    pub fields: Vec<super::fieldspec::FieldSpec>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone, PartialEq, Eq)]
@@ -135,4 +139,53 @@ pub struct Selector {
     pub namespace: Option<String>,
     pub label_selector: Option<String>,
     pub annotation_selector: Option<String>,
+}
+
+/// One `configMapGenerator` or `secretGenerator` entry.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Generator {
+    #[serde(default)]
+    pub name: String,
+    pub namespace: Option<String>,
+    pub behavior: Option<String>,
+    #[serde(default)]
+    pub literals: Vec<String>,
+    #[serde(default)]
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub envs: Vec<String>,
+    /// The single env file of kustomize's older format.
+    pub env: Option<String>,
+    /// Secrets only: the Secret's `type` (default `Opaque`).
+    #[serde(rename = "type")]
+    pub secret_type: Option<String>,
+    pub options: Option<GeneratorOptions>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GeneratorOptions {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    pub disable_name_suffix_hash: Option<bool>,
+    pub immutable: Option<bool>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SortOptions {
+    pub order: Option<String>,
+    pub legacy_sort_options: Option<LegacySortOptions>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LegacySortOptions {
+    #[serde(default)]
+    pub order_first: Vec<String>,
+    #[serde(default)]
+    pub order_last: Vec<String>,
 }

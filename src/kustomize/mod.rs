@@ -2,25 +2,43 @@
 //! become its own crate: `build(root, dir, options)` reads the kustomization in `dir` and returns
 //! the objects in kustomize's order; nothing outside `root` is ever read.
 //!
-//! Supported: `resources` (files, directories, nested kustomizations), `bases`, `components`,
-//! `namespace`, `namePrefix`/`nameSuffix` with name-reference updates, `commonLabels`, `labels`,
-//! `commonAnnotations`, `images`, `replicas`, `patches`, `patchesStrategicMerge`,
-//! `patchesJson6902`. Refused by name, with an error: generators, `replacements`, `vars`, `crds`,
-//! `configurations`, `openapi`, `sortOptions` (not yet), Helm, plugins and functions (out of
-//! scope), remote resources (unless enabled, and then not yet).
+//! A kustomization is built as kustomize does: its `resources` (files, and directories with
+//! their own kustomization, built first) are accumulated, its generators add ConfigMaps and
+//! Secrets, its `components` apply, and then its transformers run in kustomize's order (strategic
+//! merge patches, `patches`, namespace, prefix, suffix, labels, annotations, JSON 6902 patches,
+//! replicas, images, replacements). At the end of the whole build, generated objects get their
+//! content hash and every reference to a renamed object is pointed at its new name.
+//!
+//! Also: `vars`, `configurations` (custom field specs), `sortOptions`, `replacements`, and
+//! `transformers:`/`generators:` entries that configure kustomize's builtin plugins. Refused by
+//! name, with an error: `crds`, `openapi`, `buildMetadata` (not yet), Helm, external plugins and
+//! KRM functions (out of scope), remote resources (unless enabled, and then not yet).
 
+mod builtin;
+mod config;
+pub mod fieldspec;
 pub mod file;
+pub mod generator;
+mod nameref;
+pub mod object;
 mod order;
 pub mod patch;
+mod regex;
+mod replacement;
 mod transform;
+mod vars;
 mod yaml;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 pub use file::Kustomization;
+pub use object::{Id, Object};
 pub use yaml::{parse_objects, to_yaml};
+
+use object::Resource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,7 +46,7 @@ pub enum Error {
     Yaml { file: PathBuf, message: String },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("unable to find one of 'kustomization.yaml', 'kustomization.yml' or 'Kustomization' in directory '{}'", dir.display())]
+    #[error("no kustomization file found: unable to find one of 'kustomization.yaml', 'kustomization.yml' or 'Kustomization' in directory '{}'", dir.display())]
     NoKustomization { dir: PathBuf },
     #[error("invalid kustomization {}: {message}", file.display())]
     InvalidKustomization { file: PathBuf, message: String },
@@ -42,12 +60,24 @@ pub enum Error {
     DuplicateId { id: String },
     #[error("{}: {message}", file.display())]
     Patch { file: PathBuf, message: String },
+    #[error("{}: {message}", file.display())]
+    Generator { file: PathBuf, message: String },
+    #[error("{}: {message}", file.display())]
+    Replacement { file: PathBuf, message: String },
+    #[error("{}: sortOptions: {message}", file.display())]
+    SortOptions { file: PathBuf, message: String },
     #[error("remote resource '{url}': remote resources are not enabled")]
     Remote { url: String },
     #[error("remote resource '{url}': remote resources are not supported by ferroflux's kustomize engine yet")]
     RemoteUnsupported { url: String },
     #[error("accumulating resources from '{entry}' in {}: no such file or directory", dir.display())]
     MissingResource { entry: String, dir: PathBuf },
+    #[error("{}: {message}", file.display())]
+    Component { file: PathBuf, message: String },
+    #[error("{}: vars: {message}", file.display())]
+    Vars { file: PathBuf, message: String },
+    #[error("{}: {message}", file.display())]
+    Plugin { file: PathBuf, message: String },
 }
 
 /// Settings of a build beyond the kustomization files: how a caller (Flux's Kustomization spec)
@@ -60,7 +90,8 @@ pub struct BuildOptions {
 }
 
 /// What Flux merges into the root kustomization: the namespace, prefix and suffix replace the
-/// kustomization's; patches, images and components are appended.
+/// kustomization's; patches, images and components are appended. (Flux's `commonMetadata` is
+/// applied after the build with [`add_common_metadata`].)
 #[derive(Debug, Clone, Default)]
 pub struct Overlay {
     pub namespace: Option<String>,
@@ -74,7 +105,8 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    fn merge_into(&self, k: &mut Kustomization) {
+    /// Merges the overlay into a root kustomization, as Flux edits the kustomization file.
+    pub fn merge_into(&self, k: &mut Kustomization) {
         if self.namespace.is_some() {
             k.namespace.clone_from(&self.namespace);
         }
@@ -92,35 +124,75 @@ impl Overlay {
     }
 }
 
+/// Flux's `commonMetadata`: labels and annotations on every object's metadata (not in selectors
+/// or templates).
+pub fn add_common_metadata(objects: &mut [Object], labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, String>) {
+    for object in objects.iter_mut() {
+        for (field, pairs) in [("labels", labels), ("annotations", annotations)] {
+            if pairs.is_empty() {
+                continue;
+            }
+            let Some(map) = object.as_object_mut() else { continue };
+            let metadata = map.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
+            let Some(metadata) = metadata.as_object_mut() else { continue };
+            let entry = metadata.entry(field).or_insert_with(|| Value::Object(Default::default()));
+            if !entry.is_object() {
+                *entry = Value::Object(Default::default());
+            }
+            if let Some(entry) = entry.as_object_mut() {
+                for (k, v) in pairs {
+                    entry.insert(k.clone(), Value::String(v.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Which files a kustomization may read, beside the build root that always bounds a build.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LoadRestrictions {
+    /// kustomize's default (`LoadRestrictionsRootOnly`): a kustomization reads files (resources,
+    /// patches, generator sources) only in or below its own folder; other kustomizations it
+    /// names may be anywhere in the root.
+    #[default]
+    KustomizationFolder,
+    /// Flux's setting (`LoadRestrictionsNone`): any file inside the build root.
+    BuildRoot,
+}
+
 struct Builder<'a> {
     root: PathBuf,
     options: &'a BuildOptions,
+    restrictions: LoadRestrictions,
     stack: Vec<PathBuf>,
+    /// The `vars` of every kustomization of the build, resolved at the end.
+    vars: Vec<vars::Var>,
+    /// The field specs of every kustomization's `configurations` so far.
+    config: config::TransformerConfig,
 }
 
-/// Builds the kustomization in `dir`; nothing outside `root` is read.
-pub fn build(root: &Path, dir: &Path, options: &BuildOptions) -> Result<Vec<Value>, Error> {
-    let root = root.canonicalize().map_err(|source| Error::Io { path: root.to_owned(), source })?;
-    let mut builder = Builder { root, options, stack: Vec::new() };
-    let dir = builder.inside_root(dir)?;
+/// Builds the kustomization in `dir` as `kubectl kustomize` does; nothing outside `root` is
+/// read, and each kustomization reads files only in or below its folder.
+pub fn build(root: &Path, dir: &Path, options: &BuildOptions) -> Result<Vec<Object>, Error> {
+    build_with_restrictions(root, dir, options, LoadRestrictions::KustomizationFolder)
+}
+
+/// [`build`] with a choice of load restrictions (Flux builds with [`LoadRestrictions::BuildRoot`]).
+pub fn build_with_restrictions(root: &Path, dir: &Path, options: &BuildOptions, restrictions: LoadRestrictions) -> Result<Vec<Object>, Error> {
+    let (mut builder, dir) = Builder::start(root, dir, options, restrictions)?;
     let (file, mut kustomization) = load(&dir)?;
     options.overlay.merge_into(&mut kustomization);
-    let mut objects = builder.build_kustomization(&dir, &file, kustomization)?;
-    order::legacy_sort(&mut objects);
-    Ok(objects)
+    builder.build_root(&dir, &file, kustomization)
 }
 
 /// Builds a directory without a kustomization file the way Flux does: as if it had one listing
-/// its YAML files and the subdirectories that have a kustomization file.
-pub fn build_generated(root: &Path, dir: &Path, options: &BuildOptions) -> Result<Vec<Value>, Error> {
-    let root = root.canonicalize().map_err(|source| Error::Io { path: root.to_owned(), source })?;
-    let mut builder = Builder { root, options, stack: Vec::new() };
-    let dir = builder.inside_root(dir)?;
+/// its Kubernetes YAML files and the subdirectories that have a kustomization file.
+pub fn build_generated(root: &Path, dir: &Path, options: &BuildOptions) -> Result<Vec<Object>, Error> {
+    let (mut builder, dir) = Builder::start(root, dir, options, LoadRestrictions::BuildRoot)?;
     let mut kustomization = generate_kustomization(&dir)?;
     options.overlay.merge_into(&mut kustomization);
-    let mut objects = builder.build_kustomization(&dir, &dir.join("kustomization.yaml"), kustomization)?;
-    order::legacy_sort(&mut objects);
-    Ok(objects)
+    let file = dir.join("kustomization.yaml");
+    builder.build_root(&dir, &file, kustomization)
 }
 
 /// Whether `dir` has a kustomization file.
@@ -128,13 +200,22 @@ pub fn has_kustomization(dir: &Path) -> bool {
     file::FILE_NAMES.iter().any(|n| dir.join(n).is_file())
 }
 
-/// The kustomization Flux generates for a directory without one.
+/// Whether a YAML file holds Kubernetes objects (every document has `apiVersion` and `kind`).
+/// Whether a YAML file holds Kubernetes objects. A file that is not valid YAML is an error, as in
+/// Flux ("failed to decode Kubernetes YAML"): skipping it would apply a commit with a broken file
+/// as if the file were not there.
+fn is_kubernetes_yaml(path: &Path) -> Result<bool, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let objects = yaml::parse_objects(&text, path)?;
+    Ok(!objects.is_empty() && objects.iter().all(|o| !object::kind(o).is_empty() && !object::api_version(o).is_empty()))
+}
+
+/// The kustomization Flux generates for a directory without one: its Kubernetes YAML files,
+/// recursively, and the subdirectories that have a kustomization of their own.
 pub fn generate_kustomization(dir: &Path) -> Result<Kustomization, Error> {
     fn scan(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Error> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| Error::Io { path: dir.to_owned(), source })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
+        let mut entries: Vec<PathBuf> =
+            std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?.filter_map(|e| e.ok().map(|e| e.path())).collect();
         entries.sort();
         for path in entries {
             let meta = std::fs::symlink_metadata(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
@@ -143,16 +224,16 @@ pub fn generate_kustomization(dir: &Path) -> Result<Kustomization, Error> {
                 continue;
             }
             let relative = path.strip_prefix(base).unwrap_or(&path).to_string_lossy().into_owned();
+            if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                continue;
+            }
             if meta.is_dir() {
-                if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
-                    continue;
-                }
                 if has_kustomization(&path) {
                     out.push(relative);
                 } else {
                     scan(base, &path, out)?;
                 }
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") && is_kubernetes_yaml(&path)? {
                 out.push(relative);
             }
         }
@@ -164,68 +245,97 @@ pub fn generate_kustomization(dir: &Path) -> Result<Kustomization, Error> {
 }
 
 fn load(dir: &Path) -> Result<(PathBuf, Kustomization), Error> {
-    let file = file::FILE_NAMES
-        .iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::NoKustomization { dir: dir.to_owned() })?;
+    let file = file::FILE_NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| Error::NoKustomization { dir: dir.to_owned() })?;
     let text = std::fs::read_to_string(&file).map_err(|source| Error::Io { path: file.clone(), source })?;
-    let value = yaml::parse_value(&text, &file)?;
-    let kustomization: Kustomization = if value.is_null() {
-        Kustomization::default()
-    } else {
-        serde_json::from_value(value).map_err(|e| Error::InvalidKustomization { file: file.clone(), message: e.to_string() })?
-    };
+    let kustomization = yaml::parse_kustomization(&text, &file)?;
     Ok((file, kustomization))
 }
 
-/// `apiVersion`'s group and version, kind, namespace and name, as kustomize prints resource ids.
-fn resource_id(object: &Value) -> String {
-    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("[noNs]");
-    let gvk = if group.is_empty() { format!("{}.{version}", transform::kind(object)) } else { format!("{}.{version}.{group}", transform::kind(object)) };
-    format!("{gvk}/{}.{namespace}", transform::name(object))
+fn is_remote(entry: &str) -> bool {
+    entry.contains("://")
+        || entry.starts_with("github.com/")
+        || entry.starts_with("git@")
+        || entry.starts_with("gitlab.com/")
+        || entry.starts_with("bitbucket.org/")
 }
 
 impl Builder<'_> {
-    /// The canonical path, refused when it leaves the build root (through `..` or a symlink).
+    fn start<'a>(root: &Path, dir: &Path, options: &'a BuildOptions, restrictions: LoadRestrictions) -> Result<(Builder<'a>, PathBuf), Error> {
+        let root = root.canonicalize().map_err(|source| Error::Io { path: root.to_owned(), source })?;
+        let builder = Builder { root, options, restrictions, stack: Vec::new(), vars: Vec::new(), config: config::TransformerConfig::default() };
+        let dir = builder.inside_root(dir)?;
+        Ok((builder, dir))
+    }
+
+    fn build_root(&mut self, dir: &Path, file: &Path, kustomization: Kustomization) -> Result<Vec<Object>, Error> {
+        let sort_options = kustomization.sort_options.clone();
+        let mut resources = self.build_kustomization(dir, file, kustomization, false)?;
+        // Hashes come last, over the final data, and then the references follow the new names.
+        for resource in resources.iter_mut().filter(|r| r.needs_hash) {
+            let hash = generator::content_hash(&resource.object);
+            let new_name = format!("{}-{hash}", object::name(&resource.object));
+            resource.rename(&new_name);
+        }
+        nameref::fix_references(&mut resources, &self.config.name_reference);
+        let unused = vars::resolve(&self.vars, &mut resources, &self.config.var_reference).map_err(|message| Error::Vars { file: file.to_owned(), message })?;
+        if !unused.is_empty() {
+            tracing::info!(vars = ?unused, "well-defined vars that were never replaced");
+        }
+        let mut objects: Vec<Object> = resources.into_iter().map(|r| r.object).collect();
+        order::sort(&mut objects, sort_options.as_ref()).map_err(|message| Error::SortOptions { file: file.to_owned(), message })?;
+        Ok(objects)
+    }
+
+    /// The canonical path, refused when it leaves the root (through `..` or a symlink).
     fn inside_root(&self, path: &Path) -> Result<PathBuf, Error> {
         let canonical = path.canonicalize().map_err(|source| Error::Io { path: path.to_owned(), source })?;
-        if canonical.starts_with(&self.root) {
-            Ok(canonical)
-        } else {
-            Err(Error::PathEscape { path: path.to_owned(), root: self.root.clone() })
-        }
+        if canonical.starts_with(&self.root) { Ok(canonical) } else { Err(Error::PathEscape { path: path.to_owned(), root: self.root.clone() }) }
     }
 
-    /// A file a kustomization reads: like kustomize's default load restrictor, it must be in or
-    /// below the kustomization's own folder (other kustomizations may be anywhere in the root).
+    /// A file a kustomization in `dir` may read: inside the root and, with kustomize's default
+    /// restrictions, in or below `dir`.
     fn file_inside(&self, dir: &Path, path: &Path) -> Result<PathBuf, Error> {
         let canonical = self.inside_root(path)?;
-        if canonical.starts_with(dir) {
-            Ok(canonical)
-        } else {
-            Err(Error::PathEscape { path: canonical, root: dir.to_owned() })
+        if self.restrictions == LoadRestrictions::KustomizationFolder && !canonical.starts_with(dir) {
+            return Err(Error::PathEscape { path: canonical, root: dir.to_owned() });
         }
+        Ok(canonical)
     }
 
-    fn read(&self, dir: &Path, relative: &str) -> Result<(PathBuf, String), Error> {
+    /// A file named in a kustomization, relative to its directory.
+    fn read(&self, dir: &Path, relative: &str) -> Result<(PathBuf, Vec<u8>), Error> {
         let path = dir.join(relative);
         if !path.exists() {
             return Err(Error::MissingResource { entry: relative.to_owned(), dir: dir.to_owned() });
         }
         let path = self.file_inside(dir, &path)?;
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        Ok((path, bytes))
+    }
+
+    fn read_text(&self, dir: &Path, relative: &str) -> Result<(PathBuf, String), Error> {
+        let (path, bytes) = self.read(dir, relative)?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::Yaml { file: path.clone(), message: "the file is not UTF-8".into() })?;
         Ok((path, text))
     }
 
-    fn build_dir(&mut self, dir: &Path) -> Result<Vec<Value>, Error> {
+    fn build_dir(&mut self, dir: &Path) -> Result<Vec<Resource>, Error> {
         let (file, kustomization) = load(dir)?;
-        self.build_kustomization(dir, &file, kustomization)
+        if kustomization.kind.as_deref() == Some("Component") {
+            return Err(Error::Component { file, message: "a Component can only be used in 'components', not in 'resources'".into() });
+        }
+        self.build_kustomization(dir, &file, kustomization, false)
     }
 
-    fn build_kustomization(&mut self, dir: &Path, file: &Path, k: Kustomization) -> Result<Vec<Value>, Error> {
+    /// Builds a kustomization (or, with `component`, checks that it is one).
+    fn build_kustomization(&mut self, dir: &Path, file: &Path, k: Kustomization, component: bool) -> Result<Vec<Resource>, Error> {
+        self.enter(dir, file, &k)?;
+        let result = self.accumulate(dir, file, &k, Vec::new(), component);
+        self.stack.pop();
+        result
+    }
+
+    fn enter(&mut self, dir: &Path, file: &Path, k: &Kustomization) -> Result<(), Error> {
         if let Some((field, why)) = k.unsupported() {
             return Err(Error::Unsupported { file: file.to_owned(), field, why });
         }
@@ -233,158 +343,547 @@ impl Builder<'_> {
             return Err(Error::Cycle { dir: dir.to_owned() });
         }
         self.stack.push(dir.to_owned());
-        let result = self.accumulate_and_transform(dir, file, k);
-        self.stack.pop();
-        result
+        Ok(())
     }
 
-    fn accumulate_and_transform(&mut self, dir: &Path, file: &Path, k: Kustomization) -> Result<Vec<Value>, Error> {
-        let mut objects: Vec<Value> = Vec::new();
-        let mut ids = std::collections::HashSet::new();
+    /// Adds resources, refusing a second object with the same id.
+    fn append(resources: &mut Vec<Resource>, found: Vec<Resource>) -> Result<(), Error> {
+        let existing: Vec<Id> = resources.iter().map(Resource::id).collect();
+        let mut seen: std::collections::HashSet<(&str, &str, &str, &str)> = existing.iter().map(Id::object_key).collect();
+        let found_ids: Vec<Id> = found.iter().map(Resource::id).collect();
+        for id in &found_ids {
+            if !seen.insert(id.object_key()) {
+                return Err(Error::DuplicateId { id: id.to_string() });
+            }
+        }
+        resources.extend(found);
+        Ok(())
+    }
+
+    /// kustomize's accumulation of one kustomization, on top of `resources` (non-empty for a
+    /// component, which transforms what its parent accumulated so far).
+    fn accumulate(&mut self, dir: &Path, file: &Path, k: &Kustomization, mut resources: Vec<Resource>, component: bool) -> Result<Vec<Resource>, Error> {
         for entry in k.resources.iter().chain(k.bases.iter()) {
-            if entry.contains("://") || entry.starts_with("github.com/") || entry.starts_with("git@") {
-                return Err(if self.options.enable_remote {
-                    Error::RemoteUnsupported { url: entry.clone() }
-                } else {
-                    Error::Remote { url: entry.clone() }
-                });
+            if is_remote(entry) {
+                return Err(if self.options.enable_remote { Error::RemoteUnsupported { url: entry.clone() } } else { Error::Remote { url: entry.clone() } });
             }
             let path = dir.join(entry);
             if !path.exists() {
                 return Err(Error::MissingResource { entry: entry.clone(), dir: dir.to_owned() });
             }
+            let path = self.inside_root(&path)?;
             let found = if path.is_dir() {
-                let path = self.inside_root(&path)?;
                 self.build_dir(&path)?
             } else {
                 let path = self.file_inside(dir, &path)?;
                 let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-                yaml::parse_objects(&text, &path)?
+                let objects = yaml::parse_objects(&text, &path)?;
+                let mut found = Vec::with_capacity(objects.len());
+                for object in objects {
+                    if object::kind(&object).is_empty() || object::api_version(&object).is_empty() {
+                        return Err(Error::Yaml { file: path.clone(), message: "missing apiVersion or kind in a resource".into() });
+                    }
+                    if object::kind(&object) == "Kustomization" && object::api_version(&object).starts_with("kustomize.config.k8s.io") {
+                        return Err(Error::Yaml {
+                            file: path.clone(),
+                            message: "a kustomization file cannot be a resource: name its directory instead".into(),
+                        });
+                    }
+                    found.push(Resource::new(object));
+                }
+                found
             };
-            for object in found {
-                if transform::kind(&object).is_empty() || object.get("apiVersion").is_none() {
-                    return Err(Error::Yaml { file: path.clone(), message: "missing apiVersion or kind in a resource".into() });
+            Self::append(&mut resources, found)?;
+        }
+        for entry in &k.configurations {
+            let (path, text) = self.read_text(dir, entry)?;
+            self.config.merge_file(&text, &path)?;
+        }
+        self.generate(dir, file, k, &mut resources)?;
+        for entry in &k.components {
+            if is_remote(entry) {
+                return Err(if self.options.enable_remote { Error::RemoteUnsupported { url: entry.clone() } } else { Error::Remote { url: entry.clone() } });
+            }
+            let path = dir.join(entry);
+            if !path.exists() {
+                return Err(Error::MissingResource { entry: entry.clone(), dir: dir.to_owned() });
+            }
+            let component_dir = self.inside_root(&path)?;
+            let (component_file, component_k) = load(&component_dir)?;
+            if component_k.kind.as_deref() != Some("Component") {
+                return Err(Error::Component { file: component_file, message: "a kustomization listed in 'components' must have 'kind: Component'".into() });
+            }
+            self.enter(&component_dir, &component_file, &component_k)?;
+            let result = self.accumulate(&component_dir, &component_file, &component_k, std::mem::take(&mut resources), true);
+            self.stack.pop();
+            resources = result?;
+        }
+        let _ = component;
+        let resources = self.transform(dir, file, k, resources)?;
+        for var in vars::parse(&k.vars).map_err(|message| Error::Vars { file: file.to_owned(), message })? {
+            if self.vars.iter().any(|v| v.name == var.name) {
+                return Err(Error::Vars { file: file.to_owned(), message: format!("var '{}' already encountered", var.name) });
+            }
+            self.vars.push(var);
+        }
+        Ok(resources)
+    }
+
+    /// `configMapGenerator` and `secretGenerator`.
+    /// The documents of `transformers:` or `generators:` entries: files (in or below the
+    /// kustomization's folder) or inline YAML.
+    fn plugin_documents(&self, dir: &Path, file: &Path, entries: &[String]) -> Result<Vec<Value>, Error> {
+        let mut documents = Vec::new();
+        for entry in entries {
+            let (source, text) = if entry.contains('\n') || entry.contains(": ") {
+                (file.to_owned(), entry.clone())
+            } else {
+                let path = dir.join(entry);
+                if path.is_dir() {
+                    return Err(Error::Plugin {
+                        file: file.to_owned(),
+                        message: format!(
+                            "'{entry}': a kustomization as a source of transformer or generator configurations is not supported by ferroflux's kustomize engine"
+                        ),
+                    });
                 }
-                if !ids.insert(resource_id(&object)) {
-                    return Err(Error::DuplicateId { id: resource_id(&object) });
+                self.read_text(dir, entry)?
+            };
+            documents.extend(yaml::parse_objects(&text, &source)?);
+        }
+        Ok(documents)
+    }
+
+    fn generate(&self, dir: &Path, file: &Path, k: &Kustomization, resources: &mut Vec<Resource>) -> Result<(), Error> {
+        let mut generators: Vec<(generator::GeneratedKind, file::Generator)> = k
+            .config_map_generator
+            .iter()
+            .map(|g| (generator::GeneratedKind::ConfigMap, g.clone()))
+            .chain(k.secret_generator.iter().map(|g| (generator::GeneratedKind::Secret, g.clone())))
+            .collect();
+        // `generators:` configuring builtin generators run after the fields, as in kustomize.
+        for document in self.plugin_documents(dir, file, &k.generators)? {
+            generators.push(builtin::generator(&document).map_err(|message| Error::Plugin { file: file.to_owned(), message })?);
+        }
+        for (kind, spec) in &generators {
+            let kind = *kind;
+            let error = |message: String| Error::Generator { file: file.to_owned(), message };
+            let mut read = |relative: &str| -> Result<Vec<u8>, String> { self.read(dir, relative).map(|(_, bytes)| bytes).map_err(|e| e.to_string()) };
+            let collected = generator::collect(spec, &mut read).map_err(error)?;
+            let (object, needs_hash) = generator::object(kind, spec, k.generator_options.as_ref(), collected);
+            let id = Id::of(&object);
+            let existing = resources.iter().position(|r| r.matches_any_id(&id));
+            match (spec.behavior.as_deref().unwrap_or("create"), existing) {
+                ("create", None) => {
+                    let mut resource = Resource::new(object);
+                    resource.needs_hash = needs_hash;
+                    resources.push(resource);
                 }
-                objects.push(object);
+                ("create", Some(_)) => return Err(error(format!("id {id} exists; behavior must be merge or replace"))),
+                ("merge", Some(i)) => {
+                    let target = &mut resources[i];
+                    merge_generated(&mut target.object, &object);
+                    target.needs_hash = target.needs_hash && needs_hash;
+                }
+                ("replace", Some(i)) => {
+                    let target = &mut resources[i];
+                    let name = object::name(&target.object).to_owned();
+                    let namespace = object::namespace(&target.object).to_owned();
+                    target.object = object;
+                    object::set_metadata(&mut target.object, "name", &name);
+                    if !namespace.is_empty() {
+                        object::set_metadata(&mut target.object, "namespace", &namespace);
+                    }
+                    target.needs_hash = needs_hash;
+                }
+                ("merge" | "replace", None) => {
+                    return Err(error(format!("id {id} does not exist; cannot merge or replace")));
+                }
+                (other, _) => return Err(error(format!("unknown generator behavior {other:?}: use create, merge or replace"))),
             }
         }
-        for component in &k.components {
-            let component_dir = self.inside_root(&dir.join(component))?;
-            let (component_file, component_k) = load(&component_dir)?;
-            objects = self.apply_component(&component_dir, &component_file, component_k, objects)?;
-        }
-        self.transform(dir, file, &k, objects)
+        Ok(())
     }
 
-    /// A Component's resources join the objects so far, and its transformations apply to all.
-    fn apply_component(&mut self, dir: &Path, file: &Path, component: Kustomization, mut objects: Vec<Value>) -> Result<Vec<Value>, Error> {
-        let resources = Kustomization { resources: component.resources.clone(), ..Kustomization::default() };
-        if !resources.resources.is_empty() {
-            objects.extend(self.build_kustomization(dir, file, resources)?);
-        }
-        let transforms = Kustomization { resources: Vec::new(), bases: Vec::new(), ..component };
-        self.transform(dir, file, &transforms, objects)
-    }
-
+    /// The documents of a patch (inline or from a file): one JSON 6902 list, or strategic
+    /// merge patches.
     fn patch_documents(&self, dir: &Path, file: &Path, patch: &file::Patch) -> Result<(PathBuf, Vec<Value>), Error> {
         let (source, text) = match (&patch.path, &patch.patch) {
-            (Some(path), _) => self.read(dir, path)?,
+            (Some(path), _) => self.read_text(dir, path)?,
             (None, Some(text)) => (file.to_owned(), text.clone()),
             (None, None) => return Err(Error::Patch { file: file.to_owned(), message: "a patch needs 'path' or 'patch'".into() }),
         };
-        let value = yaml::parse_value(&text, &source);
-        match value {
-            // JSON 6902 operations are one list; strategic merge patches may be several documents.
+        match yaml::parse_value(&text, &source) {
             Ok(list @ Value::Array(_)) => Ok((source, vec![list])),
             _ => Ok((source.clone(), yaml::parse_objects(&text, &source)?)),
         }
     }
 
-    fn apply_patch(&self, dir: &Path, file: &Path, patch: &file::Patch, objects: &mut [Value]) -> Result<(), Error> {
+    fn apply_patch(&self, dir: &Path, file: &Path, patch: &file::Patch, resources: &mut [Resource], json6902_only: bool) -> Result<(), Error> {
         let (source, documents) = self.patch_documents(dir, file, patch)?;
+        let patch_error = |message: String| Error::Patch { file: source.clone(), message };
         for document in documents {
+            if json6902_only && !document.is_array() {
+                return Err(patch_error("a patchesJson6902 patch must be a list of operations".into()));
+            }
+            if document.is_array() && patch.target.is_none() {
+                return Err(patch_error("a JSON 6902 patch needs a target".into()));
+            }
             let mut applied = false;
-            for object in objects.iter_mut() {
+            let patch_id = Id::of(&document);
+            for resource in resources.iter_mut().filter(|r| !r.object.is_null()) {
                 let selected = match &patch.target {
-                    Some(target) => patch::selects(target, object),
-                    None => document.is_object() && patch::patch_targets(&document, object),
+                    Some(target) => patch::selects_resource(target, resource),
+                    None => resource.matches_any_id(&patch_id),
                 };
                 if !selected {
                     continue;
                 }
                 applied = true;
                 if document.is_array() {
-                    patch::json6902(object, &document).map_err(|message| Error::Patch { file: source.clone(), message })?;
+                    json6902_like_kustomize(&mut resource.object, &document).map_err(|e| patch_error(format!("{e} (in {})", resource.id())))?;
                 } else {
-                    patch::strategic_merge(object, &without_identity(&document, patch.target.is_some()));
+                    patch::strategic_merge(&mut resource.object, &without_identity(&document));
+                    // With `allowNameChange` / `allowKindChange`, the patch's name and kind win.
+                    let allowed = |option: &str| patch.options.as_ref().is_some_and(|o| o.get(option).copied().unwrap_or(false));
+                    if allowed("allowNameChange") && !patch_id.name.is_empty() && patch_id.name != object::name(&resource.object) {
+                        resource.rename(&patch_id.name);
+                    }
+                    if allowed("allowKindChange")
+                        && !patch_id.kind.is_empty()
+                        && let Some(map) = resource.object.as_object_mut()
+                    {
+                        map.insert("kind".into(), Value::String(patch_id.kind.clone()));
+                    }
                 }
             }
             if !applied && patch.target.is_none() {
-                return Err(Error::Patch {
-                    file: source.clone(),
-                    message: format!("no resource matches the patch for {}/{}", transform::kind(&document), transform::name(&document)),
-                });
+                return Err(patch_error(format!("no resource matches strategic merge patch \"{patch_id}\"")));
             }
         }
         Ok(())
     }
 
-    fn transform(&mut self, dir: &Path, file: &Path, k: &Kustomization, mut objects: Vec<Value>) -> Result<Vec<Value>, Error> {
+    fn transform(&mut self, dir: &Path, file: &Path, k: &Kustomization, mut resources: Vec<Resource>) -> Result<Vec<Resource>, Error> {
         for entry in &k.patches_strategic_merge {
             let patch = match entry {
                 Value::String(text) if !text.contains('\n') && !text.contains(':') => file::Patch { path: Some(text.clone()), ..file::Patch::default() },
                 Value::String(text) => file::Patch { patch: Some(text.clone()), ..file::Patch::default() },
-                other => file::Patch { patch: Some(serde_json::to_string(other).unwrap_or_default()), ..file::Patch::default() },
+                other => file::Patch { patch: Some(other.to_string()), ..file::Patch::default() },
             };
-            self.apply_patch(dir, file, &patch, &mut objects)?;
+            self.apply_patch(dir, file, &patch, &mut resources, false)?;
         }
         for patch in &k.patches {
-            self.apply_patch(dir, file, patch, &mut objects)?;
+            self.apply_patch(dir, file, patch, &mut resources, false)?;
         }
-        objects.retain(|o| !o.is_null());
-        if let Some(namespace) = &k.namespace {
-            transform::set_namespace(&mut objects, namespace);
+        resources.retain(|r| !r.object.is_null());
+        let config = &self.config;
+        let with_custom = |builtin: &[fieldspec::FieldSpec], custom: &[fieldspec::FieldSpec]| -> Vec<fieldspec::FieldSpec> {
+            builtin.iter().chain(custom).cloned().collect()
+        };
+        if let Some(namespace) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
+            transform::set_namespace(&mut resources, namespace);
+            transform::set_custom_namespace_fields(&mut resources, namespace, &config.namespace);
         }
-        let mut renamed = std::collections::BTreeMap::new();
-        if k.name_prefix.is_some() || k.name_suffix.is_some() {
-            renamed = transform::add_prefix_suffix(&mut objects, k.name_prefix.as_deref().unwrap_or(""), k.name_suffix.as_deref().unwrap_or(""));
-            transform::update_name_references(&mut objects, &renamed);
+        transform::add_prefix_suffix(&mut resources, k.name_prefix.as_deref().unwrap_or(""), k.name_suffix.as_deref().unwrap_or(""));
+        if !k.common_labels.is_empty() {
+            transform::add_pairs(&mut resources, &k.common_labels, &with_custom(&fieldspec::COMMON_LABEL_SPECS, &config.common_labels));
         }
-        transform::add_labels(&mut objects, &k.common_labels, true, true);
         for labels in &k.labels {
-            if labels.fields.is_some() {
-                return Err(Error::Unsupported { file: file.to_owned(), field: "labels.fields", why: "is not supported by ferroflux's kustomize engine yet" });
+            let mut specs = transform::label_specs(labels.include_selectors, labels.include_templates, &labels.fields);
+            if labels.include_selectors {
+                specs.extend(config.common_labels.iter().cloned());
+            } else if labels.include_templates {
+                specs.extend(config.template_labels.iter().cloned());
             }
-            transform::add_labels(&mut objects, &labels.pairs, labels.include_selectors, labels.include_templates);
+            transform::add_pairs(&mut resources, &labels.pairs, &specs);
         }
-        transform::add_annotations(&mut objects, &k.common_annotations);
+        if !k.common_annotations.is_empty() {
+            transform::add_pairs(&mut resources, &k.common_annotations, &with_custom(&fieldspec::COMMON_ANNOTATION_SPECS, &config.common_annotations));
+        }
         for patch in &k.patches_json6902 {
-            self.apply_patch(dir, file, patch, &mut objects)?;
+            if patch.target.is_none() {
+                return Err(Error::Patch { file: file.to_owned(), message: "a patchesJson6902 entry needs a target".into() });
+            }
+            self.apply_patch(dir, file, patch, &mut resources, true)?;
         }
-        transform::set_replicas(&mut objects, &k.replicas, &renamed);
-        transform::set_images(&mut objects, &k.images);
-        Ok(objects)
+        transform::set_replicas(&mut resources, &k.replicas, &self.config.replicas);
+        transform::set_images(&mut resources, &k.images, &self.config.images);
+        if !k.replacements.is_empty() {
+            let mut read = |relative: &str| -> Result<String, String> { self.read_text(dir, relative).map(|(_, text)| text).map_err(|e| e.to_string()) };
+            replacement::apply(&k.replacements, &mut resources, &mut read).map_err(|message| Error::Replacement { file: file.to_owned(), message })?;
+        }
+        // `transformers:` configuring builtin transformers run after the fields, as in kustomize.
+        for document in self.plugin_documents(dir, file, &k.transformers)? {
+            let plugin_error = |message: String| Error::Plugin { file: file.to_owned(), message };
+            match builtin::transformer(&document).map_err(plugin_error)? {
+                builtin::BuiltinTransformer::Labels { pairs, specs } | builtin::BuiltinTransformer::Annotations { pairs, specs } => {
+                    transform::add_pairs(&mut resources, &pairs, &specs)
+                }
+                builtin::BuiltinTransformer::Namespace { namespace } => {
+                    if !namespace.is_empty() {
+                        transform::set_namespace(&mut resources, &namespace);
+                    }
+                }
+                builtin::BuiltinTransformer::PrefixSuffix { prefix, suffix } => transform::add_prefix_suffix(&mut resources, &prefix, &suffix),
+                builtin::BuiltinTransformer::Image { image, specs } => {
+                    transform::set_images(&mut resources, std::slice::from_ref(&image), &specs);
+                }
+                builtin::BuiltinTransformer::Replicas { replica, specs } => {
+                    let specs = if specs.is_empty() { fieldspec::REPLICA_SPECS.clone() } else { specs };
+                    transform::set_replicas(&mut resources, std::slice::from_ref(&replica), &specs);
+                }
+                builtin::BuiltinTransformer::Patch(patch) => {
+                    self.apply_patch(dir, file, &patch, &mut resources, false)?;
+                    resources.retain(|r| !r.object.is_null());
+                }
+                builtin::BuiltinTransformer::Json6902(patch) => self.apply_patch(dir, file, &patch, &mut resources, true)?,
+                builtin::BuiltinTransformer::StrategicMerge { paths, inline } => {
+                    for path in paths {
+                        self.apply_patch(dir, file, &file::Patch { path: Some(path), ..file::Patch::default() }, &mut resources, false)?;
+                    }
+                    if let Some(text) = inline {
+                        self.apply_patch(dir, file, &file::Patch { patch: Some(text), ..file::Patch::default() }, &mut resources, false)?;
+                    }
+                    resources.retain(|r| !r.object.is_null());
+                }
+            }
+        }
+        Ok(resources)
     }
 }
 
-/// A targeted strategic merge patch applies to every selected object whatever name it carries.
-fn without_identity(patch: &Value, targeted: bool) -> Value {
+/// A JSON 6902 patch as kustomize applies it: its objects always carry (internal) annotations,
+/// so `metadata/annotations` exists for the patch even when the object has none.
+fn json6902_like_kustomize(object: &mut Value, operations: &Value) -> Result<(), String> {
+    let metadata_without_annotations = object.get("metadata").and_then(Value::as_object).is_some_and(|m| !m.contains_key("annotations"));
+    if metadata_without_annotations && let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.insert("annotations".into(), Value::Object(Default::default()));
+    }
+    let result = patch::json6902(object, operations);
+    if metadata_without_annotations
+        && let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut)
+        && metadata.get("annotations").and_then(Value::as_object).is_some_and(|a| a.is_empty())
+    {
+        metadata.remove("annotations");
+    }
+    result
+}
+
+/// `behavior: merge`: the generated data and metadata go over the existing object's.
+fn merge_generated(existing: &mut Value, generated: &Value) {
+    for field in ["data", "binaryData"] {
+        if let Some(new) = generated.get(field).and_then(Value::as_object)
+            && let Some(map) = existing.as_object_mut()
+        {
+            let entry = map.entry(field).or_insert_with(|| Value::Object(Default::default()));
+            if let Some(entry) = entry.as_object_mut() {
+                entry.extend(new.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+    }
+    for field in ["labels", "annotations"] {
+        if let Some(new) = generated.pointer(&format!("/metadata/{field}")).and_then(Value::as_object)
+            && let Some(metadata) = existing.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            let entry = metadata.entry(field).or_insert_with(|| Value::Object(Default::default()));
+            if let Some(entry) = entry.as_object_mut() {
+                entry.extend(new.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+    }
+    if let Some(immutable) = generated.get("immutable") {
+        existing["immutable"] = immutable.clone();
+    }
+}
+
+/// A strategic merge patch's own identity is not part of what it changes.
+fn without_identity(patch: &Value) -> Value {
     let mut patch = patch.clone();
     if let Some(map) = patch.as_object_mut() {
         map.remove("apiVersion");
         map.remove("kind");
         if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("name");
-            if targeted {
-                meta.remove("namespace");
-            }
+            meta.remove("namespace");
             if meta.is_empty() {
                 map.remove("metadata");
             }
         }
     }
     patch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Writes `files` (relative path, content) under a fresh temporary folder.
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        for (path, content) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().expect("a parent")).expect("folders");
+            std::fs::write(path, content).expect("file");
+        }
+        dir
+    }
+
+    const CONFIG_MAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n";
+
+    #[test]
+    fn flux_overlay_merges_into_the_root_kustomization() {
+        let dir = tree(&[
+            ("kustomization.yaml", "resources: [cm.yaml, d.yaml]\nnamespace: original\nnamePrefix: a-\n"),
+            ("cm.yaml", CONFIG_MAP),
+            (
+                "d.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    spec:\n      containers: [{name: c, image: app}]\n",
+            ),
+        ]);
+        let overlay = Overlay {
+            namespace: Some("flux".into()),
+            name_suffix: Some("-s".into()),
+            images: vec![file::Image { name: "app".into(), new_tag: Some("v2".into()), ..file::Image::default() }],
+            patches: vec![file::Patch {
+                patch: Some("[{op: add, path: /data, value: {a: b}}]".into()),
+                target: Some(file::Selector { kind: Some("ConfigMap".into()), ..file::Selector::default() }),
+                ..file::Patch::default()
+            }],
+            ..Overlay::default()
+        };
+        let objects = build(dir.path(), dir.path(), &BuildOptions { enable_remote: false, overlay }).expect("builds");
+        assert_eq!(objects[0]["metadata"], json!({"name": "a-cm-s", "namespace": "flux"}));
+        assert_eq!(objects[0]["data"], json!({"a": "b"}));
+        assert_eq!(objects[1]["spec"]["template"]["spec"]["containers"][0]["image"], "app:v2");
+    }
+
+    #[test]
+    fn directories_without_a_kustomization_are_generated_like_flux() {
+        let dir = tree(&[
+            ("cm.yaml", CONFIG_MAP),
+            ("notes.yaml", "just: some config\n"),
+            ("sub/more.yml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n"),
+            ("app/kustomization.yaml", "resources: [x.yaml]\n"),
+            ("app/x.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n"),
+            (".hidden/y.yaml", CONFIG_MAP),
+        ]);
+        let error = build(dir.path(), dir.path(), &BuildOptions::default()).expect_err("no kustomization file");
+        assert!(error.to_string().contains("no kustomization file found"), "{error}");
+        let generated = generate_kustomization(dir.path()).expect("generates");
+        assert_eq!(generated.resources, vec!["app", "cm.yaml", "sub/more.yml"]);
+        let objects = build_generated(dir.path(), dir.path(), &BuildOptions::default()).expect("builds");
+        let kinds: Vec<&str> = objects.iter().map(object::kind).collect();
+        assert_eq!(kinds, vec!["ConfigMap", "Secret", "Service"]);
+    }
+
+    #[test]
+    fn out_of_scope_fields_and_remote_resources_are_refused_by_name() {
+        for (field, text) in [
+            ("external plugin", "transformers:\n- |\n  apiVersion: example.com/v1\n  kind: Sed\n  metadata: {name: x}\n"),
+            ("external plugin", "generators:\n- |\n  apiVersion: example.com/v1\n  kind: Gen\n  metadata: {name: x}\n"),
+            ("helmCharts", "helmCharts: [{name: x}]\n"),
+            ("crds", "crds: [crd.json]\n"),
+        ] {
+            let dir = tree(&[("kustomization.yaml", text)]);
+            let error = build(dir.path(), dir.path(), &BuildOptions::default()).expect_err("refused");
+            assert!(error.to_string().contains(field), "{error}");
+        }
+        let dir = tree(&[("kustomization.yaml", "resources: [github.com/org/repo//x?ref=v1]\n")]);
+        let error = build(dir.path(), dir.path(), &BuildOptions { enable_remote: true, ..BuildOptions::default() }).expect_err("refused");
+        assert!(error.to_string().contains("not supported"), "{error}");
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_yaml_name_the_field_and_line() {
+        let dir = tree(&[("kustomization.yaml", "resources: []\nnamePrefx: a-\n")]);
+        let error = build(dir.path(), dir.path(), &BuildOptions::default()).expect_err("unknown field").to_string();
+        assert!(error.contains("namePrefx") && error.contains("line 2"), "{error}");
+        let dir = tree(&[("kustomization.yaml", "resources: [a.yaml]\n"), ("a.yaml", "kind: ConfigMap\nmetadata:\n  name: [x\n")]);
+        let error = build(dir.path(), dir.path(), &BuildOptions::default()).expect_err("bad yaml").to_string();
+        assert!(error.contains("a.yaml") && error.contains("line"), "{error}");
+    }
+
+    #[test]
+    fn symlinks_out_of_the_root_are_refused() {
+        let outside = tree(&[("secret.yaml", CONFIG_MAP)]);
+        let dir = tree(&[("kustomization.yaml", "resources: [link.yaml]\n")]);
+        std::os::unix::fs::symlink(outside.path().join("secret.yaml"), dir.path().join("link.yaml")).expect("symlink");
+        let error = build(dir.path(), dir.path(), &BuildOptions::default()).expect_err("escapes").to_string();
+        assert!(error.contains("is not in or below"), "{error}");
+    }
+
+    #[test]
+    fn flux_load_restrictions_allow_files_elsewhere_in_the_root() {
+        let dir = tree(&[("shared/cm.yaml", CONFIG_MAP), ("app/kustomization.yaml", "resources: [../shared/cm.yaml]\n")]);
+        let app = dir.path().join("app");
+        assert!(build(dir.path(), &app, &BuildOptions::default()).is_err());
+        let objects = build_with_restrictions(dir.path(), &app, &BuildOptions::default(), LoadRestrictions::BuildRoot).expect("builds");
+        assert_eq!(objects.len(), 1);
+    }
+
+    #[test]
+    fn common_metadata_goes_on_metadata_only() {
+        let mut objects =
+            vec![json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "b"}}}})];
+        let labels = BTreeMap::from([("team".to_owned(), "x".to_owned())]);
+        add_common_metadata(&mut objects, &labels, &BTreeMap::new());
+        assert_eq!(objects[0]["metadata"]["labels"], json!({"team": "x"}));
+        assert_eq!(objects[0]["spec"]["selector"]["matchLabels"], json!({"a": "b"}));
+        assert!(objects[0]["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
+    fn property_yaml_output_parses_back_to_the_same_objects() {
+        let mut seed: u64 = 0x1234_5678_9abc_def1;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Strings that YAML could misread if they were not quoted.
+        let tricky = [
+            "yes",
+            "no",
+            "on",
+            "0777",
+            "1e3",
+            "~",
+            "null",
+            "true",
+            "- a",
+            "a: b",
+            "#x",
+            "",
+            " lead",
+            "multi\nline\n",
+            "'q'",
+            "\"dq\"",
+            "@at",
+            "*star",
+            "0x1F",
+            "1.0",
+        ];
+        for _ in 0..200 {
+            let mut data = serde_json::Map::new();
+            for i in 0..(next() % 6) {
+                let value = match next() % 4 {
+                    0 => Value::String(tricky[(next() % tricky.len() as u64) as usize].to_owned()),
+                    1 => Value::from(next() % 100_000),
+                    2 => Value::Bool(next() % 2 == 0),
+                    _ => Value::Array(vec![Value::String(tricky[(next() % tricky.len() as u64) as usize].to_owned()), Value::Null]),
+                };
+                data.insert(format!("k{i}"), value);
+            }
+            let objects = vec![
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": data}),
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "y"}}),
+            ];
+            let text = to_yaml(&objects);
+            let parsed = parse_objects(&text, Path::new("round-trip")).expect("parses");
+            assert_eq!(parsed, objects, "{text}");
+        }
+    }
 }

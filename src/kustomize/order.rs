@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use super::file::SortOptions;
+
 const ORDER_FIRST: &[&str] = &[
     "Namespace",
     "ResourceQuota",
@@ -29,20 +31,53 @@ const ORDER_FIRST: &[&str] = &[
 ];
 const ORDER_LAST: &[&str] = &["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"];
 
-fn sort_key(object: &Value) -> (usize, String, String, String) {
+/// The legacy key: kind rank, then `group_version_kind` (kustomize writes `~G` for the core
+/// group, so it sorts after named groups), then namespace (none sorts last) and name.
+fn sort_key(object: &Value, first: &[&str], last: &[&str]) -> (i64, String, String, String) {
     let text = |p: &str| object.pointer(p).and_then(Value::as_str).unwrap_or("").to_owned();
     let kind = text("/kind");
-    let rank = match (ORDER_FIRST.iter().position(|k| *k == kind), ORDER_LAST.iter().position(|k| *k == kind)) {
-        (Some(i), _) => i,
-        (None, Some(i)) => ORDER_FIRST.len() + 1 + i,
-        (None, None) => ORDER_FIRST.len(),
+    let rank = match (first.iter().position(|k| *k == kind), last.iter().position(|k| *k == kind)) {
+        (Some(i), _) => i as i64 - first.len() as i64,
+        (None, Some(i)) => 1 + i as i64,
+        (None, None) => 0,
     };
     let api_version = text("/apiVersion");
-    let (group, version) = api_version.rsplit_once('/').map(|(g, v)| (g.to_owned(), v.to_owned())).unwrap_or((String::new(), api_version.clone()));
-    (rank, format!("{group}/{version}/{kind}"), text("/metadata/namespace"), text("/metadata/name"))
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
+    let or = |value: &str, placeholder: &str| if value.is_empty() { placeholder.to_owned() } else { value.to_owned() };
+    let gvk = format!("{}_{}_{}", or(group, "~G"), or(version, "~V"), or(&kind, "~K"));
+    (rank, gvk, or(&text("/metadata/namespace"), "~X"), text("/metadata/name"))
 }
 
-/// Sorts objects in kustomize's legacy order (stable for equal keys).
+/// Sorts objects in kustomize's legacy order.
 pub fn legacy_sort(objects: &mut [Value]) {
-    objects.sort_by_cached_key(sort_key);
+    objects.sort_by_cached_key(|o| sort_key(o, ORDER_FIRST, ORDER_LAST));
+}
+
+/// Sorts with a kustomization's `sortOptions`: `fifo` keeps the order of accumulation;
+/// `legacy` may bring its own first and last kinds.
+pub fn sort(objects: &mut [Value], options: Option<&SortOptions>) -> Result<(), String> {
+    let Some(options) = options else {
+        legacy_sort(objects);
+        return Ok(());
+    };
+    match options.order.as_deref() {
+        Some("fifo") => {
+            if options.legacy_sort_options.is_some() {
+                return Err("legacySortOptions may only be set when the order is legacy".into());
+            }
+            Ok(())
+        }
+        Some("legacy") | None => {
+            match &options.legacy_sort_options {
+                Some(custom) => {
+                    let first: Vec<&str> = custom.order_first.iter().map(String::as_str).collect();
+                    let last: Vec<&str> = custom.order_last.iter().map(String::as_str).collect();
+                    objects.sort_by_cached_key(|o| sort_key(o, &first, &last));
+                }
+                None => legacy_sort(objects),
+            }
+            Ok(())
+        }
+        Some(other) => Err(format!("the sort order must be 'legacy' or 'fifo', not {other:?}")),
+    }
 }

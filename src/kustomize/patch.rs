@@ -4,17 +4,14 @@
 use serde_json::{Map, Value};
 
 use super::file::Selector;
-use super::transform::{kind, name};
+use super::object::{Resource, kind, name, namespace};
 
 /// API groups of the builtin kinds whose lists merge by key; lists of other kinds (custom
 /// resources, without a schema) are replaced, as kustomize does.
 fn is_builtin(object: &Value) -> bool {
     let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-    matches!(
-        group,
-        "" | "apps" | "batch" | "extensions" | "policy" | "networking.k8s.io" | "rbac.authorization.k8s.io" | "autoscaling" | "storage.k8s.io"
-    )
+    matches!(group, "" | "apps" | "batch" | "extensions" | "policy" | "networking.k8s.io" | "rbac.authorization.k8s.io" | "autoscaling" | "storage.k8s.io")
 }
 
 /// The merge key of a list field in the builtin kinds, by field name (and parent, for ports).
@@ -33,16 +30,37 @@ fn merge_key(field: &str, parent: &str) -> Option<&'static str> {
 }
 
 /// Applies a strategic merge patch to `base`.
+/// How a strategic merge patch is applied.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    /// Lists of builtin kinds merge by their keys; lists of other kinds are replaced.
+    builtin: bool,
+    /// Whether `$retainKeys`, `$setElementOrder/…` and `$deleteFromPrimitiveList/…` act as in
+    /// Kubernetes. kustomize v5.5 keeps them as plain fields (and so does [`strategic_merge`],
+    /// to print what `kubectl kustomize` prints).
+    kubernetes_directives: bool,
+}
+
+/// Applies a strategic merge patch to `base` as kustomize v5.5 does: merge keys for the builtin
+/// kinds, `$patch: replace|delete|merge`, null deletes a key; the list-order and retain
+/// directives are left in place as fields, like kustomize.
 pub fn strategic_merge(base: &mut Value, patch: &Value) {
-    let builtin = is_builtin(base);
-    merge_value(base, patch, builtin, "");
+    let mode = Mode { builtin: is_builtin(base), kubernetes_directives: false };
+    merge_value(base, patch, mode, "");
+}
+
+/// Applies a strategic merge patch with Kubernetes' full semantics, including `$retainKeys`,
+/// `$setElementOrder/<list>` and `$deleteFromPrimitiveList/<list>`.
+pub fn strategic_merge_kubernetes(base: &mut Value, patch: &Value) {
+    let mode = Mode { builtin: is_builtin(base), kubernetes_directives: true };
+    merge_value(base, patch, mode, "");
 }
 
 fn directive(patch: &Map<String, Value>) -> Option<&str> {
     patch.get("$patch").and_then(Value::as_str)
 }
 
-fn merge_value(base: &mut Value, patch: &Value, builtin: bool, parent: &str) {
+fn merge_value(base: &mut Value, patch: &Value, mode: Mode, parent: &str) {
     match (base.as_object_mut(), patch.as_object()) {
         (Some(base_map), Some(patch_map)) => {
             match directive(patch_map) {
@@ -58,22 +76,29 @@ fn merge_value(base: &mut Value, patch: &Value, builtin: bool, parent: &str) {
                 }
                 _ => {}
             }
-            let retain: Option<Vec<String>> = patch_map
-                .get("$retainKeys")
-                .and_then(Value::as_array)
-                .map(|keys| keys.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+
+            let retain: Option<Vec<&str>> = if mode.kubernetes_directives {
+                patch_map.get("$retainKeys").and_then(Value::as_array).map(|keys| keys.iter().filter_map(Value::as_str).collect())
+            } else {
+                None
+            };
             for (key, value) in patch_map {
-                if key.starts_with('$') {
+                if key == "$patch" {
                     continue;
                 }
-                if let Some(field) = key.strip_prefix("$setElementOrder/") {
-                    let _ = field; // Order directives only reorder; kustomize's output keeps patch order.
+                if key.starts_with('$') && !mode.kubernetes_directives {
+                    // kustomize v5.5 keeps the other directives as plain fields.
+                    base_map.insert(key.clone(), value.clone());
                     continue;
                 }
                 if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
                     if let (Some(list), Some(remove)) = (base_map.get_mut(field).and_then(Value::as_array_mut), value.as_array()) {
                         list.retain(|item| !remove.contains(item));
                     }
+                    continue;
+                }
+                if key.starts_with('$') {
+                    // `$retainKeys` applies after this loop, `$setElementOrder` too.
                     continue;
                 }
                 if value.is_null() {
@@ -83,40 +108,55 @@ fn merge_value(base: &mut Value, patch: &Value, builtin: bool, parent: &str) {
                 let child_parent = if key == "containers" || key == "initContainers" { "container" } else { key.as_str() };
                 match base_map.get_mut(key) {
                     Some(existing) if existing.is_object() && value.is_object() => {
-                        merge_value(existing, value, builtin, child_parent);
+                        merge_value(existing, value, mode, child_parent);
                         if existing.is_null() {
                             base_map.remove(key);
                         }
                     }
                     Some(existing) if existing.is_array() && value.is_array() => {
-                        merge_list(existing, value, builtin, key, parent);
+                        merge_list(existing, value, mode, key, parent);
                     }
                     _ => {
                         let mut fresh = value.clone();
-                        strip_directives(&mut fresh);
+                        strip_directives(&mut fresh, mode);
                         base_map.insert(key.clone(), fresh);
                     }
                 }
             }
             if let Some(keep) = retain {
-                base_map.retain(|k, _| keep.contains(k));
+                base_map.retain(|k, _| keep.contains(&k.as_str()));
+            }
+            if mode.kubernetes_directives {
+                for (key, order) in patch_map {
+                    if let (Some(field), Some(order)) = (key.strip_prefix("$setElementOrder/"), order.as_array()) {
+                        set_element_order(base_map, field, order, mode.builtin, parent);
+                    }
+                }
             }
         }
         _ => {
             let mut fresh = patch.clone();
-            strip_directives(&mut fresh);
+            strip_directives(&mut fresh, mode);
             *base = fresh;
         }
     }
 }
 
-fn merge_list(base: &mut Value, patch: &Value, builtin: bool, field: &str, parent: &str) {
+fn merge_list(base: &mut Value, patch: &Value, mode: Mode, field: &str, parent: &str) {
+    let builtin = mode.builtin;
     let (Some(base_items), Some(patch_items)) = (base.as_array_mut(), patch.as_array()) else { return };
+    // `metadata.finalizers` is a list of strings Kubernetes merges as a set: the patch's first.
+    if builtin && field == "finalizers" && parent == "metadata" {
+        let mut merged: Vec<Value> = patch_items.iter().filter(|i| !i.is_object()).cloned().collect();
+        merged.extend(base_items.iter().filter(|i| !merged.contains(i)).cloned().collect::<Vec<_>>());
+        *base_items = merged;
+        return;
+    }
     let key = if builtin { merge_key(field, parent) } else { None };
     let replace_all = patch_items.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"));
     let Some(key) = key.filter(|_| !replace_all && patch_items.iter().all(Value::is_object)) else {
         let mut fresh = Value::Array(patch_items.iter().filter(|i| i.get("$patch").is_none()).cloned().collect());
-        strip_directives(&mut fresh);
+        strip_directives(&mut fresh, mode);
         *base = fresh;
         return;
     };
@@ -138,12 +178,12 @@ fn merge_list(base: &mut Value, patch: &Value, builtin: bool, field: &str, paren
         }
         match position.and_then(|i| remaining[i].take()) {
             Some(mut existing) => {
-                merge_value(&mut existing, item, builtin, item_parent);
+                merge_value(&mut existing, item, mode, item_parent);
                 merged.push(existing);
             }
             None => {
                 let mut fresh = item.clone();
-                strip_directives(&mut fresh);
+                strip_directives(&mut fresh, mode);
                 merged.push(fresh);
             }
         }
@@ -152,63 +192,127 @@ fn merge_list(base: &mut Value, patch: &Value, builtin: bool, field: &str, paren
     *base_items = merged;
 }
 
-fn strip_directives(value: &mut Value) {
+/// `$setElementOrder/<field>`: the listed elements in the given order, then the others.
+fn set_element_order(base_map: &mut Map<String, Value>, field: &str, order: &[Value], builtin: bool, parent: &str) {
+    let Some(items) = base_map.get_mut(field).and_then(Value::as_array_mut) else { return };
+    let key = if builtin { merge_key(field, parent) } else { None };
+    let identity = |item: &Value, wanted: &Value| match key {
+        Some(key) => item.get(key).is_some() && item.get(key) == wanted.get(key),
+        None => item == wanted,
+    };
+    let mut remaining: Vec<Option<Value>> = items.drain(..).map(Some).collect();
+    let mut ordered = Vec::with_capacity(remaining.len());
+    for wanted in order {
+        if let Some(slot) = remaining.iter_mut().find(|slot| slot.as_ref().is_some_and(|item| identity(item, wanted))) {
+            ordered.extend(slot.take());
+        }
+    }
+    ordered.extend(remaining.into_iter().flatten());
+    *items = ordered;
+}
+
+/// Removes patch directives from a value the patch adds whole (`$patch` only, in kustomize's
+/// mode, which keeps the others).
+fn strip_directives(value: &mut Value, mode: Mode) {
     match value {
         Value::Object(map) => {
-            map.retain(|k, _| !k.starts_with('$'));
-            map.values_mut().for_each(strip_directives);
+            map.retain(|k, _| if mode.kubernetes_directives { !k.starts_with('$') } else { k != "$patch" });
+            map.values_mut().for_each(|v| strip_directives(v, mode));
         }
-        Value::Array(items) => items.iter_mut().for_each(strip_directives),
+        Value::Array(items) => items.iter_mut().for_each(|v| strip_directives(v, mode)),
         _ => {}
     }
 }
 
-/// A `key=value,key!=value,key` selector, as kustomize's label and annotation selectors.
-fn matches_selector(map: Option<&Value>, selector: &str) -> bool {
+/// Splits a label selector into its requirements at the commas outside parentheses.
+fn requirements(selector: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut depth = 0;
+    let mut start = 0;
+    for (i, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&selector[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&selector[start..]);
+    parts.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
+}
+
+/// A Kubernetes label selector (`k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a)`, `k`, `!k`)
+/// against a map of labels or annotations.
+pub fn matches_selector(map: Option<&Value>, selector: &str) -> bool {
     let empty = Map::new();
     let map = map.and_then(Value::as_object).unwrap_or(&empty);
-    selector.split(',').map(str::trim).filter(|s| !s.is_empty()).all(|term| {
-        if let Some((k, v)) = term.split_once("!=") {
-            map.get(k.trim()).and_then(Value::as_str) != Some(v.trim())
-        } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-            map.get(k.trim()).and_then(Value::as_str) == Some(v.trim())
-        } else if let Some(k) = term.strip_prefix('!') {
-            !map.contains_key(k.trim())
-        } else {
-            map.contains_key(term)
+    let value_of = |key: &str| map.get(key.trim()).and_then(Value::as_str);
+    let set = |inside: &str| -> Vec<String> { inside.trim().trim_start_matches('(').trim_end_matches(')').split(',').map(|v| v.trim().to_owned()).collect() };
+    requirements(selector).into_iter().all(|term| {
+        if let Some((key, values)) = term.split_once(" notin ") {
+            return value_of(key).is_none_or(|v| !set(values).iter().any(|s| s == v));
         }
+        if let Some((key, values)) = term.split_once(" in ") {
+            return value_of(key).is_some_and(|v| set(values).iter().any(|s| s == v));
+        }
+        if let Some((key, value)) = term.split_once("!=") {
+            return value_of(key) != Some(value.trim());
+        }
+        if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
+            return value_of(key) == Some(value.trim());
+        }
+        if let Some(key) = term.strip_prefix('!') {
+            return !map.contains_key(key.trim());
+        }
+        map.contains_key(term)
     })
 }
 
-/// Whether `value` matches `pattern` as a whole, where the pattern is kustomize's regular
-/// expression subset used in practice: literal text, `.*` and `.`.
+/// Whether `value` matches `pattern` as a whole (Go regular expression syntax, as kustomize
+/// matches target names, kinds, groups, versions and namespaces). An invalid pattern matches
+/// only itself.
 fn matches_name(pattern: &str, value: &str) -> bool {
-    fn go(p: &[char], v: &[char]) -> bool {
-        match p {
-            [] => v.is_empty(),
-            ['.', '*', rest @ ..] => (0..=v.len()).any(|i| go(rest, &v[i..])),
-            ['.', rest @ ..] => !v.is_empty() && go(rest, &v[1..]),
-            ['\\', c, rest @ ..] => v.first() == Some(c) && go(rest, &v[1..]),
-            [c, rest @ ..] => v.first() == Some(c) && go(rest, &v[1..]),
-        }
+    // Most targets are plain names: no need to compile them.
+    if !pattern.contains(|c: char| "\\.+*?()|[]{}^$".contains(c)) {
+        return pattern == value;
     }
-    let p: Vec<char> = pattern.trim_start_matches('^').trim_end_matches('$').chars().collect();
-    let v: Vec<char> = value.chars().collect();
-    go(&p, &v)
+    match super::regex::Regex::new(pattern) {
+        Ok(regex) => regex.is_full_match(value),
+        Err(_) => pattern == value,
+    }
 }
 
 /// Whether an object is selected by a patch target.
 pub fn selects(selector: &Selector, object: &Value) -> bool {
-    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-    selector.group.as_deref().is_none_or(|g| g == group)
-        && selector.version.as_deref().is_none_or(|v| v == version)
-        && selector.kind.as_deref().is_none_or(|k| matches_name(k, kind(object)))
-        && selector.name.as_deref().is_none_or(|n| matches_name(n, name(object)))
-        && selector.namespace.as_deref().is_none_or(|n| matches_name(n, namespace))
-        && selector.label_selector.as_deref().is_none_or(|s| matches_selector(object.pointer("/metadata/labels"), s))
-        && selector.annotation_selector.as_deref().is_none_or(|s| matches_selector(object.pointer("/metadata/annotations"), s))
+    selects_as(selector, object, name(object), namespace(object))
+}
+
+/// Whether an object, were it named `name` in `namespace`, is selected by a patch target.
+fn selects_as(selector: &Selector, object: &Value, name: &str, namespace: &str) -> bool {
+    let (group, version) = super::object::group_version(object);
+    fn given(field: &Option<String>) -> Option<&str> {
+        field.as_deref().filter(|f| !f.is_empty())
+    }
+    given(&selector.kind).is_none_or(|k| matches_name(k, kind(object)))
+        && given(&selector.name).is_none_or(|n| matches_name(n, name))
+        && given(&selector.group).is_none_or(|g| matches_name(g, group))
+        && given(&selector.version).is_none_or(|v| matches_name(v, version))
+        && given(&selector.namespace).is_none_or(|n| matches_name(n, namespace))
+        && given(&selector.label_selector).is_none_or(|s| matches_selector(object.pointer("/metadata/labels"), s))
+        && given(&selector.annotation_selector).is_none_or(|s| matches_selector(object.pointer("/metadata/annotations"), s))
+}
+
+/// Whether a patch target selects a resource by its current name or one it had before.
+pub fn selects_resource(selector: &Selector, resource: &Resource) -> bool {
+    selects(selector, &resource.object)
+        || (selector.name.is_some()
+            && resource.previous.iter().any(|(old_name, old_namespace)| {
+                let namespace = if selector.namespace.is_some() { old_namespace.as_str() } else { namespace(&resource.object) };
+                selects_as(selector, &resource.object, old_name, namespace)
+            }))
 }
 
 /// Whether a strategic merge patch without a target applies to `object`: same kind and name
@@ -220,36 +324,114 @@ pub fn patch_targets(patch: &Value, object: &Value) -> bool {
         && patch_ns.is_none_or(|ns| Some(ns) == object.pointer("/metadata/namespace").and_then(Value::as_str))
 }
 
-/// Applies RFC 6902 operations. Like kustomize (which sets `EnsurePathExistsOnAdd`), an `add`
-/// creates missing parent objects first.
-pub fn json6902(object: &mut Value, operations: &Value) -> Result<(), String> {
-    let patch: json_patch::Patch = serde_json::from_value(operations.clone()).map_err(|e| format!("invalid JSON 6902 patch: {e}"))?;
-    for operation in &patch.0 {
-        if let json_patch::PatchOperation::Add(add) = operation {
-            ensure_parents(object, &add.path.to_string());
-        }
-        json_patch::patch(object, std::slice::from_ref(operation)).map_err(|e| e.to_string())?;
+/// The reference tokens of a JSON pointer (`~1` is `/`, `~0` is `~`).
+fn pointer_tokens(pointer: &str) -> Result<Vec<String>, String> {
+    if pointer.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(())
+    let rest = pointer.strip_prefix('/').ok_or_else(|| format!("invalid JSON pointer {pointer:?}: it must start with '/'"))?;
+    Ok(rest.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect())
 }
 
-/// Creates the missing objects on the way to a JSON pointer's parent.
-fn ensure_parents(object: &mut Value, pointer: &str) {
-    let tokens: Vec<String> = pointer.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")).collect();
-    let mut current = object;
-    for token in tokens.iter().take(tokens.len().saturating_sub(1)) {
+fn array_index(token: &str, len: usize, allow_end: bool) -> Result<usize, String> {
+    if allow_end && token == "-" {
+        return Ok(len);
+    }
+    let index: usize = token.parse().map_err(|_| format!("invalid array index {token:?}"))?;
+    let limit = if allow_end { len } else { len.saturating_sub(1) };
+    if index > limit || (!allow_end && len == 0) {
+        return Err(format!("array index {index} out of bounds"));
+    }
+    Ok(index)
+}
+
+fn resolve_mut<'a>(document: &'a mut Value, tokens: &[String], path: &str) -> Result<&'a mut Value, String> {
+    let mut current = document;
+    for token in tokens {
         current = match current {
-            Value::Object(map) => map.entry(token.clone()).or_insert_with(|| Value::Object(Map::new())),
-            Value::Array(items) => match token.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-                Some(item) => item,
-                None => return,
-            },
-            _ => return,
+            Value::Object(map) => map.get_mut(token).ok_or_else(|| format!("doc is missing path: {path:?}"))?,
+            Value::Array(items) => {
+                let index = array_index(token, items.len(), false)?;
+                &mut items[index]
+            }
+            _ => return Err(format!("doc is missing path: {path:?}")),
         };
-        if current.is_null() {
-            *current = Value::Object(Map::new());
+    }
+    Ok(current)
+}
+
+fn add_at(document: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let tokens = pointer_tokens(path)?;
+    let Some((last, parent_tokens)) = tokens.split_last() else {
+        *document = value;
+        return Ok(());
+    };
+    match resolve_mut(document, parent_tokens, path)? {
+        Value::Object(map) => {
+            map.insert(last.clone(), value);
+            Ok(())
+        }
+        Value::Array(items) => {
+            let index = array_index(last, items.len(), true)?;
+            items.insert(index, value);
+            Ok(())
+        }
+        _ => Err(format!("add operation does not apply: doc is missing path: {path:?}")),
+    }
+}
+
+fn remove_at(document: &mut Value, path: &str) -> Result<Value, String> {
+    let tokens = pointer_tokens(path)?;
+    let Some((last, parent_tokens)) = tokens.split_last() else {
+        return Err("cannot remove the whole document".into());
+    };
+    match resolve_mut(document, parent_tokens, path)? {
+        Value::Object(map) => map.remove(last).ok_or_else(|| format!("remove operation does not apply: doc is missing key: {path:?}")),
+        Value::Array(items) => {
+            let index = array_index(last, items.len(), false)?;
+            Ok(items.remove(index))
+        }
+        _ => Err(format!("remove operation does not apply: doc is missing path: {path:?}")),
+    }
+}
+
+/// Applies RFC 6902 operations (`add`, `remove`, `replace`, `move`, `copy`, `test`).
+pub fn json6902(object: &mut Value, operations: &Value) -> Result<(), String> {
+    let operations = operations.as_array().ok_or("a JSON 6902 patch must be a list of operations")?;
+    for operation in operations {
+        let field = |name: &str| operation.get(name).and_then(Value::as_str);
+        let op = field("op").ok_or("a JSON 6902 operation needs 'op'")?;
+        let path = field("path").ok_or_else(|| format!("the {op} operation needs 'path'"))?;
+        let value = || operation.get("value").cloned().ok_or_else(|| format!("the {op} operation at {path:?} needs 'value'"));
+        let from = || field("from").ok_or_else(|| format!("the {op} operation at {path:?} needs 'from'"));
+        match op {
+            "add" => add_at(object, path, value()?)?,
+            "remove" => {
+                remove_at(object, path)?;
+            }
+            "replace" => {
+                let target = resolve_mut(object, &pointer_tokens(path)?, path).map_err(|e| format!("replace operation does not apply: {e}"))?;
+                *target = value()?;
+            }
+            "move" => {
+                let moved = remove_at(object, from()?)?;
+                add_at(object, path, moved)?;
+            }
+            "copy" => {
+                let from = from()?;
+                let copied = resolve_mut(object, &pointer_tokens(from)?, from)?.clone();
+                add_at(object, path, copied)?;
+            }
+            "test" => {
+                let actual = resolve_mut(object, &pointer_tokens(path)?, path)?;
+                if *actual != value()? {
+                    return Err(format!("testing value {path:?} failed"));
+                }
+            }
+            other => return Err(format!("unexpected JSON 6902 operation {other:?}")),
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -259,19 +441,22 @@ mod tests {
 
     fn deployment() -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"},
-            "spec": {"replicas": 1, "template": {"spec": {"containers": [
-                {"name": "app", "image": "app:v1", "env": [{"name": "A", "value": "1"}], "ports": [{"containerPort": 80}]},
-                {"name": "sidecar", "image": "proxy"}
-            ]}}}})
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [
+            {"name": "app", "image": "app:v1", "env": [{"name": "A", "value": "1"}], "ports": [{"containerPort": 80}]},
+            {"name": "sidecar", "image": "proxy"}
+        ]}}}})
     }
 
     #[test]
     fn containers_merge_by_name_and_null_deletes() {
         let mut d = deployment();
-        strategic_merge(&mut d, &json!({"spec": {"replicas": null, "template": {"spec": {"containers": [
-            {"name": "app", "image": "app:v2", "env": [{"name": "B", "value": "2"}]},
-            {"name": "new", "image": "x"}
-        ]}}}}));
+        strategic_merge(
+            &mut d,
+            &json!({"spec": {"replicas": null, "template": {"spec": {"containers": [
+                {"name": "app", "image": "app:v2", "env": [{"name": "B", "value": "2"}]},
+                {"name": "new", "image": "x"}
+            ]}}}}),
+        );
         assert!(d["spec"].get("replicas").is_none());
         let containers = &d["spec"]["template"]["spec"]["containers"];
         assert_eq!(containers[0]["image"], "app:v2");
@@ -289,6 +474,158 @@ mod tests {
         assert_eq!(d["spec"]["template"]["spec"]["containers"].as_array().map(Vec::len), Some(1));
         strategic_merge(&mut d, &json!({"spec": {"template": {"$patch": "replace", "spec": {"containers": [{"name": "only"}]}}}}));
         assert_eq!(d["spec"]["template"], json!({"spec": {"containers": [{"name": "only"}]}}));
+    }
+
+    #[test]
+    fn kubernetes_directives_reorder_retain_and_delete_from_lists() {
+        let mut d = deployment();
+        strategic_merge_kubernetes(
+            &mut d,
+            &json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "sidecar"}, {"name": "app"}],
+                "containers": [{"name": "app", "$deleteFromPrimitiveList/args": ["--drop"]}]
+            }}}}),
+        );
+        let containers = &d["spec"]["template"]["spec"]["containers"];
+        assert_eq!(containers[0]["name"], "sidecar");
+        assert_eq!(containers[1]["name"], "app");
+        let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
+        strategic_merge_kubernetes(&mut d, &json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}));
+        assert_eq!(d["spec"]["strategy"], json!({"type": "Recreate"}));
+        let mut c = json!({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": [{"name": "a", "args": ["--keep", "--drop"]}]}});
+        strategic_merge_kubernetes(&mut c, &json!({"spec": {"containers": [{"name": "a", "$deleteFromPrimitiveList/args": ["--drop"]}]}}));
+        assert_eq!(c["spec"]["containers"][0]["args"], json!(["--keep"]));
+    }
+
+    #[test]
+    fn kustomize_mode_keeps_order_and_retain_directives_as_fields() {
+        // What kustomize v5.5 prints: the directives stay, nothing is dropped or reordered.
+        let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
+        strategic_merge(&mut d, &json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}));
+        assert_eq!(d["spec"]["strategy"], json!({"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": {"maxSurge": 1}}));
+    }
+
+    #[test]
+    fn merge_keys_of_ports_volumes_mounts_and_finalizers() {
+        let mut svc = json!({"apiVersion": "v1", "kind": "Service", "spec": {"ports": [{"port": 80, "targetPort": 8080}]}});
+        strategic_merge(&mut svc, &json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443}]}}));
+        assert_eq!(svc["spec"]["ports"], json!([{"port": 80, "targetPort": 8080, "name": "http"}, {"port": 443}]));
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"finalizers": ["a"]}, "spec": {
+            "volumes": [{"name": "v", "emptyDir": {}}],
+            "tolerations": [{"key": "old"}],
+            "containers": [{"name": "c", "volumeMounts": [{"mountPath": "/x", "name": "v"}], "ports": [{"containerPort": 80}]}]}});
+        strategic_merge(
+            &mut pod,
+            &json!({"metadata": {"finalizers": ["b"]}, "spec": {
+            "volumes": [{"name": "w", "emptyDir": {}}],
+            "tolerations": [{"key": "new"}],
+            "containers": [{"name": "c", "volumeMounts": [{"mountPath": "/x", "readOnly": true}], "ports": [{"containerPort": 80, "name": "p"}]}]}}),
+        );
+        assert_eq!(pod["metadata"]["finalizers"], json!(["b", "a"]));
+        assert_eq!(pod["spec"]["volumes"].as_array().map(Vec::len), Some(2));
+        // Tolerations have no merge key: the patch's list replaces the base's.
+        assert_eq!(pod["spec"]["tolerations"], json!([{"key": "new"}]));
+        assert_eq!(pod["spec"]["containers"][0]["volumeMounts"], json!([{"mountPath": "/x", "name": "v", "readOnly": true}]));
+        assert_eq!(pod["spec"]["containers"][0]["ports"], json!([{"containerPort": 80, "name": "p"}]));
+    }
+
+    #[test]
+    fn set_based_label_selectors() {
+        let labels = json!({"tier": "back", "env": "prod"});
+        assert!(matches_selector(Some(&labels), "tier in (back, front),env"));
+        assert!(!matches_selector(Some(&labels), "tier notin (back)"));
+        assert!(matches_selector(Some(&labels), "!missing,env==prod"));
+        assert!(!matches_selector(Some(&labels), "env!=prod"));
+    }
+
+    #[test]
+    fn json6902_escapes_moves_copies_and_tests() {
+        let mut o = json!({"metadata": {"annotations": {"a/b": "1"}}, "list": [1, 2]});
+        json6902(
+            &mut o,
+            &json!([
+                {"op": "replace", "path": "/metadata/annotations/a~1b", "value": "2"},
+                {"op": "copy", "from": "/list/0", "path": "/list/-"},
+                {"op": "move", "from": "/list/1", "path": "/moved"},
+                {"op": "test", "path": "/moved", "value": 2}
+            ]),
+        )
+        .expect("valid operations");
+        assert_eq!(o, json!({"metadata": {"annotations": {"a/b": "2"}}, "list": [1, 1], "moved": 2}));
+        assert!(json6902(&mut o, &json!([{"op": "test", "path": "/moved", "value": 3}])).is_err());
+        assert!(json6902(&mut o, &json!([{"op": "add", "path": "/no/such", "value": 1}])).is_err());
+        assert!(json6902(&mut o, &json!([{"op": "frobnicate", "path": "/x"}])).is_err());
+    }
+
+    /// A small deterministic generator of JSON values, for property checks without a crate.
+    struct Values(u64);
+
+    impl Values {
+        fn next(&mut self) -> u64 {
+            // xorshift64
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn value(&mut self, depth: u32) -> Value {
+            match (self.next() % if depth == 0 { 4 } else { 6 }, depth) {
+                (0, _) => Value::Null,
+                (1, _) => Value::Bool(self.next().is_multiple_of(2)),
+                (2, _) => Value::from(self.next() % 1000),
+                (3, _) => Value::String(format!("s{}", self.next() % 50)),
+                (4, d) => Value::Array((0..self.next() % 4).map(|_| self.value(d - 1)).collect()),
+                (_, d) => Value::Object((0..self.next() % 5).map(|_| (format!("k{}", self.next() % 8), self.value(d - 1))).collect()),
+            }
+        }
+    }
+
+    #[test]
+    fn property_an_empty_patch_changes_nothing() {
+        let mut values = Values(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..500 {
+            let mut object = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": values.value(4)});
+            let before = object.clone();
+            strategic_merge(&mut object, &json!({}));
+            assert_eq!(object, before);
+        }
+    }
+
+    #[test]
+    fn property_a_patch_of_scalars_and_maps_is_applied_whole() {
+        // Merging a patch without lists or nulls, then reading each patched leaf, gives the
+        // patch's value.
+        fn leaves(value: &Value, path: String, out: &mut Vec<(String, Value)>) {
+            match value {
+                Value::Object(map) if !map.is_empty() => map.iter().for_each(|(k, v)| leaves(v, format!("{path}/{k}"), out)),
+                other => out.push((path, other.clone())),
+            }
+        }
+        fn without_lists_and_nulls(value: &mut Value) {
+            if let Value::Object(map) = value {
+                map.retain(|_, v| !v.is_null() && !v.is_array());
+                map.values_mut().for_each(without_lists_and_nulls);
+            }
+        }
+        let mut values = Values(0x2545_f491_4f6c_dd1d);
+        for _ in 0..500 {
+            let mut object = json!({"apiVersion": "example.com/v1", "kind": "Thing", "spec": values.value(4)});
+            let mut patch = json!({"spec": values.value(4)});
+            without_lists_and_nulls(&mut patch);
+            if !patch["spec"].is_object() {
+                continue;
+            }
+            strategic_merge(&mut object, &patch);
+            let mut expected = Vec::new();
+            leaves(&patch, String::new(), &mut expected);
+            for (path, value) in expected {
+                if value.as_object().is_some_and(Map::is_empty) {
+                    continue;
+                }
+                assert_eq!(object.pointer(&path), Some(&value), "at {path}");
+            }
+        }
     }
 
     #[test]

@@ -11,13 +11,16 @@ fn options() -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     options.strict_booleans = true;
     options.legacy_octal_numbers = true;
-    // The parser's budget guards against hostile input (alias bombs, separator storms); its
-    // defaults are sized for config files, so raise the counts to what large manifest files
-    // (thousands of objects in one file) need, keeping every limit finite.
+    // The default budget (1,024 documents, 250,000 nodes) is for configuration files; manifests
+    // of thousands of objects (CRD bundles, generated apps) are normal here. Alias limits, which
+    // guard against expansion bombs, stay as they are.
     let mut budget = serde_saphyr::Budget::default();
-    budget.max_documents = 100_000;
-    budget.max_nodes = 20_000_000;
-    budget.max_events = 50_000_000;
+    budget.max_documents = 1_000_000;
+    budget.max_nodes = 100_000_000;
+    budget.max_events = 500_000_000;
+    budget.max_depth = 256;
+    budget.max_total_scalar_bytes = 1 << 30;
+    budget.max_reader_input_bytes = Some(1 << 30);
     options.budget = Some(budget);
     options
 }
@@ -25,13 +28,15 @@ fn options() -> serde_saphyr::Options {
 /// The objects of a multi-document manifest file. Empty documents are skipped and `kind: List`
 /// documents are expanded into their items, as kustomize does.
 pub fn parse_objects(text: &str, file: &Path) -> Result<Vec<Value>, Error> {
-    let documents: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options())
-        .map_err(|e| Error::Yaml { file: file.to_owned(), message: e.to_string() })?;
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(text, options()).map_err(|e| Error::Yaml { file: file.to_owned(), message: e.to_string() })?;
     let mut objects = Vec::new();
     for document in documents {
         match document {
             Value::Null => {}
-            Value::Object(ref map) if map.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List") && map.contains_key("items")) => {
+            Value::Object(ref map)
+                if map.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List") && map.contains_key("items")) =>
+            {
                 for item in map.get("items").and_then(Value::as_array).cloned().unwrap_or_default() {
                     objects.push(item);
                 }
@@ -43,6 +48,19 @@ pub fn parse_objects(text: &str, file: &Path) -> Result<Vec<Value>, Error> {
         }
     }
     Ok(objects)
+}
+
+/// Every document of a YAML text, whatever its shape.
+pub fn parse_any(text: &str) -> Result<Vec<Value>, String> {
+    serde_saphyr::from_multiple_with_options(text, options()).map_err(|e| e.to_string())
+}
+
+/// A kustomization file, read straight from YAML so that an error (an unknown field, a wrong
+/// type) names its line.
+pub fn parse_kustomization(text: &str, file: &Path) -> Result<super::Kustomization, Error> {
+    let parsed: Option<super::Kustomization> =
+        serde_saphyr::from_str_with_options(text, options()).map_err(|e| Error::InvalidKustomization { file: file.to_owned(), message: e.to_string() })?;
+    Ok(parsed.unwrap_or_default())
 }
 
 /// One YAML value (a kustomization file, a patch).

@@ -1,0 +1,167 @@
+//! `transformers:` and `generators:` entries that configure kustomize's *builtin* plugins
+//! (`apiVersion: builtin`, e.g. a `LabelTransformer` with its own field specs). Anything else
+//! there is an external plugin or KRM function, which ferroflux does not run.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::fieldspec::FieldSpec;
+use super::file::{Generator, GeneratorOptions, Image, Patch, Replica, Selector};
+
+/// One builtin plugin configuration, as kustomize reads it.
+#[derive(Debug, Clone)]
+pub enum BuiltinTransformer {
+    Labels { pairs: BTreeMap<String, String>, specs: Vec<FieldSpec> },
+    Annotations { pairs: BTreeMap<String, String>, specs: Vec<FieldSpec> },
+    Namespace { namespace: String },
+    PrefixSuffix { prefix: String, suffix: String },
+    Image { image: Image, specs: Vec<FieldSpec> },
+    Replicas { replica: Replica, specs: Vec<FieldSpec> },
+    Patch(Patch),
+    Json6902(Patch),
+    StrategicMerge { paths: Vec<String>, inline: Option<String> },
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+struct Config {
+    #[serde(default)]
+    metadata: Option<Value>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    field_specs: Vec<FieldSpec>,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    suffix: Option<String>,
+    #[serde(default)]
+    image_tag: Option<Image>,
+    #[serde(default)]
+    replica: Option<Replica>,
+    #[serde(default)]
+    patch: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    target: Option<Selector>,
+    /// Patch options (`allowNameChange`…) or generator options, by kind.
+    #[serde(default)]
+    options: Option<Value>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    json_op: Option<String>,
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    patches: Option<String>,
+    // Generators.
+    #[serde(default)]
+    behavior: Option<String>,
+    #[serde(default)]
+    literals: Vec<String>,
+    #[serde(default)]
+    files: Vec<String>,
+    #[serde(default)]
+    envs: Vec<String>,
+    #[serde(default)]
+    env: Option<String>,
+    #[serde(rename = "type", default)]
+    secret_type: Option<String>,
+    #[serde(default)]
+    immutable: Option<bool>,
+    #[serde(default)]
+    disable_name_suffix_hash: Option<bool>,
+}
+
+fn is_builtin(document: &Value) -> bool {
+    document.get("apiVersion").and_then(Value::as_str) == Some("builtin")
+}
+
+fn kind_of(document: &Value) -> &str {
+    document.get("kind").and_then(Value::as_str).unwrap_or("")
+}
+
+fn metadata_field(config: &Config, field: &str) -> Option<String> {
+    config.metadata.as_ref().and_then(|m| m.get(field)).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn parse(document: &Value) -> Result<Config, String> {
+    serde_json::from_value(document.clone()).map_err(|e| format!("invalid {} configuration: {e}", kind_of(document)))
+}
+
+fn refuse(document: &Value, what: &str) -> String {
+    format!(
+        "{what} {}/{} is an external plugin or KRM function: ferroflux runs only kustomize's builtin ones (apiVersion: builtin)",
+        document.get("apiVersion").and_then(Value::as_str).unwrap_or(""),
+        kind_of(document)
+    )
+}
+
+/// The builtin transformers configured by one `transformers:` document.
+pub fn transformer(document: &Value) -> Result<BuiltinTransformer, String> {
+    if !is_builtin(document) {
+        return Err(refuse(document, "transformer"));
+    }
+    let config = parse(document)?;
+    Ok(match kind_of(document) {
+        "LabelTransformer" => BuiltinTransformer::Labels { pairs: config.labels, specs: config.field_specs },
+        "AnnotationsTransformer" => BuiltinTransformer::Annotations { pairs: config.annotations, specs: config.field_specs },
+        "NamespaceTransformer" => BuiltinTransformer::Namespace { namespace: metadata_field(&config, "namespace").unwrap_or_default() },
+        "PrefixSuffixTransformer" | "PrefixTransformer" | "SuffixTransformer" => {
+            BuiltinTransformer::PrefixSuffix { prefix: config.prefix.unwrap_or_default(), suffix: config.suffix.unwrap_or_default() }
+        }
+        "ImageTagTransformer" => BuiltinTransformer::Image { image: config.image_tag.ok_or("ImageTagTransformer needs imageTag")?, specs: config.field_specs },
+        "ReplicaCountTransformer" => {
+            BuiltinTransformer::Replicas { replica: config.replica.ok_or("ReplicaCountTransformer needs replica")?, specs: config.field_specs }
+        }
+        "PatchTransformer" => {
+            let options = config.options.map(serde_json::from_value).transpose().map_err(|e| format!("invalid PatchTransformer options: {e}"))?;
+            BuiltinTransformer::Patch(Patch { path: config.path, patch: config.patch, target: config.target, options })
+        }
+        "PatchJson6902Transformer" => BuiltinTransformer::Json6902(Patch { path: config.path, patch: config.json_op, target: config.target, options: None }),
+        "PatchStrategicMergeTransformer" => BuiltinTransformer::StrategicMerge { paths: config.paths, inline: config.patches },
+        other => return Err(format!("builtin transformer {other} is not supported by ferroflux's kustomize engine")),
+    })
+}
+
+/// The generator configured by one `generators:` document (a builtin ConfigMap or Secret
+/// generator).
+pub fn generator(document: &Value) -> Result<(super::generator::GeneratedKind, Generator), String> {
+    if !is_builtin(document) {
+        return Err(refuse(document, "generator"));
+    }
+    let kind = match kind_of(document) {
+        "ConfigMapGenerator" => super::generator::GeneratedKind::ConfigMap,
+        "SecretGenerator" => super::generator::GeneratedKind::Secret,
+        other => return Err(format!("builtin generator {other} is not supported by ferroflux's kustomize engine")),
+    };
+    let config = parse(document)?;
+    let options: Option<GeneratorOptions> =
+        config.options.clone().map(serde_json::from_value).transpose().map_err(|e| format!("invalid {} options: {e}", kind_of(document)))?;
+    let generator = Generator {
+        name: config.name.clone().or_else(|| metadata_field(&config, "name")).unwrap_or_default(),
+        namespace: config.namespace.clone().or_else(|| metadata_field(&config, "namespace")),
+        behavior: config.behavior,
+        literals: config.literals,
+        files: config.files,
+        envs: config.envs,
+        env: config.env,
+        secret_type: config.secret_type,
+        options: options.or_else(|| {
+            (config.disable_name_suffix_hash.is_some() || config.immutable.is_some()).then(|| GeneratorOptions {
+                disable_name_suffix_hash: config.disable_name_suffix_hash,
+                immutable: config.immutable,
+                ..GeneratorOptions::default()
+            })
+        }),
+    };
+    Ok((kind, generator))
+}

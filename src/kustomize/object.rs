@@ -1,0 +1,179 @@
+//! Kubernetes objects as JSON values, with the accessors and the identity kustomize uses.
+
+use serde_json::{Map, Value};
+
+/// A Kubernetes object: a JSON map with `apiVersion`, `kind` and `metadata`.
+pub type Object = Value;
+
+pub fn kind(object: &Value) -> &str {
+    object.get("kind").and_then(Value::as_str).unwrap_or("")
+}
+
+pub fn api_version(object: &Value) -> &str {
+    object.get("apiVersion").and_then(Value::as_str).unwrap_or("")
+}
+
+// Direct lookups rather than `Value::pointer`, which allocates for each step; these run for
+// every object many times in a build.
+pub fn name(object: &Value) -> &str {
+    object.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("")
+}
+
+pub fn namespace(object: &Value) -> &str {
+    object.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("")
+}
+
+/// `apiVersion` split into group (empty for the core group) and version.
+pub fn group_version(object: &Value) -> (&str, &str) {
+    let api_version = api_version(object);
+    api_version.rsplit_once('/').unwrap_or(("", api_version))
+}
+
+/// Kinds that are not namespaced, among those kustomize knows without a schema.
+const CLUSTER_SCOPED: &[&str] = &[
+    "APIService",
+    "CSIDriver",
+    "CSINode",
+    "CertificateSigningRequest",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ComponentStatus",
+    "CustomResourceDefinition",
+    "FlowSchema",
+    "IngressClass",
+    "MutatingWebhookConfiguration",
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "PodSecurityPolicy",
+    "PriorityClass",
+    "PriorityLevelConfiguration",
+    "RuntimeClass",
+    "SelfSubjectAccessReview",
+    "SelfSubjectRulesReview",
+    "StorageClass",
+    "SubjectAccessReview",
+    "TokenReview",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingWebhookConfiguration",
+    "VolumeAttachment",
+];
+
+pub fn is_cluster_scoped(object: &Value) -> bool {
+    CLUSTER_SCOPED.contains(&kind(object))
+}
+
+/// Sets `metadata.<key>` to a string, making `metadata` a map when it is not one.
+pub fn set_metadata(object: &mut Value, key: &str, value: &str) {
+    if let Some(map) = object.as_object_mut() {
+        let metadata = map.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+        if !metadata.is_object() {
+            *metadata = Value::Object(Map::new());
+        }
+        if let Some(metadata) = metadata.as_object_mut() {
+            metadata.insert(key.to_owned(), Value::String(value.to_owned()));
+        }
+    }
+}
+
+/// An object's identity as kustomize prints it: `Kind.version.group/name.namespace`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+}
+
+impl Id {
+    pub fn of(object: &Value) -> Id {
+        let (group, version) = group_version(object);
+        Id {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            kind: kind(object).to_owned(),
+            name: name(object).to_owned(),
+            namespace: namespace(object).to_owned(),
+        }
+    }
+
+    /// The same object for kustomize: namespace "" and "default" are one, version is ignored.
+    pub fn same_object(&self, other: &Id) -> bool {
+        self.object_key() == other.object_key()
+    }
+
+    /// What [`Id::same_object`] compares, for hashing.
+    pub fn object_key(&self) -> (&str, &str, &str, &str) {
+        let namespace = if self.namespace.is_empty() { "default" } else { &self.namespace };
+        (&self.group, &self.kind, &self.name, namespace)
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let namespace = if self.namespace.is_empty() { "[noNs]" } else { &self.namespace };
+        let group = if self.group.is_empty() { "[noGrp]" } else { &self.group };
+        write!(f, "{}.{}.{}/{}.{}", self.kind, self.version, group, self.name, namespace)
+    }
+}
+
+/// An object during a build, with what kustomize remembers about it: the names and namespaces
+/// it had before (to fix references to it), and whether it gets a content-hash suffix.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub object: Value,
+    /// Earlier (name, namespace) pairs, oldest first.
+    pub previous: Vec<(String, String)>,
+    /// Generated ConfigMaps and Secrets get `-<hash>` appended at the end of the build.
+    pub needs_hash: bool,
+    /// How a generated object combines with one of the same id from a base.
+    pub behavior: Option<String>,
+}
+
+impl Resource {
+    pub fn new(object: Value) -> Resource {
+        Resource { object, previous: Vec::new(), needs_hash: false, behavior: None }
+    }
+
+    pub fn id(&self) -> Id {
+        Id::of(&self.object)
+    }
+
+    /// Every name the object has had, the current one first.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(name(&self.object)).chain(self.previous.iter().map(|(n, _)| n.as_str()))
+    }
+
+    /// Renames the object, remembering the old name and namespace.
+    pub fn rename(&mut self, new_name: &str) {
+        self.remember();
+        set_metadata(&mut self.object, "name", new_name);
+    }
+
+    pub fn set_namespace(&mut self, new_namespace: &str) {
+        self.remember();
+        set_metadata(&mut self.object, "namespace", new_namespace);
+    }
+
+    fn remember(&mut self) {
+        let current = (name(&self.object).to_owned(), namespace(&self.object).to_owned());
+        if self.previous.last() != Some(&current) {
+            self.previous.push(current);
+        }
+    }
+
+    /// Whether `wanted` names this object now or did before (patches and replicas may use either).
+    pub fn matches_any_id(&self, wanted: &Id) -> bool {
+        let (group, _) = group_version(&self.object);
+        if group != wanted.group || kind(&self.object) != wanted.kind {
+            return false;
+        }
+        let ns = |n: &str| if n.is_empty() { "default".to_owned() } else { n.to_owned() };
+        let current = (name(&self.object), namespace(&self.object));
+        std::iter::once(current)
+            .chain(self.previous.iter().map(|(n, s)| (n.as_str(), s.as_str())))
+            .any(|(n, s)| n == wanted.name && ns(s) == ns(&wanted.namespace))
+    }
+}

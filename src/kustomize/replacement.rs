@@ -1,0 +1,298 @@
+//! `replacements`: copy a value from one object's field into fields of others.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::file::Selector;
+use super::object::Resource;
+use super::patch::selects_resource;
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Replacement {
+    source: Option<Source>,
+    #[serde(default)]
+    targets: Vec<Target>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Source {
+    group: Option<String>,
+    version: Option<String>,
+    kind: Option<String>,
+    name: Option<String>,
+    namespace: Option<String>,
+    field_path: Option<String>,
+    options: Option<FieldOptions>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Target {
+    select: Option<Selector>,
+    #[serde(default)]
+    reject: Vec<Selector>,
+    #[serde(default)]
+    field_paths: Vec<String>,
+    options: Option<FieldOptions>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FieldOptions {
+    delimiter: Option<String>,
+    #[serde(default)]
+    index: i64,
+    #[serde(default)]
+    create: bool,
+}
+
+/// One step of a field path: a map key, a list element chosen by a field's value, a list
+/// index, or every element (`*`).
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Key(String),
+    Matching(String, String),
+    Index(usize),
+    All,
+}
+
+/// `spec.template.spec.containers.[name=app].image`; dots inside brackets or escaped (`\.`)
+/// do not split.
+fn parse_field_path(path: &str) -> Vec<Step> {
+    let mut raw = Vec::new();
+    let mut current = String::new();
+    let mut depth = 0;
+    let mut chars = path.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'.') => {
+                current.push('.');
+                chars.next();
+            }
+            '[' => {
+                depth += 1;
+                current.push(c);
+            }
+            ']' => {
+                depth -= 1;
+                current.push(c);
+            }
+            '.' if depth == 0 => raw.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    raw.push(current);
+    raw.into_iter()
+        .filter(|s| !s.is_empty())
+        .map(|segment| {
+            if segment == "*" || segment == "[*]" {
+                return Step::All;
+            }
+            if let Some(inner) = segment.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+                if let Some((k, v)) = inner.split_once('=') {
+                    return Step::Matching(k.to_owned(), v.to_owned());
+                }
+                if let Ok(i) = inner.parse() {
+                    return Step::Index(i);
+                }
+            }
+            match segment.parse::<usize>() {
+                Ok(i) => Step::Index(i),
+                Err(_) => Step::Key(segment),
+            }
+        })
+        .collect()
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn get<'a>(value: &'a Value, steps: &[Step]) -> Option<&'a Value> {
+    let Some((step, rest)) = steps.split_first() else { return Some(value) };
+    let next = match (step, value) {
+        (Step::Key(k), Value::Object(map)) => map.get(k)?,
+        (Step::Index(i), Value::Array(items)) => items.get(*i)?,
+        (Step::Matching(k, v), Value::Array(items)) => items.iter().find(|item| item.get(k).and_then(scalar_text).as_deref() == Some(v))?,
+        (Step::All, Value::Array(items)) => items.first()?,
+        _ => return None,
+    };
+    get(next, rest)
+}
+
+/// Calls `apply` on every value at `steps` (creating maps on the way with `create`).
+fn visit(value: &mut Value, steps: &[Step], create: bool, apply: &mut dyn FnMut(&mut Value) -> Result<(), String>) -> Result<(), String> {
+    let Some((step, rest)) = steps.split_first() else { return apply(value) };
+    match (step, value) {
+        (Step::Key(k), Value::Object(map)) => {
+            if !map.contains_key(k) {
+                if !create {
+                    return Ok(());
+                }
+                map.insert(k.clone(), if rest.is_empty() { Value::Null } else { Value::Object(Map::new()) });
+            }
+            match map.get_mut(k) {
+                Some(child) => visit(child, rest, create, apply),
+                None => Ok(()),
+            }
+        }
+        (Step::Index(i), Value::Array(items)) => match items.get_mut(*i) {
+            Some(child) => visit(child, rest, create, apply),
+            None => Ok(()),
+        },
+        (Step::Matching(k, v), Value::Array(items)) => {
+            for item in items.iter_mut().filter(|item| item.get(k).and_then(scalar_text).as_deref() == Some(v.as_str())) {
+                visit(item, rest, create, apply)?;
+            }
+            Ok(())
+        }
+        (Step::All, Value::Array(items)) => {
+            for item in items {
+                visit(item, rest, create, apply)?;
+            }
+            Ok(())
+        }
+        (_, value @ Value::Null) if create => {
+            *value = Value::Object(Map::new());
+            visit(value, steps, create, apply)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn source_selector(source: &Source) -> Selector {
+    Selector {
+        group: source.group.clone(),
+        version: source.version.clone(),
+        kind: source.kind.clone(),
+        name: source.name.clone(),
+        namespace: source.namespace.clone(),
+        label_selector: None,
+        annotation_selector: None,
+    }
+}
+
+/// Exact-match selection (names in replacements are not patterns).
+fn literal_selector(selector: &Selector) -> Selector {
+    let escape = |s: &Option<String>| s.as_ref().map(|s| s.replace('.', "\\.").replace('*', "\\*"));
+    Selector { name: escape(&selector.name), namespace: escape(&selector.namespace), ..selector.clone() }
+}
+
+/// Applies the kustomization's `replacements` (inline, or `path:` entries read with `read`).
+pub fn apply(entries: &[Value], resources: &mut [Resource], read: &mut dyn FnMut(&str) -> Result<String, String>) -> Result<(), String> {
+    let mut replacements = Vec::new();
+    for entry in entries {
+        if let Some(path) = entry.get("path").and_then(Value::as_str) {
+            let text = read(path)?;
+            let values: Vec<Value> = super::yaml::parse_any(&text).map_err(|e| format!("{path}: {e}"))?;
+            for value in values {
+                match value {
+                    Value::Array(items) => replacements.extend(items),
+                    Value::Null => {}
+                    other => replacements.push(other),
+                }
+            }
+        } else {
+            replacements.push(entry.clone());
+        }
+    }
+    for entry in replacements {
+        let replacement: Replacement = serde_json::from_value(entry).map_err(|e| format!("invalid replacement: {e}"))?;
+        let source = replacement.source.ok_or("a replacement needs a source")?;
+        let selector = literal_selector(&source_selector(&source));
+        let found: Vec<&Resource> = resources.iter().filter(|r| selects_resource(&selector, r)).collect();
+        let source_resource = match found.as_slice() {
+            [one] => *one,
+            [] => return Err(format!("nothing selected by the replacement source {}", describe(&selector))),
+            _ => return Err(format!("multiple matches for the replacement source {}", describe(&selector))),
+        };
+        let field_path = source.field_path.as_deref().unwrap_or("metadata.name");
+        let mut value = get(&source_resource.object, &parse_field_path(field_path))
+            .cloned()
+            .ok_or_else(|| format!("fieldPath `{field_path}` is missing for the replacement source {}", describe(&selector)))?;
+        if let Some(options) = &source.options
+            && let Some(delimiter) = options.delimiter.as_deref().filter(|d| !d.is_empty())
+        {
+            let text = scalar_text(&value).unwrap_or_default();
+            let parts: Vec<&str> = text.split(delimiter).collect();
+            let index = usize::try_from(options.index)
+                .ok()
+                .filter(|i| *i < parts.len())
+                .ok_or_else(|| format!("options.index {} is out of bounds for value {text}", options.index))?;
+            value = Value::String(parts[index].to_owned());
+        }
+        for target in &replacement.targets {
+            let Some(select) = &target.select else { return Err("a replacement target needs 'select'".into()) };
+            let select = literal_selector(select);
+            let rejects: Vec<Selector> = target.reject.iter().map(literal_selector).collect();
+            let options = target.options.clone().unwrap_or_default();
+            for resource in resources.iter_mut() {
+                if !selects_resource(&select, resource) || rejects.iter().any(|r| selects_resource(r, resource)) {
+                    continue;
+                }
+                for path in &target.field_paths {
+                    let steps = parse_field_path(path);
+                    let mut found = false;
+                    visit(&mut resource.object, &steps, options.create, &mut |field: &mut Value| {
+                        found = true;
+                        *field = with_delimiter(field, &value, &options)?;
+                        Ok(())
+                    })?;
+                    if !found && !options.create {
+                        return Err(format!("unable to find field \"{path}\" in replacement target {}", resource.id()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The target's new value: the whole source value, or one delimited part replaced.
+fn with_delimiter(current: &Value, value: &Value, options: &FieldOptions) -> Result<Value, String> {
+    let Some(delimiter) = options.delimiter.as_deref().filter(|d| !d.is_empty()) else { return Ok(value.clone()) };
+    let text = scalar_text(current).unwrap_or_default();
+    let mut parts: Vec<String> = text.split(delimiter).map(str::to_owned).collect();
+    let new = scalar_text(value).unwrap_or_default();
+    match usize::try_from(options.index) {
+        Ok(i) if i < parts.len() => parts[i] = new,
+        Ok(_) => parts.push(new),
+        Err(_) => parts.insert(0, new),
+    }
+    Ok(Value::String(parts.join(delimiter)))
+}
+
+fn describe(selector: &Selector) -> String {
+    format!("{}/{}", selector.kind.as_deref().unwrap_or("*"), selector.name.as_deref().unwrap_or("*"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn field_paths_with_selectors_and_escapes() {
+        assert_eq!(
+            parse_field_path("spec.containers.[name=a.b].image"),
+            vec![Step::Key("spec".into()), Step::Key("containers".into()), Step::Matching("name".into(), "a.b".into()), Step::Key("image".into())]
+        );
+        assert_eq!(
+            parse_field_path("metadata.annotations.a\\.io/x"),
+            vec![Step::Key("metadata".into()), Step::Key("annotations".into()), Step::Key("a.io/x".into())]
+        );
+    }
+
+    #[test]
+    fn delimited_parts_are_replaced() {
+        let options = FieldOptions { delimiter: Some(":".into()), index: 1, create: false };
+        assert_eq!(with_delimiter(&json!("app:v1"), &json!("v2"), &options).ok(), Some(json!("app:v2")));
+    }
+}

@@ -1,0 +1,216 @@
+//! Legacy `vars`: `$(NAME)` in some fields of some kinds becomes a field of another object
+//! (by default its name), read once the whole build is done.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::fieldspec::{self, FieldSpec};
+use super::object::{Id, Resource, group_version};
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Var {
+    pub name: String,
+    pub objref: ObjectReference,
+    pub fieldref: Option<FieldReference>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectReference {
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FieldReference {
+    pub fieldpath: Option<String>,
+}
+
+/// Where kustomize substitutes vars (its builtin `varReference`, as v5.5 applies it).
+static VAR_REFERENCES: LazyLock<Vec<FieldSpec>> = LazyLock::new(|| {
+    let mut specs = Vec::new();
+    let mut add = |path: String, kind: Option<&str>| specs.push(FieldSpec { path, kind: kind.map(str::to_owned), ..FieldSpec::default() });
+    add("metadata/labels".into(), None);
+    add("metadata/annotations".into(), None);
+    let pod_specs = [
+        ("Pod", "spec"),
+        ("Deployment", "spec/template/spec"),
+        ("ReplicaSet", "spec/template/spec"),
+        ("DaemonSet", "spec/template/spec"),
+        ("StatefulSet", "spec/template/spec"),
+        ("Job", "spec/template/spec"),
+        ("ReplicationController", "spec/template/spec"),
+        ("CronJob", "spec/jobTemplate/spec/template/spec"),
+    ];
+    for (kind, spec) in pod_specs {
+        for list in ["containers", "initContainers"] {
+            for field in ["args", "command", "env/value", "volumeMounts/mountPath"] {
+                add(format!("{spec}/{list}/{field}"), Some(kind));
+            }
+        }
+        add(format!("{spec}/volumes/nfs/server"), Some(kind));
+        if let Some(template) = spec.strip_suffix("/spec").filter(|t| !t.is_empty() && *t != "spec") {
+            add(format!("{template}/metadata/annotations"), Some(kind));
+        }
+    }
+    for path in ["spec/rules/host", "spec/tls/hosts", "spec/tls/secretName"] {
+        add(path.into(), Some("Ingress"));
+    }
+    specs
+});
+
+/// Parses one kustomization's `vars`.
+pub fn parse(entries: &[Value]) -> Result<Vec<Var>, String> {
+    entries.iter().map(|v| serde_json::from_value(v.clone()).map_err(|e| format!("invalid var: {e}"))).collect()
+}
+
+/// `spec.ports[0].port` into keys and indexes.
+fn field_value<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut current = object;
+    for segment in path.split('.') {
+        let (key, indexes) = match segment.find('[') {
+            Some(i) => (&segment[..i], &segment[i..]),
+            None => (segment, ""),
+        };
+        if !key.is_empty() {
+            current = current.get(key)?;
+        }
+        for index in indexes.split('[').filter(|s| !s.is_empty()) {
+            let index: usize = index.trim_end_matches(']').parse().ok()?;
+            current = current.get(index)?;
+        }
+    }
+    Some(current)
+}
+
+/// Kubernetes' `$(VAR)` expansion: `$$` is a literal `$`, unknown vars stay as written.
+fn expand(text: &str, values: &BTreeMap<String, Value>, used: &mut Vec<String>) -> Value {
+    // A field that is exactly one var takes the var's value as it is (a number stays one).
+    if let Some(name) = text.strip_prefix("$(").and_then(|t| t.strip_suffix(')'))
+        && let Some(value) = values.get(name)
+    {
+        used.push(name.to_owned());
+        return value.clone();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some((name, tail)) = after.strip_prefix('(').and_then(|t| t.split_once(')')) {
+            match values.get(name) {
+                Some(value) => {
+                    used.push(name.to_owned());
+                    match value {
+                        Value::String(s) => out.push_str(s),
+                        other => out.push_str(&other.to_string()),
+                    }
+                }
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = tail;
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Value::String(out)
+}
+
+fn substitute(value: &mut Value, values: &BTreeMap<String, Value>, used: &mut Vec<String>) {
+    match value {
+        Value::String(text) if text.contains('$') => *value = expand(text, values, used),
+        Value::Array(items) => items.iter_mut().for_each(|item| substitute(item, values, used)),
+        Value::Object(map) => map.values_mut().for_each(|item| substitute(item, values, used)),
+        _ => {}
+    }
+}
+
+/// Resolves every var against the built objects and substitutes it; returns the vars no field
+/// used (kustomize only logs those).
+pub fn resolve(vars: &[Var], resources: &mut [Resource], custom: &[FieldSpec]) -> Result<Vec<String>, String> {
+    if vars.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut values = BTreeMap::new();
+    for var in vars {
+        let group = var.objref.api_version.as_deref().map(|a| a.rsplit_once('/').map_or("", |(g, _)| g)).unwrap_or("");
+        let wanted = Id { group: group.to_owned(), kind: var.objref.kind.clone(), name: var.objref.name.clone(), ..Id::default() };
+        let found: Vec<&Resource> = resources
+            .iter()
+            .filter(|r| {
+                let (resource_group, _) = group_version(&r.object);
+                (var.objref.api_version.is_none() || resource_group == wanted.group)
+                    && super::object::kind(&r.object) == wanted.kind
+                    && r.names().any(|n| n == wanted.name)
+                    && var
+                        .objref
+                        .namespace
+                        .as_deref()
+                        .is_none_or(|ns| r.previous.iter().map(|(_, n)| n.as_str()).chain([super::object::namespace(&r.object)]).any(|n| n == ns))
+            })
+            .collect();
+        let resource = match found.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(format!(
+                    "var '{}' cannot be mapped to a field in the set of known resources: no {} named {}",
+                    var.name, var.objref.kind, var.objref.name
+                ));
+            }
+            _ => return Err(format!("var '{}': found multiple objects {}/{}", var.name, var.objref.kind, var.objref.name)),
+        };
+        let path = var.fieldref.as_ref().and_then(|f| f.fieldpath.as_deref()).unwrap_or("metadata.name");
+        let value = field_value(&resource.object, path).ok_or_else(|| format!("var '{}': field {path} not found in {}", var.name, resource.id()))?;
+        if !matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+            return Err(format!("var '{}': field {path} of {} is not a scalar", var.name, resource.id()));
+        }
+        values.insert(var.name.clone(), value.clone());
+    }
+    let mut used = Vec::new();
+    for resource in resources.iter_mut() {
+        fieldspec::visit_specs(&mut resource.object, &VAR_REFERENCES, &mut |value: &mut Value| substitute(value, &values, &mut used));
+        fieldspec::visit_specs(&mut resource.object, custom, &mut |value: &mut Value| substitute(value, &values, &mut used));
+    }
+    Ok(vars.iter().map(|v| v.name.clone()).filter(|name| !used.contains(name)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn expansion_follows_kubernetes_rules() {
+        let values = BTreeMap::from([("A".to_owned(), json!("x")), ("N".to_owned(), json!(80))]);
+        let mut used = Vec::new();
+        assert_eq!(expand("--a=$(A)", &values, &mut used), json!("--a=x"));
+        assert_eq!(expand("$(N)", &values, &mut used), json!(80));
+        assert_eq!(expand("$$(A) $(B) $", &values, &mut used), json!("$(A) $(B) $"));
+        assert_eq!(expand("$(N):$(A)", &values, &mut used), json!("80:x"));
+    }
+
+    #[test]
+    fn field_paths_with_indexes() {
+        let object = json!({"spec": {"ports": [{"port": 80}, {"port": 443}]}});
+        assert_eq!(field_value(&object, "spec.ports[1].port"), Some(&json!(443)));
+        assert_eq!(field_value(&object, "spec.ports[2].port"), None);
+    }
+}

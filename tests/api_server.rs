@@ -6,8 +6,7 @@ mod support;
 
 use ferroflux::api::{GitRepository, Kustomization};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::Client;
 use serde_json::{Value, json};
 
@@ -21,19 +20,7 @@ fn parse_yaml(yaml: &str) -> Value {
 
 /// Creates any of our objects from YAML through the API (what `kubectl create` does).
 async fn create(client: &Client, ns: &str, yaml: &str) -> Result<DynamicObject, kube::Error> {
-    let value = parse_yaml(yaml);
-    let api_version = value["apiVersion"].as_str().expect("apiVersion");
-    let kind = value["kind"].as_str().expect("kind");
-    let (group, version) = api_version.split_once('/').expect("group/version");
-    let plural = match kind {
-        "GitRepository" => "gitrepositories",
-        "Kustomization" => "kustomizations",
-        other => panic!("unexpected kind {other}"),
-    };
-    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
-    let object: DynamicObject = serde_json::from_value(value).expect("a Kubernetes object");
-    api.create(&PostParams::default(), &object).await
+    support::create_object(client, ns, parse_yaml(yaml)).await
 }
 
 fn api_error_message(err: kube::Error) -> String {

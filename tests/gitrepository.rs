@@ -24,22 +24,9 @@ async fn setup(test: &str) -> (Client, String) {
     (client, ns)
 }
 
-/// The tutorial's `fluxcd-repo.yaml`, verbatim but for the URL.
+/// The tutorial's `fluxcd-repo.yaml`, verbatim but for the URL (and a 1s interval).
 async fn create_tutorial_repo(client: &Client, ns: &str, url: &str) {
-    let mut manifest: serde_json::Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(support::repo_root().join("examples/tutorial/fluxcd-repo.yaml")).expect("manifest"))
-            .expect("yaml");
-    manifest["spec"]["url"] = json!(url);
-    manifest["spec"]["interval"] = json!("1s");
-    let repo: kube::api::DynamicObject = serde_json::from_value(manifest).expect("object");
-    let resource = kube::core::ApiResource::from_gvk_with_plural(
-        &kube::core::GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1beta2", "GitRepository"),
-        "gitrepositories",
-    );
-    Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), ns, &resource)
-        .create(&PostParams::default(), &repo)
-        .await
-        .expect("creating the tutorial GitRepository");
+    support::create_example(client, ns, "examples/tutorial/fluxcd-repo.yaml", json!({"url": url, "interval": "1s"})).await;
 }
 
 /// Waits until the Ready condition matches, returning the object.

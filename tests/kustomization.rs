@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferroflux::api::Kustomization;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::{Api, DynamicObject, PostParams};
+use kube::api::{Api, PostParams};
 use kube::Client;
 use serde_json::json;
 
@@ -36,24 +36,6 @@ async fn setup(test: &str) -> (Client, String) {
     support::controller();
     let ns = support::namespace(&client, test).await;
     (client, ns)
-}
-
-/// Creates one of the tutorial's manifests, verbatim but for the fields given.
-async fn create_from_example(client: &Client, ns: &str, file: &str, overrides: serde_json::Value) {
-    let text = std::fs::read_to_string(support::repo_root().join(file)).expect("example manifest");
-    let mut manifest: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
-    for (key, value) in overrides.as_object().expect("overrides").clone() {
-        manifest["spec"][key] = value;
-    }
-    let (group, version) = manifest["apiVersion"].as_str().and_then(|v| v.split_once('/')).expect("apiVersion");
-    let kind = manifest["kind"].as_str().expect("kind");
-    let plural = if kind == "GitRepository" { "gitrepositories" } else { "kustomizations" };
-    let resource = kube::core::ApiResource::from_gvk_with_plural(&kube::core::GroupVersionKind::gvk(group, version, kind), plural);
-    let object: DynamicObject = serde_json::from_value(manifest).expect("object");
-    Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource)
-        .create(&PostParams::default(), &object)
-        .await
-        .expect("creating a tutorial object");
 }
 
 async fn wait_ks(client: &Client, ns: &str, name: &str, status: &str, message_contains: &str) -> Kustomization {
@@ -98,8 +80,8 @@ async fn the_tutorial_push_releases_force_push_rolls_back_prune_and_bad_commits(
     let _node = support::simulated_node(&client, &ns).await;
     let repo = TestRepo::new(&format!("{ns}-fluxcd-demo"));
     let first = repo.commit(&[("deployment.yaml", DEPLOYMENT)], "Add deployment");
-    create_from_example(&client, &ns, "examples/tutorial/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
-    create_from_example(&client, &ns, "examples/tutorial/fluxcd-kustomize.yaml", json!({"targetNamespace": ns, "interval": "1m"})).await;
+    support::create_example(&client, &ns, "examples/tutorial/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
+    support::create_example(&client, &ns, "examples/tutorial/fluxcd-kustomize.yaml", json!({"targetNamespace": ns, "interval": "1m"})).await;
 
     // Applied: the Deployment exists, with Flux's ownership labels, and the status says so.
     let ks = wait_ks(&client, &ns, "hello-world-flask", "True", &format!("Applied revision: main@sha1:{first}")).await;
@@ -182,8 +164,8 @@ async fn schema_invalid_or_unknown_objects_write_nothing_and_name_the_object() {
     let config = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: \"1\"\n";
     let invalid = DEPLOYMENT.replace("replicas: 2", "replicas: two");
     let commit = repo.commit(&[("config.yaml", config), ("deployment.yaml", &invalid)], "invalid");
-    create_from_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
-    create_from_example(&client, &ns, "examples/v1/fluxcd-kustomize.yaml", json!({"targetNamespace": ns, "interval": "1m"})).await;
+    support::create_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
+    support::create_example(&client, &ns, "examples/v1/fluxcd-kustomize.yaml", json!({"targetNamespace": ns, "interval": "1m"})).await;
 
     let failed = wait_ks(&client, &ns, "hello-world-flask", "False", "dry-run failed").await;
     let status = failed.status.expect("status");
@@ -214,8 +196,8 @@ async fn wait_reports_health_once_the_deployment_is_available() {
     let _node = support::simulated_node(&client, &ns).await;
     let repo = TestRepo::new(&format!("{ns}-health"));
     let commit = repo.commit(&[("deployment.yaml", DEPLOYMENT)], "Add deployment");
-    create_from_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
-    create_from_example(
+    support::create_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
+    support::create_example(
         &client,
         &ns,
         "examples/v1/fluxcd-kustomize.yaml",
@@ -234,8 +216,8 @@ async fn deleting_the_kustomization_prunes_what_it_applied() {
     let (client, ns) = setup("ks-delete").await;
     let repo = TestRepo::new(&format!("{ns}-delete"));
     let commit = repo.commit(&[("deployment.yaml", DEPLOYMENT), ("service.yaml", SERVICE)], "app");
-    create_from_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
-    create_from_example(&client, &ns, "examples/v1/fluxcd-kustomize.yaml", json!({"targetNamespace": ns, "interval": "1m"})).await;
+    support::create_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
+    support::create_example(&client, &ns, "examples/v1/fluxcd-kustomize.yaml", json!({"targetNamespace": ns, "interval": "1m"})).await;
     wait_ks(&client, &ns, "hello-world-flask", "True", &commit).await;
 
     let kustomizations: Api<Kustomization> = Api::namespaced(client.clone(), &ns);
@@ -258,7 +240,7 @@ async fn depends_on_holds_until_the_dependency_is_ready_and_requested_at_is_hand
     let repo = TestRepo::new(&format!("{ns}-depends"));
     let config = |name: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n");
     let commit = repo.commit(&[("infra/infra.yaml", &config("infra")), ("apps/apps.yaml", &config("apps"))], "two layers");
-    create_from_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
+    support::create_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
     let kustomizations: Api<Kustomization> = Api::namespaced(client.clone(), &ns);
     let make = |name: &str, depends: bool| -> Kustomization {
         let mut spec = json!({"interval": "10m", "path": format!("./{name}"), "prune": true, "targetNamespace": ns,

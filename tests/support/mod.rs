@@ -154,6 +154,33 @@ where
     }
 }
 
+/// Creates one of ferroflux's objects (GitRepository or Kustomization, any served version) from a
+/// manifest, as `kubectl create` does.
+pub async fn create_object(client: &Client, ns: &str, manifest: serde_json::Value) -> Result<kube::api::DynamicObject, kube::Error> {
+    let api_version = manifest["apiVersion"].as_str().unwrap_or_default().to_owned();
+    let kind = manifest["kind"].as_str().unwrap_or_default().to_owned();
+    let (group, version) = api_version.split_once('/').expect("a group/version apiVersion");
+    let plural = match kind.as_str() {
+        "GitRepository" => "gitrepositories",
+        "Kustomization" => "kustomizations",
+        other => panic!("unexpected kind {other}"),
+    };
+    let resource = kube::core::ApiResource::from_gvk_with_plural(&kube::core::GroupVersionKind::gvk(group, version, &kind), plural);
+    let object: kube::api::DynamicObject = serde_json::from_value(manifest).expect("a Kubernetes object");
+    Api::namespaced_with(client.clone(), ns, &resource).create(&PostParams::default(), &object).await
+}
+
+/// Creates an example manifest (a path under the repository), verbatim but for the spec fields
+/// in `overrides`.
+pub async fn create_example(client: &Client, ns: &str, file: &str, overrides: serde_json::Value) {
+    let text = std::fs::read_to_string(repo_root().join(file)).expect("example manifest");
+    let mut manifest: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
+    for (key, value) in overrides.as_object().expect("overrides is a map").clone() {
+        manifest["spec"][key] = value;
+    }
+    create_object(client, ns, manifest).await.unwrap_or_else(|e| panic!("creating {file}: {e}"));
+}
+
 pub fn has_kubectl() -> bool {
     Command::new("kubectl").arg("version").arg("--client").output().is_ok_and(|o| o.status.success())
 }

@@ -55,6 +55,8 @@ pub fn kubeconfig() -> &'static Path {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+        // The folder lives in a static, which is never dropped: remove it when the process ends.
+        cleanup_on_exit(&format!("'{0}/down.sh'; rm -rf '{0}'", dir.path().display()));
         Ok(Cluster { kubeconfig: dir.path().join("kubeconfig"), _dir: Some(dir) })
     });
     match cluster {
@@ -228,7 +230,7 @@ pub fn git_servers() -> &'static GitServers {
         let script = repo_root().join("hack/git-servers.sh");
         let out = Command::new("bash").arg(&script).arg("start").arg(dir.path()).output().expect("running hack/git-servers.sh");
         assert!(out.status.success(), "hack/git-servers.sh start failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        cleanup_on_exit(&format!("bash '{}' stop '{}'", script.display(), dir.path().display()));
+        cleanup_on_exit(&format!("bash '{}' stop '{1}'; rm -rf '{1}'", script.display(), dir.path().display()));
         let text = std::fs::read_to_string(dir.path().join("env")).expect("git-servers env");
         let env = text
             .lines()
@@ -362,7 +364,7 @@ pub fn controller() -> &'static ControllerProcess {
             .stderr(log_file)
             .spawn()
             .expect("starting ferroflux controller");
-        cleanup_on_exit(&format!("kill {}", child.id()));
+        cleanup_on_exit(&format!("kill {}; sleep 1; rm -rf '{}'", child.id(), dir.path().display()));
         ControllerProcess {
             storage_base: format!("http://127.0.0.1:{storage_port}"),
             metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),

@@ -32,27 +32,7 @@ async fn create_tutorial_repo(client: &Client, ns: &str, url: &str) {
 /// Waits until the Ready condition matches, returning the object.
 async fn wait_ready(client: &Client, ns: &str, name: &str, status: &str, message_contains: &str) -> GitRepository {
     let api: Api<GitRepository> = Api::namespaced(client.clone(), ns);
-    let mut last = None;
-    for _ in 0..150 {
-        if let Ok(repo) = api.get(name).await {
-            let ready = repo
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-                .map(|c| (c.status.clone(), c.message.clone()));
-            if let Some((s, m)) = &ready {
-                if s == status && m.contains(message_contains) {
-                    return repo;
-                }
-            }
-            last = ready;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "{ns}/{name} never became Ready={status} with {message_contains:?}; last Ready: {last:?}\ncontroller log:\n{}",
-        support::controller().log_tail()
-    );
+    support::wait_ready(&api, name, status, message_contains, Duration::from_secs(30), |o| o.status.as_ref().map(|s| &s.conditions)).await
 }
 
 async fn download(url: &str) -> Vec<u8> {

@@ -38,30 +38,10 @@ async fn setup(test: &str) -> (Client, String) {
     (client, ns)
 }
 
+/// Generous: on a loaded machine a fresh control plane can take a while to roll out Pods.
 async fn wait_ks(client: &Client, ns: &str, name: &str, status: &str, message_contains: &str) -> Kustomization {
     let api: Api<Kustomization> = Api::namespaced(client.clone(), ns);
-    let mut last = None;
-    // Generous: on a loaded machine a fresh control plane can take a while to roll out Pods.
-    for _ in 0..900 {
-        if let Ok(ks) = api.get(name).await {
-            let ready = ks
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
-            if let Some((s, _, m)) = &ready {
-                if s == status && m.contains(message_contains) {
-                    return ks;
-                }
-            }
-            last = ready;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "{ns}/{name} never became Ready={status} with {message_contains:?}; last: {last:?}\ncontroller log:\n{}",
-        support::controller().log_tail()
-    );
+    support::wait_ready(&api, name, status, message_contains, Duration::from_secs(180), |o| o.status.as_ref().map(|s| &s.conditions)).await
 }
 
 fn image_of(deployment: &Deployment) -> String {

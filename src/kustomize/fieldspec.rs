@@ -215,8 +215,8 @@ spec/replicas create group=apps kind=StatefulSet
     )
 });
 
-/// The pod specs of the workload kinds, where most name references live.
-const POD_SPECS: &[(&str, &str)] = &[
+/// The pod specs of the workload kinds, where most name references live (and vars).
+pub(super) const POD_SPECS: &[(&str, &str)] = &[
     ("Pod", "spec"),
     ("Deployment", "spec/template/spec"),
     ("ReplicaSet", "spec/template/spec"),

@@ -41,17 +41,8 @@ static VAR_REFERENCES: LazyLock<Vec<FieldSpec>> = LazyLock::new(|| {
     let mut add = |path: String, kind: Option<&str>| specs.push(FieldSpec { path, kind: kind.map(str::to_owned), ..FieldSpec::default() });
     add("metadata/labels".into(), None);
     add("metadata/annotations".into(), None);
-    let pod_specs = [
-        ("Pod", "spec"),
-        ("Deployment", "spec/template/spec"),
-        ("ReplicaSet", "spec/template/spec"),
-        ("DaemonSet", "spec/template/spec"),
-        ("StatefulSet", "spec/template/spec"),
-        ("Job", "spec/template/spec"),
-        ("ReplicationController", "spec/template/spec"),
-        ("CronJob", "spec/jobTemplate/spec/template/spec"),
-    ];
-    for (kind, spec) in pod_specs {
+    // kustomize's varReference covers the workload kinds' pod specs, not PodTemplates.
+    for &(kind, spec) in super::fieldspec::POD_SPECS.iter().filter(|(kind, _)| *kind != "PodTemplate") {
         for list in ["containers", "initContainers"] {
             for field in ["args", "command", "env/value", "volumeMounts/mountPath"] {
                 add(format!("{spec}/{list}/{field}"), Some(kind));

@@ -183,6 +183,42 @@ pub async fn create_example(client: &Client, ns: &str, file: &str, overrides: se
     create_object(client, ns, manifest).await.unwrap_or_else(|e| panic!("creating {file}: {e}"));
 }
 
+/// Waits until `namespace/name`'s Ready condition has `status` and a message containing
+/// `message_contains`; returns the object. Panics with the last Ready seen and the controller's
+/// log otherwise.
+pub async fn wait_ready<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &str,
+    message_contains: &str,
+    timeout: Duration,
+    conditions: impl Fn(&K) -> Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
+) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(object) = api.get(name).await {
+            let ready = conditions(&object)
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+            if let Some((s, _, m)) = &ready {
+                if s == status && m.contains(message_contains) {
+                    return object;
+                }
+            }
+            last = ready;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "{name} never became Ready={status} with {message_contains:?}; last Ready: {last:?}\ncontroller log:\n{}",
+        controller().log_tail()
+    );
+}
+
 pub fn has_kubectl() -> bool {
     Command::new("kubectl").arg("version").arg("--client").output().is_ok_and(|o| o.status.success())
 }

@@ -261,3 +261,88 @@ async fn depends_on_holds_until_the_dependency_is_ready_and_requested_at_is_hand
     .await
     .expect("lastHandledReconcileAt echoes the request");
 }
+
+fn kustomization(name: &str, spec: serde_json::Value) -> Kustomization {
+    serde_json::from_value(json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": name}, "spec": spec}))
+        .expect("kustomization")
+}
+
+#[tokio::test]
+async fn substitute_from_reads_config_maps_and_secrets_and_substitute_wins() {
+    let (client, ns) = setup("ks-substitute-from").await;
+    let configs: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    let vars: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "cluster-vars"}, "data": {"region": "eu-1", "tier": "from-configmap"}})).expect("cm");
+    configs.create(&PostParams::default(), &vars).await.expect("vars");
+    let secret = serde_json::from_value(json!({"metadata": {"name": "cluster-secrets"}, "stringData": {"token": "s3cret"}})).expect("secret");
+    secrets.create(&PostParams::default(), &secret).await.expect("secret");
+    let repo = TestRepo::new(&format!("{ns}-subst"));
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rendered\ndata:\n  region: ${region}\n  tier: ${tier}\n  token: ${token}\n  size: ${size:=small}\n";
+    let commit = repo.commit(&[("config.yaml", manifest)], "vars");
+    support::create_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
+    let kustomizations: Api<Kustomization> = Api::namespaced(client.clone(), &ns);
+    let spec = |absent_optional: bool| {
+        json!({"interval": "10m", "prune": true, "targetNamespace": ns, "sourceRef": {"kind": "GitRepository", "name": "hello-world-flask"},
+            "postBuild": {"substitute": {"tier": "inline"}, "substituteFrom": [
+                {"kind": "ConfigMap", "name": "cluster-vars"},
+                {"kind": "Secret", "name": "cluster-secrets"},
+                {"kind": "ConfigMap", "name": "absent", "optional": absent_optional}]}})
+    };
+    kustomizations.create(&PostParams::default(), &kustomization("vars", spec(true))).await.expect("create");
+    wait_ks(&client, &ns, "vars", "True", &commit).await;
+    let data = configs.get("rendered").await.expect("rendered").data.unwrap_or_default();
+    assert_eq!(data.get("region").map(String::as_str), Some("eu-1"));
+    assert_eq!(data.get("tier").map(String::as_str), Some("inline"), "substitute wins over substituteFrom");
+    assert_eq!(data.get("token").map(String::as_str), Some("s3cret"));
+    assert_eq!(data.get("size").map(String::as_str), Some("small"));
+
+    // A missing object that is not optional fails the build and names it.
+    kustomizations
+        .patch("vars", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({"spec": spec(false)})))
+        .await
+        .expect("patch");
+    let failed = wait_ks(&client, &ns, "vars", "False", "substitute from 'ConfigMap/absent' failed").await;
+    let ready = failed.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready")).expect("Ready");
+    assert_eq!(ready.reason, "BuildFailed");
+}
+
+#[tokio::test]
+async fn service_account_name_applies_with_only_that_accounts_rights() {
+    let (client, ns) = setup("ks-impersonate").await;
+    // A ServiceAccount that may manage ConfigMaps in its namespace, and nothing else.
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "configmaps"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]});
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "deployer-configmaps"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmaps"},
+        "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": ns}]});
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    accounts.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "deployer"}})).expect("sa")).await.expect("sa");
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), &ns);
+    roles.create(&PostParams::default(), &serde_json::from_value(role).expect("role")).await.expect("role");
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), &ns);
+    bindings.create(&PostParams::default(), &serde_json::from_value(binding).expect("binding")).await.expect("binding");
+
+    let repo = TestRepo::new(&format!("{ns}-impersonate"));
+    let config = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: allowed\n";
+    let commit = repo.commit(&[("config.yaml", config)], "a configmap");
+    support::create_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
+    let kustomizations: Api<Kustomization> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"interval": "10m", "prune": true, "targetNamespace": ns, "serviceAccountName": "deployer",
+        "sourceRef": {"kind": "GitRepository", "name": "hello-world-flask"}});
+    kustomizations.create(&PostParams::default(), &kustomization("restricted", spec)).await.expect("create");
+    wait_ks(&client, &ns, "restricted", "True", &commit).await;
+    let configs: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let allowed = configs.get("allowed").await.expect("applied as the ServiceAccount");
+    let managers: Vec<_> = allowed.metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|m| m.manager).collect();
+    assert!(managers.contains(&"ferroflux".to_owned()), "{managers:?}");
+
+    // A Service is beyond the account's rights: refused by the API server, nothing written, and
+    // the message says who was refused.
+    let denied = repo.commit(&[("service.yaml", SERVICE)], "a service");
+    let failed = wait_ks(&client, &ns, "restricted", "False", "forbidden").await;
+    let message = failed.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready")).map(|c| c.message).unwrap_or_default();
+    assert!(message.contains(&format!("system:serviceaccount:{ns}:deployer")), "{message}");
+    let _ = denied;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    assert!(services.get_opt("hello-world-flask").await.expect("get").is_none());
+}

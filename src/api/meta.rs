@@ -33,6 +33,8 @@ pub mod condition {
     pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
     pub const INVALID_PATH: &str = "InvalidPath";
     pub const INVALID_URL: &str = "URLInvalid";
+    /// A reference the controller's flags forbid (`--no-cross-namespace-refs`).
+    pub const ACCESS_DENIED: &str = "AccessDenied";
 }
 
 /// A reference to an object in the same namespace.

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::controller::leader::{self, LeaderConfig};
+use crate::controller::ControllerOptions;
+
 /// Flags of `ferroflux controller`, named like Flux's.
 #[derive(clap::Args, Debug)]
 pub struct ControllerArgs {
@@ -29,8 +32,46 @@ pub struct ControllerArgs {
     #[arg(long)]
     pub artifact_cache: Option<PathBuf>,
     /// Log format: text or json.
-    #[arg(long, default_value = "text")]
+    #[arg(long, default_value = "text", value_parser = ["text", "json", "console"])]
     pub log_encoding: String,
+    /// Reconcile only objects whose labels match this selector (sharding), e.g.
+    /// `!sharding.fluxcd.io/key` for the main instance, `sharding.fluxcd.io/key=shard1` for a shard.
+    #[arg(long)]
+    pub watch_label_selector: Option<String>,
+    /// Refuse sources and dependencies in namespaces other than the Kustomization's own.
+    #[arg(long)]
+    pub no_cross_namespace_refs: bool,
+    /// Refuse remote (URL) bases in kustomizations; only the source's own files are built.
+    #[arg(long)]
+    pub no_remote_bases: bool,
+    /// Impersonate this ServiceAccount (in each Kustomization's namespace) when
+    /// spec.serviceAccountName is empty: the restricted mode, where the controller itself has no
+    /// rights on applied objects.
+    #[arg(long)]
+    pub default_service_account: Option<String>,
+    /// Take part in leader election: only the holder of the Lease reconciles and serves
+    /// artifacts; another replica takes over when it stops renewing.
+    #[arg(long)]
+    pub enable_leader_election: bool,
+    /// The Lease's name.
+    #[arg(long, default_value = "ferroflux-leader-election")]
+    pub leader_election_id: String,
+    /// The Lease's namespace (default: $RUNTIME_NAMESPACE, else the kubeconfig's namespace).
+    #[arg(long)]
+    pub leader_election_namespace: Option<String>,
+    /// How long other replicas wait after the leader's last renewal before taking over.
+    #[arg(long, default_value = "35s", value_parser = parse_duration)]
+    pub leader_election_lease_duration: std::time::Duration,
+    /// How long the leader keeps trying to renew before it steps down (and exits).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub leader_election_renew_deadline: std::time::Duration,
+    /// How often acquiring or renewing is tried.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub leader_election_retry_period: std::time::Duration,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::api::meta::parse_duration(text).map_err(|e| e.to_string())
 }
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
@@ -39,6 +80,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         let addr = args.storage_addr;
         if addr.ip().is_unspecified() { format!("localhost:{}", addr.port()) } else { addr.to_string() }
     });
+    // The namespace the kubeconfig (or the in-cluster service account) points at.
+    let kube_namespace = kube::Config::infer().await.map(|c| c.default_namespace).unwrap_or_else(|_| "default".into());
     let artifact_cache = args.artifact_cache.clone().unwrap_or_else(|| args.storage_path.join(".build-cache"));
     crate::controller::manager::run(crate::controller::manager::ManagerConfig {
         storage_path: args.storage_path,
@@ -48,6 +91,23 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         metrics_addr: args.metrics_addr,
         concurrent: args.concurrent,
         artifact_cache,
+        watch_label_selector: args.watch_label_selector.filter(|s| !s.is_empty()),
+        leader_election: args.enable_leader_election.then(|| LeaderConfig {
+            namespace: args
+                .leader_election_namespace
+                .or_else(|| std::env::var("RUNTIME_NAMESPACE").ok())
+                .unwrap_or_else(|| kube_namespace.clone()),
+            name: args.leader_election_id,
+            identity: leader::identity(),
+            lease_duration: args.leader_election_lease_duration,
+            renew_deadline: args.leader_election_renew_deadline,
+            retry_period: args.leader_election_retry_period,
+        }),
+        options: ControllerOptions {
+            no_cross_namespace_refs: args.no_cross_namespace_refs,
+            default_service_account: args.default_service_account.filter(|s| !s.is_empty()),
+            enable_remote_bases: !args.no_remote_bases,
+        },
     })
     .await
 }

@@ -58,7 +58,12 @@ pub fn overlay(spec: &KustomizationSpec) -> Overlay {
 /// read from anywhere inside the artifact (not only below each kustomization's folder), and
 /// nothing outside it.
 pub fn build(root: &Path, dir: &Path, spec: &KustomizationSpec) -> Result<Vec<Value>, kustomize::Error> {
-    let options = BuildOptions { enable_remote: false, overlay: overlay(spec) };
+    build_with(root, dir, spec, false)
+}
+
+/// [`build`], with remote (URL) bases allowed or not.
+pub fn build_with(root: &Path, dir: &Path, spec: &KustomizationSpec, enable_remote: bool) -> Result<Vec<Value>, kustomize::Error> {
+    let options = BuildOptions { enable_remote, overlay: overlay(spec) };
     let mut objects = if kustomize::has_kustomization(dir) {
         kustomize::build_with_restrictions(root, dir, &options, kustomize::LoadRestrictions::BuildRoot)?
     } else {

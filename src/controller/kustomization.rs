@@ -19,13 +19,16 @@ use tracing::{info, instrument, warn};
 use super::conditions::{self, Status};
 use super::health::{Health, health};
 use super::{Context, Failure, ReconcileError, now, with_jitter};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
 use crate::api::kustomize::v1::{DeletionPolicy, Kustomization, KustomizationStatus, SourceKind};
+use crate::api::kustomize::{PostBuild, SubstituteKind};
 use crate::api::kustomize::{
     NAME_LABEL, NAMESPACE_LABEL, ResourceInventory, ResourceRef, condition as ks_reason,
 };
 use crate::api::meta::{RECONCILE_REQUEST_ANNOTATION, condition as meta, parse_duration};
 use crate::api::source::v1::GitRepository;
-use crate::apply::{Action as Change, ApplyError, ApplyOptions, ObjectId};
+use crate::apply::{Action as Change, ApplyError, ApplyOptions, Applier, ObjectId};
 
 /// Flux's finalizer name, so objects created by Flux and adopted by ferroflux keep working.
 pub const FINALIZER: &str = "finalizers.fluxcd.io";
@@ -136,7 +139,8 @@ async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus
     status.last_attempted_revision = Some(artifact.revision.clone());
 
     let root = ctx.artifacts.fetch(&artifact).await.map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, e.to_string(), Duration::ZERO))?;
-    let objects = build(ks, &root).await?;
+    let applier = applier_for(ks, ctx).await?;
+    let objects = build(ks, ctx, &applier, &root).await?;
 
     let opts = ApplyOptions {
         force: ks.spec.force == Some(true),
@@ -150,8 +154,7 @@ async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus
     }
     let key = format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any());
     let mut state = ctx.applied.lock().await.remove(&key).unwrap_or_default();
-    let applied = ctx
-        .applier
+    let applied = applier
         .apply_all_with(objects, &opts, &mut state)
         .await
         .map_err(|e: ApplyError| Failure::new(ks_reason::RECONCILIATION_FAILED, e.to_string(), Duration::ZERO))?;
@@ -165,7 +168,7 @@ async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus
     let stale: Vec<(ObjectId, String)> = previous.into_iter().filter(|(id, _)| !current.contains(id)).collect();
     let mut kept_for_retry = Vec::new();
     if ks.spec.prune && !stale.is_empty() {
-        let (pruned, failed) = ctx.applier.prune(&stale, &opts).await;
+        let (pruned, failed) = applier.prune(&stale, &opts).await;
         changes.extend(pruned.iter().filter(|c| c.action == Change::Deleted).map(ToString::to_string));
         if !failed.is_empty() {
             kept_for_retry = failed.iter().map(|(entry, _)| entry.clone()).collect();
@@ -176,8 +179,30 @@ async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus
     }
     status.inventory = Some(inventory(new_inventory.iter().chain(kept_for_retry.iter())));
 
-    let unhealthy = check_health(ks, ctx, &new_inventory).await?;
+    let unhealthy = check_health(ks, &applier, &new_inventory).await?;
     Ok(Outcome { revision: artifact.revision, changes, unhealthy })
+}
+
+/// The applier acting as the Kustomization's ServiceAccount (`spec.serviceAccountName`, or the
+/// controller's `--default-service-account`), or as the controller itself when neither is set.
+async fn applier_for(ks: &Kustomization, ctx: &Context) -> Result<Arc<Applier>, Failure> {
+    let ns = ks.namespace().unwrap_or_default();
+    ctx.applier_as(&ns, ks.spec.service_account_name.as_deref()).await.map_err(|e| {
+        Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to impersonate ServiceAccount '{ns}/{}': {e}", ks.spec.service_account_name.as_deref().or(ctx.options.default_service_account.as_deref()).unwrap_or_default()), Duration::ZERO)
+    })
+}
+
+/// With `--no-cross-namespace-refs`, a reference to another namespace is refused (Flux's
+/// `AccessDenied`).
+fn check_namespace_access(ks: &Kustomization, ctx: &Context, kind: &str, namespace: &str, name: &str) -> Result<(), Failure> {
+    if ctx.options.no_cross_namespace_refs && namespace != ks.namespace().unwrap_or_default() {
+        return Err(Failure::new(
+            meta::ACCESS_DENIED,
+            format!("can't access '{kind}/{namespace}/{name}', cross-namespace references have been blocked"),
+            Duration::ZERO,
+        ));
+    }
+    Ok(())
 }
 
 /// Flux's inventory: the id, and the version alone (`v1`, not `apps/v1`).
@@ -221,6 +246,7 @@ fn timeout(ks: &Kustomization) -> Duration {
 async fn check_dependencies(ks: &Kustomization, ctx: &Context) -> Result<(), Failure> {
     for dep in ks.spec.depends_on.iter().flatten() {
         let ns = dep.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default());
+        check_namespace_access(ks, ctx, "Kustomization", &ns, &dep.name)?;
         let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
         let not_ready = |why: &str| Failure::new(meta::DEPENDENCY_NOT_READY, format!("dependency '{ns}/{}' is not ready{why}", dep.name), DEPENDENCY_REQUEUE);
         let found = api.get_opt(&dep.name).await.map_err(|e| not_ready(&format!(": {e}")))?.ok_or_else(|| not_ready(": not found"))?;
@@ -245,6 +271,7 @@ async fn source_artifact(ks: &Kustomization, ctx: &Context) -> Result<crate::api
         ));
     }
     let ns = source.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default());
+    check_namespace_access(ks, ctx, "GitRepository", &ns, &source.name)?;
     let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
     let key = format!("GitRepository/{ns}/{}", source.name);
     let repo = api
@@ -273,7 +300,7 @@ fn resolve_path(root: &Path, path: Option<&str>) -> Result<PathBuf, Failure> {
     Ok(resolved)
 }
 
-async fn build(ks: &Kustomization, root: &Path) -> Result<Vec<Value>, Failure> {
+async fn build(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Path) -> Result<Vec<Value>, Failure> {
     let dir = resolve_path(root, ks.spec.path.as_deref())?;
     if tokio::fs::metadata(&dir).await.is_err() {
         return Err(Failure::new(
@@ -284,17 +311,15 @@ async fn build(ks: &Kustomization, root: &Path) -> Result<Vec<Value>, Failure> {
     }
     let spec = ks.spec.clone();
     let root = root.to_owned();
-    let objects = tokio::task::spawn_blocking(move || super::build::build(&root, &dir, &spec))
+    let enable_remote = ctx.options.enable_remote_bases;
+    let objects = tokio::task::spawn_blocking(move || super::build::build_with(&root, &dir, &spec, enable_remote))
         .await
         .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?
         .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?;
     let objects = match &ks.spec.post_build {
         None => objects,
         Some(post_build) => {
-            if post_build.substitute_from.as_ref().is_some_and(|s| !s.is_empty()) {
-                return Err(Failure::new(ks_reason::BUILD_FAILED, "postBuild.substituteFrom is not supported by ferroflux yet", Duration::ZERO));
-            }
-            let vars = post_build.substitute.clone().unwrap_or_default();
+            let vars = substitution_vars(ks, applier.client(), post_build).await?;
             super::substitute::substitute_objects(objects, &vars).map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?
         }
     };
@@ -315,8 +340,48 @@ async fn build(ks: &Kustomization, root: &Path) -> Result<Vec<Value>, Failure> {
         .collect())
 }
 
+/// `postBuild`'s variables: `substituteFrom` ConfigMaps and Secrets in order (a later one wins),
+/// then `substitute`, which wins over all of them, as in Flux. Read with the Kustomization's
+/// (impersonated) client, so a ServiceAccount only sees what it may read.
+async fn substitution_vars(ks: &Kustomization, client: &kube::Client, post_build: &PostBuild) -> Result<BTreeMap<String, String>, Failure> {
+    let ns = ks.namespace().unwrap_or_default();
+    let mut vars = BTreeMap::new();
+    for reference in post_build.substitute_from.iter().flatten() {
+        let optional = reference.optional == Some(true);
+        let failed = |kind: &str, why: String| {
+            Failure::new(ks_reason::BUILD_FAILED, format!("substitute from '{kind}/{}' failed: {why}", reference.name), Duration::ZERO)
+        };
+        match reference.kind {
+            SubstituteKind::ConfigMap => {
+                let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+                match api.get_opt(&reference.name).await.map_err(|e| failed("ConfigMap", e.to_string()))? {
+                    Some(map) => vars.extend(map.data.unwrap_or_default()),
+                    None if optional => {}
+                    None => return Err(failed("ConfigMap", format!("configmaps \"{}\" not found", reference.name))),
+                }
+            }
+            SubstituteKind::Secret => {
+                let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+                match api.get_opt(&reference.name).await.map_err(|e| failed("Secret", e.to_string()))? {
+                    Some(secret) => {
+                        for (key, value) in secret.data.unwrap_or_default() {
+                            let text = String::from_utf8(value.0).map_err(|_| failed("Secret", format!("key '{key}' is not UTF-8 text")))?;
+                            vars.insert(key, text);
+                        }
+                        vars.extend(secret.string_data.unwrap_or_default());
+                    }
+                    None if optional => {}
+                    None => return Err(failed("Secret", format!("secrets \"{}\" not found", reference.name))),
+                }
+            }
+        }
+    }
+    vars.extend(post_build.substitute.clone().unwrap_or_default());
+    Ok(vars)
+}
+
 /// Waits for the health of the applied objects (`wait: true`) or of `healthChecks`.
-async fn check_health(ks: &Kustomization, ctx: &Context, applied: &[(ObjectId, String)]) -> Result<Option<String>, Failure> {
+async fn check_health(ks: &Kustomization, applier: &Applier, applied: &[(ObjectId, String)]) -> Result<Option<String>, Failure> {
     let targets: Vec<(ObjectId, String)> = if ks.spec.wait == Some(true) {
         applied.to_vec()
     } else {
@@ -344,7 +409,7 @@ async fn check_health(ks: &Kustomization, ctx: &Context, applied: &[(ObjectId, S
     loop {
         let mut pending = Vec::new();
         for (id, version) in &targets {
-            match ctx.applier.get(id, version).await {
+            match applier.get(id, version).await {
                 Ok(Some(object)) => match health(&object) {
                     Health::Current => {}
                     Health::InProgress(why) => pending.push(format!("{id} status: 'InProgress': {why}")),
@@ -381,7 +446,8 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, Re
     if delete && ks.spec.suspend != Some(true) {
         let entries = inventory_entries(ks.status.as_ref().and_then(|s| s.inventory.as_ref()));
         let opts = ApplyOptions { force: false, owner_labels: owner_labels(&ks), wait_timeout: timeout(&ks) };
-        let (pruned, failed) = ctx.applier.prune(&entries, &opts).await;
+        let applier = applier_for(&ks, &ctx).await.map_err(|f| ReconcileError::Finalizer(f.message))?;
+        let (pruned, failed) = applier.prune(&entries, &opts).await;
         let lines: Vec<String> = pruned.iter().filter(|c| c.action == Change::Deleted).map(ToString::to_string).collect();
         if !lines.is_empty() {
             ctx.event(ks.as_ref(), false, "Progressing", lines.join("\n")).await;

@@ -16,7 +16,8 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::artifact::ArtifactCache;
-use super::{Context, gitrepository, kustomization};
+use super::leader::{LeaderConfig, LeaderElector};
+use super::{Context, ControllerOptions, gitrepository, kustomization};
 use crate::api::kustomize::v1::{Kustomization, SourceKind};
 use crate::api::meta::RECONCILE_REQUEST_ANNOTATION;
 use crate::api::source::v1::GitRepository;
@@ -39,6 +40,14 @@ pub struct ManagerConfig {
     pub concurrent: u16,
     /// Where downloaded artifacts are unpacked for building.
     pub artifact_cache: PathBuf,
+    /// `--watch-label-selector`: only objects matching it are reconciled (sharding, as in Flux:
+    /// the main instance runs with `!sharding.fluxcd.io/key`, a shard with
+    /// `sharding.fluxcd.io/key=shard1`).
+    pub watch_label_selector: Option<String>,
+    /// Leader election: only the holder of the Lease reconciles and serves artifacts.
+    pub leader_election: Option<LeaderConfig>,
+    /// Settings of the reconcilers.
+    pub options: ControllerOptions,
 }
 
 /// What re-triggers a reconcile of one of our objects: a new generation (spec change), a new
@@ -53,21 +62,53 @@ fn trigger_hash<K: Resource>(object: &K) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// Runs until SIGTERM/SIGINT (then finishes in-flight reconciles, releases the Lease and returns
+/// `Ok`) or until leadership is lost (returns the error: the process must exit, so that it
+/// never reconciles next to a new leader).
 pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
-    let client = Client::try_default().await?;
-    let storage = Arc::new(Storage::new(config.storage_path.clone())?);
+    let kube_config = kube::Config::infer().await?;
+    let client = Client::try_from(kube_config.clone())?;
     let metrics = Arc::new(super::metrics::Metrics::default());
-    let ctx = Arc::new(Context::new(client.clone(), ArtifactCache::new(config.artifact_cache.clone()), metrics.clone()));
+    // Probes and metrics answer from the start, also while waiting for leadership.
+    let health_server = tokio::spawn(serve_health(config.health_addr));
+    let metrics_server = tokio::spawn(serve_metrics(config.metrics_addr, metrics.clone()));
+
+    let mut elector = config.leader_election.clone().map(|leader| LeaderElector::new(client.clone(), leader));
+    if let Some(elector) = elector.as_mut() {
+        tokio::select! {
+            result = elector.acquire() => result?,
+            _ = shutdown_signal() => {
+                info!("stopped before becoming leader");
+                return Ok(());
+            }
+        }
+    }
+    let lost = async {
+        match elector.as_mut() {
+            Some(elector) => {
+                let error = elector.keep().await;
+                Err::<(), _>(error)
+            }
+            None => std::future::pending().await,
+        }
+    };
+
+    let storage = Arc::new(Storage::new(config.storage_path.clone())?);
+    let ctx = Arc::new(Context::new(client.clone(), Some(kube_config), config.options.clone(), ArtifactCache::new(config.artifact_cache.clone()), metrics.clone()));
     let git_ctx = Arc::new(gitrepository::GitContext {
         ctx: ctx.clone(),
         storage: storage.clone(),
         advertised_base: format!("http://{}", config.storage_adv_addr.trim_start_matches("http://").trim_end_matches('/')),
     });
     let controller_config = ControllerConfig::default().concurrency(config.concurrent);
+    let watch_config = match &config.watch_label_selector {
+        Some(selector) => WatcherConfig::default().labels(selector),
+        None => WatcherConfig::default(),
+    };
 
     // GitRepositories.
     let (repo_store, repo_writer) = reflector::store::<GitRepository>();
-    let repo_stream = watcher::watcher(Api::<GitRepository>::all(client.clone()), WatcherConfig::default())
+    let repo_stream = watcher::watcher(Api::<GitRepository>::all(client.clone()), watch_config.clone())
         .default_backoff()
         .reflect(repo_writer)
         .applied_objects()
@@ -84,7 +125,7 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
 
     // Kustomizations, re-triggered at once by any change of the source they build from.
     let (ks_store, ks_writer) = reflector::store::<Kustomization>();
-    let ks_stream = watcher::watcher(Api::<Kustomization>::all(client.clone()), WatcherConfig::default())
+    let ks_stream = watcher::watcher(Api::<Kustomization>::all(client.clone()), watch_config.clone())
         .default_backoff()
         .reflect(ks_writer)
         .applied_objects()
@@ -92,7 +133,7 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
     let dependents = ks_store.clone();
     let waiting = ks_store.clone();
     let kustomizations = Controller::for_stream(ks_stream, ks_store)
-        .watches(Api::<GitRepository>::all(client.clone()), WatcherConfig::default(), move |repo: GitRepository| {
+        .watches(Api::<GitRepository>::all(client.clone()), watch_config.clone(), move |repo: GitRepository| {
             let repo_ns = repo.namespace().unwrap_or_default();
             let repo_name = repo.name_any();
             dependents
@@ -108,7 +149,7 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
         })
         // A dependency that becomes Ready releases its dependents at once, not at their next
         // retry.
-        .watches(Api::<Kustomization>::all(client.clone()), WatcherConfig::default(), move |dependency: Kustomization| {
+        .watches(Api::<Kustomization>::all(client.clone()), watch_config, move |dependency: Kustomization| {
             let ready = dependency.status.as_ref().is_some_and(|s| super::conditions::is_true(&s.conditions, "Ready"));
             let (dep_ns, dep_name) = (dependency.namespace().unwrap_or_default(), dependency.name_any());
             waiting
@@ -133,17 +174,43 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
         });
 
     let storage_server = crate::source::server::serve(config.storage_path.clone(), config.storage_addr);
-    let health_server = serve_health(config.health_addr);
-    let metrics_server = serve_metrics(config.metrics_addr, metrics);
     info!(storage = %config.storage_addr, health = %config.health_addr, metrics = %config.metrics_addr, "ferroflux controller started");
-    tokio::select! {
-        _ = async { tokio::join!(repositories, kustomizations) } => {}
-        result = storage_server => result?,
-        result = health_server => result?,
-        result = metrics_server => result?,
+    let outcome = tokio::select! {
+        // Both controllers stop on SIGTERM/SIGINT after their in-flight reconciles finish.
+        _ = async { tokio::join!(repositories, kustomizations) } => Ok::<(), anyhow::Error>(()),
+        result = storage_server => result.map_err(anyhow::Error::from),
+        result = lost => result.map_err(anyhow::Error::from),
+        result = health_server => result.map_err(anyhow::Error::from).and_then(|r| r),
+        result = metrics_server => result.map_err(anyhow::Error::from).and_then(|r| r),
+    };
+    if outcome.is_ok() {
+        if let Some(elector) = elector.as_mut() {
+            elector.release().await;
+        }
     }
     info!("ferroflux controller stopped");
-    Ok(())
+    outcome
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Prometheus `/metrics`.

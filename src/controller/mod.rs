@@ -5,13 +5,16 @@ pub mod artifact;
 pub mod build;
 pub mod conditions;
 pub mod events;
-pub mod health;
 pub mod gitrepository;
+pub mod health;
 pub mod kustomization;
+pub mod leader;
 pub mod manager;
 pub mod metrics;
 pub mod substitute;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::{Client, Resource};
@@ -19,29 +22,75 @@ use tracing::warn;
 
 use crate::apply::Applier;
 
+/// Process-wide settings of the reconcilers, from `ferroflux controller`'s flags.
+#[derive(Clone, Debug, Default)]
+pub struct ControllerOptions {
+    /// `--no-cross-namespace-refs`: a Kustomization may only use sources and dependencies in its
+    /// own namespace.
+    pub no_cross_namespace_refs: bool,
+    /// `--default-service-account`: the ServiceAccount (in the Kustomization's namespace) to
+    /// impersonate when `spec.serviceAccountName` is empty. Unset: the controller's own identity.
+    pub default_service_account: Option<String>,
+    /// Remote (URL) bases in kustomizations; `--no-remote-bases` turns them off.
+    pub enable_remote_bases: bool,
+}
+
 /// Everything a reconcile needs, shared by all reconciles.
 pub struct Context {
     pub client: Client,
+    /// The configuration `client` was made from; impersonating clients are derived from it.
+    config: Option<kube::Config>,
+    pub options: ControllerOptions,
     pub recorder: events::EventRecorder,
-    pub applier: Applier,
+    /// The applier acting as the controller itself.
+    pub applier: Arc<Applier>,
+    /// Appliers impersonating ServiceAccounts, by user name (`system:serviceaccount:ns:name`).
+    impersonating: tokio::sync::Mutex<HashMap<String, Arc<Applier>>>,
     pub artifacts: artifact::ArtifactCache,
-    pub metrics: std::sync::Arc<metrics::Metrics>,
+    pub metrics: Arc<metrics::Metrics>,
     /// Per Kustomization (`namespace/name`): what was last applied, so that a reconcile where
     /// nothing changed costs a few LIST requests instead of a dry-run per object.
-    pub applied: tokio::sync::Mutex<std::collections::HashMap<String, crate::apply::AppliedState>>,
+    pub applied: tokio::sync::Mutex<HashMap<String, crate::apply::AppliedState>>,
 }
 
 impl Context {
-    pub fn new(client: Client, artifacts: artifact::ArtifactCache, metrics: std::sync::Arc<metrics::Metrics>) -> Self {
+    /// `config` is what `client` was made from; without it, ServiceAccount impersonation is
+    /// refused with a clear error.
+    pub fn new(client: Client, config: Option<kube::Config>, options: ControllerOptions, artifacts: artifact::ArtifactCache, metrics: Arc<metrics::Metrics>) -> Self {
         let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "ferroflux".into());
         Context {
             recorder: events::EventRecorder::new(client.clone(), "ferroflux", &instance),
-            applier: Applier::new(client.clone()),
+            applier: Arc::new(Applier::new(client.clone())),
             client,
+            config,
+            options,
+            impersonating: tokio::sync::Mutex::new(HashMap::new()),
             artifacts,
             metrics,
-            applied: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+            applied: tokio::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The applier that acts for `service_account` in `namespace` (Kubernetes impersonation:
+    /// every apply, prune and read of applied objects is authorized as that ServiceAccount), or
+    /// the controller's own applier when there is none.
+    pub async fn applier_as(&self, namespace: &str, service_account: Option<&str>) -> Result<Arc<Applier>, kube::Error> {
+        let Some(account) = service_account.or(self.options.default_service_account.as_deref()).filter(|a| !a.is_empty()) else {
+            return Ok(self.applier.clone());
+        };
+        let user = format!("system:serviceaccount:{namespace}:{account}");
+        let mut appliers = self.impersonating.lock().await;
+        if let Some(applier) = appliers.get(&user) {
+            return Ok(applier.clone());
+        }
+        let mut config = self.config.clone().ok_or_else(|| {
+            kube::Error::Service("ServiceAccount impersonation needs the controller's kube config, which this process does not have".into())
+        })?;
+        config.auth_info.impersonate = Some(user.clone());
+        config.auth_info.impersonate_groups = None;
+        let applier = Arc::new(Applier::new(Client::try_from(config)?));
+        appliers.insert(user, applier.clone());
+        Ok(applier)
     }
 
     /// Records a Kubernetes Event on `object`. Failing to record is logged, never fatal: the

@@ -362,7 +362,6 @@ pub struct ControllerProcess {
     pub storage_base: String,
     pub metrics_url: String,
     pub log: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 static CONTROLLER: OnceLock<ControllerProcess> = OnceLock::new();
@@ -374,48 +373,97 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Starts the controller (once); the CRDs must be installed first.
+/// A `ferroflux controller` process of a test's own, with a folder for storage and log.
+pub struct SpawnedController {
+    pub child: std::process::Child,
+    pub storage_base: String,
+    pub health_url: String,
+    pub metrics_url: String,
+    pub log: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl SpawnedController {
+    /// The controller's log so far, for assertion messages.
+    pub fn log_tail(&self) -> String {
+        tail(&self.log)
+    }
+}
+
+impl Drop for SpawnedController {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Starts a `ferroflux controller` with free loopback ports and `extra` flags.
+pub fn spawn_controller(extra: &[&str]) -> SpawnedController {
+    let dir = tempfile::Builder::new().prefix("ferroflux-controller-").tempdir().expect("temp dir");
+    let storage_port = free_port();
+    let health_port = free_port();
+    let metrics_port = free_port();
+    let log = dir.path().join("controller.log");
+    let log_file = std::fs::File::create(&log).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_ferroflux"))
+        .arg("controller")
+        .arg("--storage-path")
+        .arg(dir.path().join("storage"))
+        .arg("--storage-addr")
+        .arg(format!("127.0.0.1:{storage_port}"))
+        .arg("--health-addr")
+        .arg(format!("127.0.0.1:{health_port}"))
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .args(extra)
+        .env("KUBECONFIG", kubeconfig())
+        .env("RUST_LOG", "info,ferroflux=debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone().expect("log file"))
+        .stderr(log_file)
+        .spawn()
+        .expect("starting ferroflux controller");
+    cleanup_on_exit(&format!("kill {} 2>/dev/null; sleep 1; rm -rf '{}'", child.id(), dir.path().display()));
+    SpawnedController {
+        child,
+        storage_base: format!("http://127.0.0.1:{storage_port}"),
+        health_url: format!("http://127.0.0.1:{health_port}"),
+        metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+        log,
+        dir,
+    }
+}
+
+/// The label that sends an object to a shard of its own (Flux's sharding key): the shared
+/// controller leaves such objects alone, so a test can run controllers of its own.
+pub const SHARD_LABEL: &str = "sharding.fluxcd.io/key";
+
+/// Starts the shared controller (once); the CRDs must be installed first. It reconciles every
+/// object without a shard label.
 pub fn controller() -> &'static ControllerProcess {
     CONTROLLER.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("ferroflux-controller-").tempdir().expect("temp dir");
-        let storage_port = free_port();
-        let health_port = free_port();
-        let metrics_port = free_port();
-        let log = dir.path().join("controller.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ferroflux"))
-            .arg("controller")
-            .arg("--storage-path")
-            .arg(dir.path().join("storage"))
-            .arg("--storage-addr")
-            .arg(format!("127.0.0.1:{storage_port}"))
-            .arg("--health-addr")
-            .arg(format!("127.0.0.1:{health_port}"))
-            .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{metrics_port}"))
-            .env("KUBECONFIG", kubeconfig())
-            .env("RUST_LOG", "info,ferroflux=debug")
-            .stdin(std::process::Stdio::null())
-            .stdout(log_file.try_clone().expect("log file"))
-            .stderr(log_file)
-            .spawn()
-            .expect("starting ferroflux controller");
-        cleanup_on_exit(&format!("kill {}; sleep 1; rm -rf '{}'", child.id(), dir.path().display()));
-        ControllerProcess {
-            storage_base: format!("http://127.0.0.1:{storage_port}"),
-            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
-            log,
-            _dir: dir,
-        }
+        let spawned = spawn_controller(&["--watch-label-selector", &format!("!{SHARD_LABEL}")]);
+        let process = ControllerProcess {
+            storage_base: spawned.storage_base.clone(),
+            metrics_url: spawned.metrics_url.clone(),
+            log: spawned.log.clone(),
+        };
+        // Lives as long as the test process; the exit hook kills it.
+        std::mem::forget(spawned);
+        process
     })
 }
 
 impl ControllerProcess {
     /// The controller's log so far, for assertion messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        tail(&self.log)
     }
 }
 

@@ -346,3 +346,34 @@ async fn service_account_name_applies_with_only_that_accounts_rights() {
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     assert!(services.get_opt("hello-world-flask").await.expect("get").is_none());
 }
+
+#[tokio::test]
+async fn a_new_revision_cancels_a_running_health_wait() {
+    let (client, ns) = setup("ks-health-cancel").await;
+    // No simulated node: the Deployment's Pods never become Ready, so the health wait would run
+    // into its 10-minute timeout.
+    let repo = TestRepo::new(&format!("{ns}-health-cancel"));
+    let stuck = repo.commit(&[("deployment.yaml", DEPLOYMENT)], "never available");
+    support::create_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
+    support::create_example(&client, &ns, "examples/v1/fluxcd-kustomize.yaml", json!({"targetNamespace": ns, "interval": "1h", "wait": true, "timeout": "10m"}))
+        .await;
+    let kustomizations: Api<Kustomization> = Api::namespaced(client.clone(), &ns);
+    support::wait_for(Duration::from_secs(60), || {
+        let kustomizations = kustomizations.clone();
+        let stuck = stuck.clone();
+        async move {
+            kustomizations.get("hello-world-flask").await.ok().and_then(|k| k.status).and_then(|s| s.last_attempted_revision).is_some_and(|r| r.contains(&stuck))
+        }
+    })
+    .await
+    .expect("the first revision is being applied");
+
+    // The fix: zero replicas is healthy at once. It is applied without waiting out the timeout.
+    let fixed = repo.commit(&[("deployment.yaml", &DEPLOYMENT.replace("replicas: 2", "replicas: 0"))], "scale to zero");
+    let ks = wait_ks(&client, &ns, "hello-world-flask", "True", &format!("main@sha1:{fixed}")).await;
+    let healthy = ks.status.expect("status").conditions.into_iter().find(|c| c.type_ == "Healthy").expect("Healthy");
+    assert_eq!(healthy.status, "True");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let reasons: Vec<String> = events.list(&Default::default()).await.expect("events").items.into_iter().filter_map(|e| e.reason).collect();
+    assert!(reasons.iter().any(|r| r == "HealthCheckCanceled"), "{reasons:?}");
+}

@@ -179,7 +179,16 @@ async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus
     }
     status.inventory = Some(inventory(new_inventory.iter().chain(kept_for_retry.iter())));
 
-    let unhealthy = check_health(ks, &applier, &new_inventory).await?;
+    let source = source_key("GitRepository", &ks.spec.source_ref.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default()), &ks.spec.source_ref.name);
+    if ks.spec.wait == Some(true) || ks.spec.health_checks.as_ref().is_some_and(|h| !h.is_empty()) {
+        // Say what is going on while the wait runs, as Flux does: `kubectl get` shows it.
+        let message = format!("Running health checks for revision {} with a timeout of {:?}", artifact.revision, timeout(ks));
+        conditions::set(&mut status.conditions, meta::RECONCILING, Status::True, meta::PROGRESSING, &message, ks.meta().generation, &now());
+        if let Err(e) = write_status(ctx, ks, status).await {
+            warn!(error = %e, "writing the progress status");
+        }
+    }
+    let unhealthy = check_health(ks, ctx, &applier, &new_inventory, (&source, &artifact.revision)).await?;
     Ok(Outcome { revision: artifact.revision, changes, unhealthy })
 }
 
@@ -380,8 +389,15 @@ async fn substitution_vars(ks: &Kustomization, client: &kube::Client, post_build
     Ok(vars)
 }
 
-/// Waits for the health of the applied objects (`wait: true`) or of `healthChecks`.
-async fn check_health(ks: &Kustomization, applier: &Applier, applied: &[(ObjectId, String)]) -> Result<Option<String>, Failure> {
+/// The key of a source in [`Context::source_revision`].
+pub fn source_key(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{kind}/{namespace}/{name}")
+}
+
+/// Waits for the health of the applied objects (`wait: true`) or of `healthChecks`. Gives way
+/// when the source (`source`: key and the revision being applied) gets a newer revision, so a
+/// fix pushed for a broken rollout is applied at once instead of after the timeout.
+async fn check_health(ks: &Kustomization, ctx: &Context, applier: &Applier, applied: &[(ObjectId, String)], source: (&str, &str)) -> Result<Option<String>, Failure> {
     let targets: Vec<(ObjectId, String)> = if ks.spec.wait == Some(true) {
         applied.to_vec()
     } else {
@@ -423,6 +439,14 @@ async fn check_health(ks: &Kustomization, applier: &Applier, applied: &[(ObjectI
         }
         if pending.is_empty() {
             return Ok(None);
+        }
+        let (source_key, applying) = source;
+        if let Some(newer) = ctx.source_revision(source_key).filter(|r| r != applying) {
+            return Err(Failure::new(
+                ks_reason::HEALTH_CHECK_CANCELED,
+                format!("health check canceled: new revision {newer} of {source_key} detected while waiting for [{}]", pending.join(", ")),
+                Duration::from_millis(1),
+            ));
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(Failure::new(

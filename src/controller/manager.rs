@@ -132,10 +132,15 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
         .predicate_filter(trigger_hash, Default::default());
     let dependents = ks_store.clone();
     let waiting = ks_store.clone();
+    let watching_ctx = ctx.clone();
     let kustomizations = Controller::for_stream(ks_stream, ks_store)
         .watches(Api::<GitRepository>::all(client.clone()), watch_config.clone(), move |repo: GitRepository| {
             let repo_ns = repo.namespace().unwrap_or_default();
             let repo_name = repo.name_any();
+            watching_ctx.observe_source_revision(
+                kustomization::source_key("GitRepository", &repo_ns, &repo_name),
+                repo.status.as_ref().and_then(|s| s.artifact.as_ref()).map(|a| a.revision.clone()),
+            );
             dependents
                 .state()
                 .into_iter()

@@ -51,6 +51,9 @@ pub struct Context {
     /// Per Kustomization (`namespace/name`): what was last applied, so that a reconcile where
     /// nothing changed costs a few LIST requests instead of a dry-run per object.
     pub applied: tokio::sync::Mutex<HashMap<String, crate::apply::AppliedState>>,
+    /// The newest artifact revision of each source (`GitRepository/ns/name`), kept current by
+    /// the manager's watch: a running health wait gives way as soon as it changes.
+    pub source_revisions: std::sync::RwLock<HashMap<String, String>>,
 }
 
 impl Context {
@@ -68,6 +71,7 @@ impl Context {
             artifacts,
             metrics,
             applied: tokio::sync::Mutex::new(HashMap::new()),
+            source_revisions: std::sync::RwLock::new(HashMap::new()),
         }
     }
 
@@ -91,6 +95,21 @@ impl Context {
         let applier = Arc::new(Applier::new(Client::try_from(config)?));
         appliers.insert(user, applier.clone());
         Ok(applier)
+    }
+
+    /// Remembers the newest artifact revision of a source.
+    pub fn observe_source_revision(&self, key: String, revision: Option<String>) {
+        if let Ok(mut revisions) = self.source_revisions.write() {
+            match revision {
+                Some(revision) => revisions.insert(key, revision),
+                None => revisions.remove(&key),
+            };
+        }
+    }
+
+    /// The newest artifact revision seen for a source, if the manager watches it.
+    pub fn source_revision(&self, key: &str) -> Option<String> {
+        self.source_revisions.read().ok().and_then(|r| r.get(key).cloned())
     }
 
     /// Records a Kubernetes Event on `object`. Failing to record is logged, never fatal: the

@@ -26,6 +26,9 @@ pub mod condition {
     pub const ARTIFACT_FAILED: &str = "ArtifactFailed";
     pub const BUILD_FAILED: &str = "BuildFailed";
     pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
+    /// A new source revision arrived while waiting for health: the wait is abandoned and the new
+    /// revision applied at once.
+    pub const HEALTH_CHECK_CANCELED: &str = "HealthCheckCanceled";
     pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
     pub const RECONCILIATION_SUCCEEDED: &str = "ReconciliationSucceeded";
     pub const RECONCILIATION_FAILED: &str = "ReconciliationFailed";

@@ -137,7 +137,15 @@ async fn objects_of_another_shard_are_left_alone() {
     let untouched = repositories.get("unsharded-elsewhere").await.expect("get");
     assert!(untouched.status.is_none_or(|s| s.artifact.is_none()), "a shard's object was reconciled by the main controller");
 
-    // A controller for that shard picks it up.
-    let _shard = support::spawn_controller(&["--watch-label-selector", &format!("{SHARD_LABEL}={ns}")]);
+    // A controller for that shard picks it up. (It logs JSON, one object a line, for log
+    // collectors.)
+    let shard = support::spawn_controller(&["--watch-label-selector", &format!("{SHARD_LABEL}={ns}"), "--log-encoding", "json"]);
     wait_repository_ready(&client, &ns, "unsharded-elsewhere", &commit).await;
+    let log = std::fs::read_to_string(&shard.log).expect("log");
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(entry.get("level").is_some() && entry.get("timestamp").is_some(), "{line}");
+    }
 }

@@ -116,7 +116,7 @@ pub enum Command {
 /// Failures of the CLI's verbs, each saying what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("cannot load the kubeconfig: {0}; name one with --kubeconfig or KUBECONFIG")]
+    #[error("cannot load the kubeconfig: {0}; name the file with --kubeconfig or KUBECONFIG, and the context with --context")]
     Kubeconfig(String),
     #[error("{kind} '{name}' not found in namespace '{namespace}'; list them with `ferroflux get {target} -A`")]
     NotFound { kind: &'static str, name: String, namespace: String, target: &'static str },
@@ -126,7 +126,7 @@ pub enum CliError {
     Suspended { kind: &'static str, name: String, namespace: String, target: &'static str },
     #[error("{kind} reconciliation failed: '{message}'; see `ferroflux events --for {kind}/{name} -n {namespace}`")]
     ReconciliationFailed { kind: &'static str, name: String, namespace: String, message: String },
-    #[error("timed out after {waited:?} waiting for {kind} '{name}' ({last}); raise --timeout, and check that the controller runs and `ferroflux events --for {kind}/{name} -n {namespace}`")]
+    #[error("timed out after {waited:?} waiting for {kind} '{name}' ({last}); check that the controller runs, see `ferroflux events --for {kind}/{name} -n {namespace}`, or raise --timeout")]
     Timeout { kind: &'static str, name: String, namespace: String, waited: Duration, last: String },
     #[error("{0}")]
     Usage(String),
@@ -169,12 +169,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// A client for the cluster `args` names, resolved as kubectl resolves it.
 pub async fn client(args: &ClusterArgs) -> Result<Client, CliError> {
     let options = KubeConfigOptions { context: args.context.clone(), ..KubeConfigOptions::default() };
-    let config = match &args.kubeconfig {
-        Some(path) => {
+    let from_env = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty());
+    let config = match (&args.kubeconfig, from_env) {
+        (Some(path), _) => {
             let kubeconfig = Kubeconfig::read_from(path).map_err(|e| CliError::Kubeconfig(format!("{}: {e}", path.display())))?;
             Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| CliError::Kubeconfig(e.to_string()))?
         }
-        None => match Config::from_kubeconfig(&options).await {
+        (None, Some(list)) => {
+            let kubeconfig = merged_kubeconfig(&list)?;
+            Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| CliError::Kubeconfig(e.to_string()))?
+        }
+        (None, None) => match Config::from_kubeconfig(&options).await {
             Ok(config) => config,
             // No kubeconfig at all: inside a pod, the service account.
             Err(kubeconfig_error) if args.context.is_none() => {
@@ -184,6 +189,20 @@ pub async fn client(args: &ClusterArgs) -> Result<Client, CliError> {
         },
     };
     Client::try_from(config).map_err(|e| CliError::Kubeconfig(e.to_string()))
+}
+
+/// The files of `KUBECONFIG` merged as kubectl merges them: the first file to set a value wins,
+/// and files that do not exist are skipped.
+fn merged_kubeconfig(list: &std::ffi::OsStr) -> Result<Kubeconfig, CliError> {
+    let mut merged: Option<Kubeconfig> = None;
+    for path in std::env::split_paths(list).filter(|p| p.is_file()) {
+        let next = Kubeconfig::read_from(&path).map_err(|e| CliError::Kubeconfig(format!("{}: {e}", path.display())))?;
+        merged = Some(match merged {
+            None => next,
+            Some(first) => first.merge(next).map_err(|e| CliError::Kubeconfig(e.to_string()))?,
+        });
+    }
+    merged.ok_or_else(|| CliError::Kubeconfig(format!("none of the files in KUBECONFIG={} exists", list.to_string_lossy())))
 }
 
 /// The API of one of our kinds in `namespace`, or in all namespaces.

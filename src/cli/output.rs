@@ -1,5 +1,5 @@
 //! How the CLI prints, as Flux does: progress lines on stderr with Flux's symbols (► action,
-//! ✔ success, ◎ waiting, ⚠ warning; ✗ failure is printed by `main`), tables on stdout with
+//! ✔ success, ◎ waiting, ✗ failure; a returned error is printed with ✗ by `main`), tables on stdout with
 //! upper-case headers and tab-padded columns. Pure formatting lives here, so it is unit-tested.
 
 use std::time::Duration;
@@ -17,11 +17,6 @@ pub fn success(message: impl std::fmt::Display) {
 /// `◎ waiting for Kustomization reconciliation`
 pub fn waiting(message: impl std::fmt::Display) {
     eprintln!("◎ {message}");
-}
-
-/// `⚠ ...`, something that does not fail the command.
-pub fn warning(message: impl std::fmt::Display) {
-    eprintln!("⚠️ {message}");
 }
 
 /// `✗ ...`, a failure that does not stop the command (others are returned as errors).

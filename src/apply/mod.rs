@@ -125,6 +125,16 @@ fn manifest_digest(object: &Value) -> String {
     hex::encode(Sha256::digest(serde_json::to_vec(object).unwrap_or_default()))
 }
 
+/// One object's server-side dry-run next to the live object.
+#[derive(Clone, Debug)]
+pub struct DryRun {
+    pub id: ObjectId,
+    /// The live object; `None` when it does not exist yet.
+    pub live: Option<Value>,
+    /// The object as applying would leave it, or why the API server refused.
+    pub result: Result<Value, String>,
+}
+
 /// Settings of one apply.
 #[derive(Clone, Debug, Default)]
 pub struct ApplyOptions {
@@ -216,6 +226,37 @@ impl Applier {
             .await
             .map_err(|e| ApplyError::Api { context: format!("reading {id}"), source: e })?;
         Ok(live.and_then(|o| serde_json::to_value(o).ok()))
+    }
+
+    /// Server-side dry-runs of every object, applied as ferroflux applies them (field manager
+    /// `ferroflux`, forced), with nothing written: what `ferroflux diff` compares with the live
+    /// objects. A kind the server does not know, or a dry-run the server rejects, is reported for
+    /// that object alone.
+    pub async fn dry_run_all(&self, objects: Vec<Value>) -> Result<Vec<DryRun>, ApplyError> {
+        let dry_run = PatchParams { dry_run: true, ..PatchParams::apply(FIELD_MANAGER).force() };
+        // Without `force`, an immutable field change is reported, not planned as a re-creation.
+        let opts = ApplyOptions::default();
+        let mut results = Vec::with_capacity(objects.len());
+        let mut resolved = Vec::with_capacity(objects.len());
+        for (index, object) in objects.into_iter().enumerate() {
+            let (id, _) = ObjectId::of(&object, index)?;
+            match self.resolve(index, object).await {
+                Ok(r) => resolved.push(r),
+                Err(e) => results.push(DryRun { id, live: None, result: Err(e.to_string()) }),
+            }
+        }
+        let planning: Vec<_> = resolved.iter().map(|r| self.plan(r, &opts, &dry_run)).collect();
+        let planned: Vec<Result<Plan, ApplyError>> = stream::iter(planning).buffered(CONCURRENCY).collect().await;
+        for (r, plan) in resolved.iter().zip(planned) {
+            let Plan { live, dry, failure } = plan?;
+            let to_value = |o: DynamicObject| serde_json::to_value(o).unwrap_or(Value::Null);
+            let result = match (dry, failure) {
+                (Some(dry), _) => Ok(to_value(dry)),
+                (None, failure) => Err(failure.unwrap_or_else(|| "the dry-run returned nothing".to_owned())),
+            };
+            results.push(DryRun { id: r.id.clone(), live: live.map(to_value), result });
+        }
+        Ok(results)
     }
 
     /// Applies all objects: first the cluster definitions (CRDs, Namespaces, ClusterRoles), waited
@@ -553,17 +594,21 @@ fn is_immutable_field_error(message: &str) -> bool {
 /// Whether a dry-run (or apply) result equals the live object, ignoring bookkeeping the server
 /// changes on every write and `status`, which controllers write concurrently and we never apply.
 fn same_content(live: &DynamicObject, dry_run: &DynamicObject) -> bool {
-    fn comparable(o: &DynamicObject) -> Value {
-        let mut value = serde_json::to_value(o).unwrap_or(Value::Null);
-        if let Some(object) = value.as_object_mut() {
-            object.remove("status");
-        }
-        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-            for key in ["managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink"] {
-                meta.remove(key);
-            }
-        }
-        value
+    let value = |o: &DynamicObject| comparable(serde_json::to_value(o).unwrap_or(Value::Null));
+    value(live) == value(dry_run)
+}
+
+/// An object without what the server manages on every write (`managedFields`,
+/// `resourceVersion`, `generation`, `creationTimestamp`, `uid`, `selfLink`) and without `status`:
+/// what is left is what applying can change.
+pub fn comparable(mut value: Value) -> Value {
+    if let Some(object) = value.as_object_mut() {
+        object.remove("status");
     }
-    comparable(live) == comparable(dry_run)
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        for key in ["managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink"] {
+            meta.remove(key);
+        }
+    }
+    value
 }

@@ -2,12 +2,14 @@
 //! patches, images, components, the v1beta2 patch lists) merged into the kustomization at
 //! `spec.path`, or into the one Flux generates where the path has none; then `commonMetadata`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use kube::ResourceExt;
 use serde_json::Value;
 
-use crate::api::kustomize::v1::KustomizationSpec;
-use crate::api::kustomize::{Image, Patch, Selector};
+use crate::api::kustomize::v1::{Kustomization, KustomizationSpec};
+use crate::api::kustomize::{Image, NAME_LABEL, NAMESPACE_LABEL, Patch, Selector};
 use crate::kustomize::{self, BuildOptions, Overlay, file};
 
 fn selector(s: &Selector) -> file::Selector {
@@ -77,4 +79,31 @@ pub fn build_with(root: &Path, dir: &Path, spec: &KustomizationSpec, enable_remo
         );
     }
     Ok(objects)
+}
+
+/// The owner labels Flux puts on every object of a Kustomization (the controller when applying,
+/// the CLI when building and diffing).
+pub fn owner_labels(ks: &Kustomization) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NAME_LABEL.to_owned(), ks.name_any()),
+        (NAMESPACE_LABEL.to_owned(), ks.namespace().unwrap_or_default()),
+    ])
+}
+
+/// Sets `labels` on every object.
+pub fn add_labels(objects: Vec<Value>, labels: &BTreeMap<String, String>) -> Vec<Value> {
+    objects
+        .into_iter()
+        .map(|mut object| {
+            if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                let entry = meta.entry("labels").or_insert_with(|| Value::Object(Default::default()));
+                if let Some(map) = entry.as_object_mut() {
+                    for (k, v) in labels {
+                        map.insert(k.clone(), Value::String(v.clone()));
+                    }
+                }
+            }
+            object
+        })
+        .collect()
 }

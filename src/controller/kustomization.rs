@@ -4,7 +4,7 @@
 //! Every failure a user can cause ends as `Ready=False` with Flux's reason and a message, and an
 //! Event; nothing of a failed stage is written and the inventory (the last good revision) stays.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::{info, instrument, warn};
 
+use super::build::owner_labels;
 use super::conditions::{self, Status};
 use super::health::{Health, health};
 use super::{Context, Failure, ReconcileError, now, with_jitter};
@@ -24,7 +25,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use crate::api::kustomize::v1::{DeletionPolicy, Kustomization, KustomizationStatus, SourceKind};
 use crate::api::kustomize::{PostBuild, SubstituteKind};
 use crate::api::kustomize::{
-    NAME_LABEL, NAMESPACE_LABEL, ResourceInventory, ResourceRef, condition as ks_reason,
+    ResourceInventory, ResourceRef, condition as ks_reason,
 };
 use crate::api::meta::{RECONCILE_REQUEST_ANNOTATION, condition as meta, parse_duration};
 use crate::api::source::v1::GitRepository;
@@ -56,14 +57,6 @@ pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Acti
 pub fn error_policy(_ks: Arc<Kustomization>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
     warn!(%error, "reconcile failed");
     Action::requeue(Duration::from_secs(10))
-}
-
-/// The owner labels Flux puts on every object of a Kustomization.
-fn owner_labels(ks: &Kustomization) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (NAME_LABEL.to_owned(), ks.name_any()),
-        (NAMESPACE_LABEL.to_owned(), ks.namespace().unwrap_or_default()),
-    ])
 }
 
 async fn apply(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -228,7 +221,7 @@ fn inventory<'a>(entries: impl Iterator<Item = &'a (ObjectId, String)>) -> Resou
 }
 
 /// The inventory's objects with their full API version.
-fn inventory_entries(inventory: Option<&ResourceInventory>) -> Vec<(ObjectId, String)> {
+pub fn inventory_entries(inventory: Option<&ResourceInventory>) -> Vec<(ObjectId, String)> {
     inventory
         .map(|inv| {
             inv.entries
@@ -332,21 +325,7 @@ async fn build(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Path
             super::substitute::substitute_objects(objects, &vars).map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?
         }
     };
-    let labels = owner_labels(ks);
-    Ok(objects
-        .into_iter()
-        .map(|mut object| {
-            if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-                let entry = meta.entry("labels").or_insert_with(|| json!({}));
-                if let Some(map) = entry.as_object_mut() {
-                    for (k, v) in &labels {
-                        map.insert(k.clone(), Value::String(v.clone()));
-                    }
-                }
-            }
-            object
-        })
-        .collect())
+    Ok(super::build::add_labels(objects, &owner_labels(ks)))
 }
 
 /// `postBuild`'s variables: `substituteFrom` ConfigMaps and Secrets in order (a later one wins),

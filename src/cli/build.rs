@@ -1,0 +1,128 @@
+//! `ferroflux build ks NAME --path DIR`: build a local directory as the Kustomization NAME in the
+//! cluster would build it (its targetNamespace, prefix, patches, images, components,
+//! commonMetadata, `postBuild.substitute`, Flux's owner labels) and print the objects.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use kube::Client;
+use serde_json::Value;
+
+use super::status::FluxKind;
+use super::{ClusterArgs, CliError};
+use crate::api::Kustomization;
+
+#[derive(Subcommand, Debug)]
+pub enum BuildTarget {
+    /// Build DIR with the settings of the Kustomization NAME.
+    #[command(alias = "ks", alias = "kustomizations")]
+    Kustomization(LocalBuild),
+}
+
+/// A Kustomization in the cluster and the local directory to build in its place.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LocalBuild {
+    /// The Kustomization's name.
+    pub name: String,
+    /// The local directory to build, in place of the Kustomization's `spec.path` in its source.
+    #[arg(long)]
+    pub path: PathBuf,
+    /// Files may be read from anywhere inside this folder, as the controller reads anywhere inside
+    /// the source artifact (default: the Git work tree holding --path, else --path itself).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+}
+
+pub async fn run(cluster: &ClusterArgs, target: BuildTarget) -> Result<(), CliError> {
+    let BuildTarget::Kustomization(local) = target;
+    let client = super::client(cluster).await?;
+    let (_, objects) = build(&client, &cluster.namespace, &local).await?;
+    print!("{}", crate::kustomize::to_yaml(&objects));
+    Ok(())
+}
+
+/// Reads the Kustomization and builds the local directory with its settings.
+pub async fn build(client: &Client, ns: &str, local: &LocalBuild) -> Result<(Kustomization, Vec<Value>), CliError> {
+    let object = super::get_object(client, FluxKind::Kustomization, ns, &local.name).await?;
+    let ks: Kustomization = serde_json::from_value(object)
+        .map_err(|e| CliError::Usage(format!("Kustomization '{}' in namespace '{ns}' cannot be read: {e}", local.name)))?;
+    let dir = std::fs::canonicalize(&local.path)
+        .map_err(|e| CliError::Usage(format!("--path {}: {e}; give the local directory to build", local.path.display())))?;
+    if !dir.is_dir() {
+        return Err(CliError::Usage(format!("--path {} is not a directory", local.path.display())));
+    }
+    let root = match &local.root {
+        Some(root) => std::fs::canonicalize(root).map_err(|e| CliError::Usage(format!("--root {}: {e}", root.display())))?,
+        None => default_root(&dir),
+    };
+    let objects = build_local(&ks, &root, &dir)?;
+    Ok((ks, objects))
+}
+
+/// The folder files may be read from: the Git work tree holding `dir` (what the source artifact
+/// would hold), else `dir` itself.
+pub fn default_root(dir: &Path) -> PathBuf {
+    dir.ancestors().find(|d| d.join(".git").exists()).unwrap_or(dir).to_path_buf()
+}
+
+/// The controller's build, on a local folder: the Flux overlay, `postBuild.substitute`, owner
+/// labels.
+pub fn build_local(ks: &Kustomization, root: &Path, dir: &Path) -> Result<Vec<Value>, CliError> {
+    let objects = crate::controller::build::build(root, dir, &ks.spec)
+        .map_err(|e| CliError::Usage(format!("building {}: {e}", dir.display())))?;
+    let objects = match &ks.spec.post_build {
+        None => objects,
+        Some(post_build) => {
+            if post_build.substitute_from.as_ref().is_some_and(|s| !s.is_empty()) {
+                return Err(CliError::Usage(
+                    "this Kustomization uses postBuild.substituteFrom, which ferroflux's build and diff cannot resolve yet \
+                     (only postBuild.substitute); the controller applies it in the cluster"
+                        .to_owned(),
+                ));
+            }
+            let vars = post_build.substitute.clone().unwrap_or_default();
+            crate::controller::substitute::substitute_objects(objects, &vars).map_err(|e| CliError::Usage(e.to_string()))?
+        }
+    };
+    Ok(crate::controller::build::add_labels(objects, &crate::controller::build::owner_labels(ks)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn builds_with_the_kustomizations_settings_and_owner_labels() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  cluster: ${cluster}\n",
+        )
+        .expect("write");
+        let ks: Kustomization = serde_json::from_value(json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "metadata": {"name": "apps", "namespace": "flux-system"},
+            "spec": {"interval": "5m", "prune": true, "sourceRef": {"kind": "GitRepository", "name": "repo"},
+                     "targetNamespace": "prod", "namePrefix": "p-", "postBuild": {"substitute": {"cluster": "eu-1"}}}
+        }))
+        .expect("a Kustomization");
+        let objects = build_local(&ks, dir.path(), dir.path()).expect("built");
+        assert_eq!(objects.len(), 1);
+        assert_eq!(objects[0]["metadata"]["name"], "p-settings");
+        assert_eq!(objects[0]["metadata"]["namespace"], "prod");
+        assert_eq!(objects[0]["data"]["cluster"], "eu-1");
+        assert_eq!(objects[0]["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/name"], "apps");
+        assert_eq!(objects[0]["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/namespace"], "flux-system");
+    }
+
+    #[test]
+    fn the_default_root_is_the_git_work_tree() {
+        let top = tempfile::tempdir().expect("temp dir");
+        let apps = top.path().join("apps/prod");
+        std::fs::create_dir_all(&apps).expect("mkdir");
+        assert_eq!(default_root(&apps), apps);
+        std::fs::create_dir(top.path().join(".git")).expect("mkdir");
+        assert_eq!(default_root(&apps), top.path());
+    }
+}

@@ -365,3 +365,31 @@ fn completions_are_printed_for_each_shell() {
         assert!(script.contains("ferroflux") && script.contains("reconcile"), "{shell}: {script}");
     }
 }
+
+#[tokio::test]
+async fn build_resolves_substitute_from_with_the_callers_rights() {
+    let (client, ns) = cluster("cli-build-vars").await;
+    let configs: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let vars = serde_json::from_value(json!({"metadata": {"name": "cluster-vars"}, "data": {"region": "eu-1", "tier": "silver"}})).expect("cm");
+    configs.create(&Default::default(), &vars).await.expect("vars");
+    support::create_object(&client, &ns, json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "vars", "labels": {support::SHARD_LABEL: "nobody"}},
+        "spec": {"interval": "1h", "path": "./", "prune": true, "sourceRef": {"kind": "GitRepository", "name": "absent"},
+                 "postBuild": {"substitute": {"tier": "gold"}, "substituteFrom": [{"kind": "ConfigMap", "name": "cluster-vars"}]}}
+    }))
+    .await
+    .expect("creating the Kustomization");
+    let local = tempfile::tempdir().expect("temp dir");
+    write_tree(local.path(), &[("config.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rendered\ndata:\n  region: ${region}\n  tier: ${tier}\n")]);
+    let (out, _) = ok(&ns, &["build", "ks", "vars", "--path", local.path().to_str().expect("utf-8 path")]);
+    assert!(out.contains("region: eu-1") && out.contains("tier: gold"), "{out}");
+
+    // A ConfigMap that is not there and not optional: the error names it.
+    let patch = json!({"spec": {"postBuild": {"substituteFrom": [{"kind": "ConfigMap", "name": "absent"}]}}});
+    let kustomizations: Api<Kustomization> = Api::namespaced(client.clone(), &ns);
+    kustomizations.patch("vars", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.expect("patch");
+    let out = ferroflux(&ns, &["build", "ks", "vars", "--path", local.path().to_str().expect("utf-8 path")]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("substitute from 'ConfigMap/absent' failed"), "{}", stderr(&out));
+}

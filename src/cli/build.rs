@@ -1,7 +1,9 @@
 //! `ferroflux build ks NAME --path DIR`: build a local directory as the Kustomization NAME in the
 //! cluster would build it (its targetNamespace, prefix, patches, images, components,
-//! commonMetadata, `postBuild.substitute`, Flux's owner labels) and print the objects.
+//! commonMetadata, `postBuild.substitute` and `substituteFrom`, Flux's owner labels) and print
+//! the objects.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
@@ -55,7 +57,13 @@ pub async fn build(client: &Client, ns: &str, local: &LocalBuild) -> Result<(Kus
         Some(root) => std::fs::canonicalize(root).map_err(|e| CliError::Usage(format!("--root {}: {e}", root.display())))?,
         None => default_root(&dir),
     };
-    let objects = build_local(&ks, &root, &dir)?;
+    // `substituteFrom` is read from the cluster with the caller's rights, as the controller reads
+    // it with the Kustomization's.
+    let vars = match &ks.spec.post_build {
+        Some(post_build) => crate::controller::kustomization::substitution_vars(&ks, client, post_build).await.map_err(|f| CliError::Usage(f.message))?,
+        None => BTreeMap::new(),
+    };
+    let objects = build_local(&ks, &root, &dir, &vars)?;
     Ok((ks, objects))
 }
 
@@ -65,24 +73,14 @@ pub fn default_root(dir: &Path) -> PathBuf {
     dir.ancestors().find(|d| d.join(".git").exists()).unwrap_or(dir).to_path_buf()
 }
 
-/// The controller's build, on a local folder: the Flux overlay, `postBuild.substitute`, owner
-/// labels.
-pub fn build_local(ks: &Kustomization, root: &Path, dir: &Path) -> Result<Vec<Value>, CliError> {
+/// The controller's build, on a local folder: the Flux overlay, `postBuild` with `vars` (the
+/// resolved `substitute` and `substituteFrom`), owner labels.
+pub fn build_local(ks: &Kustomization, root: &Path, dir: &Path, vars: &BTreeMap<String, String>) -> Result<Vec<Value>, CliError> {
     let objects = crate::controller::build::build(root, dir, &ks.spec)
         .map_err(|e| CliError::Usage(format!("building {}: {e}", dir.display())))?;
     let objects = match &ks.spec.post_build {
         None => objects,
-        Some(post_build) => {
-            if post_build.substitute_from.as_ref().is_some_and(|s| !s.is_empty()) {
-                return Err(CliError::Usage(
-                    "this Kustomization uses postBuild.substituteFrom, which ferroflux's build and diff cannot resolve yet \
-                     (only postBuild.substitute); the controller applies it in the cluster"
-                        .to_owned(),
-                ));
-            }
-            let vars = post_build.substitute.clone().unwrap_or_default();
-            crate::controller::substitute::substitute_objects(objects, &vars).map_err(|e| CliError::Usage(e.to_string()))?
-        }
+        Some(_) => crate::controller::substitute::substitute_objects(objects, vars).map_err(|e| CliError::Usage(e.to_string()))?,
     };
     Ok(crate::controller::build::add_labels(objects, &crate::controller::build::owner_labels(ks)))
 }
@@ -107,7 +105,8 @@ mod tests {
                      "targetNamespace": "prod", "namePrefix": "p-", "postBuild": {"substitute": {"cluster": "eu-1"}}}
         }))
         .expect("a Kustomization");
-        let objects = build_local(&ks, dir.path(), dir.path()).expect("built");
+        let vars = ks.spec.post_build.as_ref().and_then(|p| p.substitute.clone()).unwrap_or_default();
+        let objects = build_local(&ks, dir.path(), dir.path(), &vars).expect("built");
         assert_eq!(objects.len(), 1);
         assert_eq!(objects[0]["metadata"]["name"], "p-settings");
         assert_eq!(objects[0]["metadata"]["namespace"], "prod");

@@ -4,7 +4,7 @@
 //! Every failure a user can cause ends as `Ready=False` with Flux's reason and a message, and an
 //! Event; nothing of a failed stage is written and the inventory (the last good revision) stays.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -331,7 +331,7 @@ async fn build(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Path
 /// `postBuild`'s variables: `substituteFrom` ConfigMaps and Secrets in order (a later one wins),
 /// then `substitute`, which wins over all of them, as in Flux. Read with the Kustomization's
 /// (impersonated) client, so a ServiceAccount only sees what it may read.
-async fn substitution_vars(ks: &Kustomization, client: &kube::Client, post_build: &PostBuild) -> Result<BTreeMap<String, String>, Failure> {
+pub async fn substitution_vars(ks: &Kustomization, client: &kube::Client, post_build: &PostBuild) -> Result<BTreeMap<String, String>, Failure> {
     let ns = ks.namespace().unwrap_or_default();
     let mut vars = BTreeMap::new();
     for reference in post_build.substitute_from.iter().flatten() {

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::api::crd;
 
 pub mod controller;
+pub mod install;
 
 #[derive(Parser, Debug)]
 #[command(name = "ferroflux", version, about = "GitOps for Kubernetes: a drop-in for the core of FluxCD")]
@@ -36,6 +37,8 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Install the controller into the current kubeconfig's cluster, or print its manifests (--export).
+    Install(install::InstallArgs),
     /// Print the version.
     Version,
 }
@@ -46,6 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Build { dir, root } => build(&dir, root.as_deref())?,
 
         Command::Crds { dir } => crds(dir)?,
+        Command::Install(args) => install::run(args).await?,
         Command::Version => println!("ferroflux {}", env!("CARGO_PKG_VERSION")),
     }
     Ok(ExitCode::SUCCESS)

@@ -74,6 +74,9 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<()> {
     for change in &changes {
         println!("✔ {change}");
     }
+    if options.restricted() && cluster::remove_cluster_admin_binding(&client, &options).await? {
+        println!("✔ ClusterRoleBinding/{} deleted: restricted mode grants no cluster-admin", deploy::cluster_admin_binding_name(&options));
+    }
     println!("◎ waiting for Deployment {}/{} to become Available (timeout {:?})", options.namespace, deploy::APP_NAME, args.timeout);
     cluster::wait_available(&client, &options.namespace, args.timeout, |status| println!("  {status}")).await?;
     println!("✔ install finished: the controller is Available");

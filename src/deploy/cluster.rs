@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Scope, pinned_kind};
 use kube::Client;
@@ -15,7 +16,7 @@ use serde_json::Value;
 use crate::apply::{Applier, ApplyError, ApplyOptions, Change, FIELD_MANAGER, ObjectId};
 use crate::controller::health::{Health, health};
 
-use super::APP_NAME;
+use super::{APP_NAME, InstallOptions, cluster_admin_binding_name};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -96,6 +97,28 @@ fn api_message(error: kube::Error) -> String {
 pub async fn apply(client: &Client, objects: Vec<Value>, timeout: Duration) -> Result<Vec<Change>, ClusterError> {
     let options = ApplyOptions { wait_timeout: timeout, ..ApplyOptions::default() };
     Ok(Applier::new(client.clone()).apply_all(objects, &options).await?)
+}
+
+/// Restricted mode must not keep the `cluster-admin` binding a default-mode install of the same
+/// namespace made: deletes it when it exists and carries our labels. Returns whether it did.
+pub async fn remove_cluster_admin_binding(client: &Client, options: &InstallOptions) -> Result<bool, ClusterError> {
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let name = cluster_admin_binding_name(options);
+    let context = || format!("removing ClusterRoleBinding {name} (restricted mode)");
+    let Some(live) = bindings.get_opt(&name).await.map_err(|source| ClusterError::Api { context: context(), source })? else {
+        return Ok(false);
+    };
+    let labels = live.metadata.labels.unwrap_or_default();
+    let ours = labels.get("app.kubernetes.io/part-of").is_some_and(|v| v == "ferroflux")
+        && labels.get("app.kubernetes.io/instance").is_some_and(|v| *v == options.namespace);
+    if !ours {
+        return Ok(false);
+    }
+    match bindings.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(source) => Err(ClusterError::Api { context: context(), source }),
+    }
 }
 
 /// Waits until the controller's Deployment is Available, calling `progress` with each new status

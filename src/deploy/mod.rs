@@ -8,7 +8,7 @@ mod objects;
 
 use serde_json::Value;
 
-pub use objects::{APP_NAME, CONTAINER_NAME};
+pub use objects::{APP_NAME, CONTAINER_NAME, cluster_admin_binding_name};
 
 /// The namespace Flux installs into, and so do we by default.
 pub const DEFAULT_NAMESPACE: &str = "flux-system";

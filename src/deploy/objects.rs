@@ -59,6 +59,12 @@ fn cluster_name(options: &InstallOptions, base: &str) -> String {
     format!("{base}-{}", options.namespace)
 }
 
+/// The binding to `cluster-admin` of the default mode; restricted mode deletes it if an earlier
+/// install left it.
+pub fn cluster_admin_binding_name(options: &InstallOptions) -> String {
+    cluster_name(options, "ferroflux-cluster-reconciler")
+}
+
 /// The ServiceAccount, the ClusterRole the controller needs for itself and its binding, and — not
 /// in restricted mode — a binding to `cluster-admin` for applying arbitrary objects.
 pub fn rbac(options: &InstallOptions) -> Vec<Value> {
@@ -110,7 +116,7 @@ pub fn rbac(options: &InstallOptions) -> Vec<Value> {
         objects.push(json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
-            "metadata": {"name": cluster_name(options, "ferroflux-cluster-reconciler"), "labels": labels},
+            "metadata": {"name": cluster_admin_binding_name(options), "labels": labels},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
             "subjects": subject,
         }));

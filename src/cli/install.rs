@@ -53,6 +53,10 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no cluster to install into: set KUBECONFIG (or the current context) to the cluster, or use --export to print the manifests")?;
+    client
+        .apiserver_version()
+        .await
+        .context("the API server of the current kubeconfig does not answer: check KUBECONFIG and that the cluster is running")?;
     if args.dry_run {
         let outcome = cluster::dry_run(&client, &manifests.all()).await?;
         for id in &outcome.valid {

@@ -56,7 +56,11 @@ pub async fn dry_run(client: &Client, objects: &[Value]) -> Result<DryRun, Clust
         let (id, version) = ObjectId::of(object, index).map_err(ApplyError::from)?;
         let (group, ver) = version.rsplit_once('/').unwrap_or(("", version.as_str()));
         let gvk = GroupVersionKind::gvk(group, ver, &id.kind);
-        let (resource, caps) = pinned_kind(client, &gvk).await.map_err(|e| ApplyError::UnknownKind { id: id.clone(), message: api_message(e) })?;
+        let (resource, caps) = match pinned_kind(client, &gvk).await {
+            Ok(found) => found,
+            Err(kube::Error::Api(status)) => return Err(ApplyError::UnknownKind { id, message: status.message }.into()),
+            Err(source) => return Err(ClusterError::Api { context: format!("looking up {} in the API server's discovery", id.kind), source }),
+        };
         let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
             if missing_namespaces.contains(&id.namespace) {
                 outcome.unchecked.push(id);
@@ -83,13 +87,6 @@ pub async fn dry_run(client: &Client, objects: &[Value]) -> Result<DryRun, Clust
         }
     }
     if failures.is_empty() { Ok(outcome) } else { Err(ApplyError::DryRunFailed(failures).into()) }
-}
-
-fn api_message(error: kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) => status.message,
-        other => other.to_string(),
-    }
 }
 
 /// Applies the install with server-side apply (field manager `ferroflux`): the Namespace, CRDs and

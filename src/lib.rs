@@ -4,5 +4,6 @@ pub mod api;
 pub mod apply;
 pub mod cli;
 pub mod controller;
+pub mod deploy;
 pub mod kustomize;
 pub mod source;

@@ -22,6 +22,7 @@ pub mod controller;
 pub mod diff;
 pub mod events;
 pub mod get;
+pub mod install;
 pub mod output;
 pub mod reconcile;
 pub mod status;
@@ -109,6 +110,8 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Install the controller into the current kubeconfig's cluster, or print its manifests (--export).
+    Install(install::InstallArgs),
     /// Print the version.
     Version,
 }
@@ -161,6 +164,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut Cli::command(), "ferroflux", &mut std::io::stdout());
         }
         Command::Crds { dir } => crds(dir)?,
+        Command::Install(args) => install::run(&cluster, args).await?,
         Command::Version => println!("ferroflux {}", env!("CARGO_PKG_VERSION")),
     }
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,269 @@
+//! The in-cluster install: the manifests that run ferroflux as a Deployment (generated here, kept
+//! rendered in `deploy/`), and installing them with server-side apply (`ferroflux install`).
+//!
+//! The manifests are pure functions of [`InstallOptions`]; [`cluster`] does the I/O.
+
+pub mod cluster;
+mod objects;
+
+use serde_json::Value;
+
+pub use objects::{APP_NAME, CONTAINER_NAME, cluster_admin_binding_name};
+
+/// The namespace Flux installs into, and so do we by default.
+pub const DEFAULT_NAMESPACE: &str = "flux-system";
+
+/// The image `hack/image.sh` builds: `ferroflux:<crate version>`.
+pub fn default_image() -> String {
+    format!("ferroflux:{}", env!("CARGO_PKG_VERSION"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("generating the CRDs: {0}")]
+    Crds(#[from] kube::core::crd::MergeError),
+    #[error("serializing {what}: {source}")]
+    Serialize { what: String, source: serde_json::Error },
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidOption { what: &'static str, value: String, reason: String },
+}
+
+/// What can be chosen about an install.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallOptions {
+    /// Where the controller runs (its ServiceAccount, Deployment and Service live there).
+    pub namespace: String,
+    /// The controller's image.
+    pub image: String,
+    /// Restricted mode: no cluster-admin binding; each Kustomization's objects are applied as its
+    /// `spec.serviceAccountName`, or as this ServiceAccount (in the Kustomization's namespace)
+    /// when it names none.
+    pub default_service_account: Option<String>,
+}
+
+impl Default for InstallOptions {
+    fn default() -> Self {
+        InstallOptions { namespace: DEFAULT_NAMESPACE.to_owned(), image: default_image(), default_service_account: None }
+    }
+}
+
+impl InstallOptions {
+    /// Refuses options the API server would reject later, with a message that says what to fix.
+    pub fn validate(&self) -> Result<(), DeployError> {
+        check_dns_label("namespace", &self.namespace)?;
+        if let Some(account) = &self.default_service_account {
+            check_dns_subdomain("default service account", account)?;
+        }
+        if self.image.trim().is_empty() || self.image.chars().any(char::is_whitespace) {
+            return Err(DeployError::InvalidOption {
+                what: "image",
+                value: self.image.clone(),
+                reason: "expected an image reference such as ferroflux:0.1.0".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn restricted(&self) -> bool {
+        self.default_service_account.is_some()
+    }
+}
+
+/// A namespace name must be an RFC 1123 label: lowercase alphanumerics and '-', at most 63.
+fn check_dns_label(what: &'static str, value: &str) -> Result<(), DeployError> {
+    let valid = !value.is_empty()
+        && value.len() <= 63
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(DeployError::InvalidOption {
+            what,
+            value: value.to_owned(),
+            reason: "use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit".into(),
+        })
+    }
+}
+
+/// A ServiceAccount name must be an RFC 1123 subdomain: labels joined by '.', at most 253.
+fn check_dns_subdomain(what: &'static str, value: &str) -> Result<(), DeployError> {
+    if value.len() <= 253 && value.split('.').all(|label| check_dns_label(what, label).is_ok()) {
+        Ok(())
+    } else {
+        Err(DeployError::InvalidOption {
+            what,
+            value: value.to_owned(),
+            reason: "use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit".into(),
+        })
+    }
+}
+
+/// The install manifests, grouped the way `deploy/` keeps them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Manifests {
+    pub namespace: Vec<Value>,
+    pub crds: Vec<Value>,
+    pub rbac: Vec<Value>,
+    pub deployment: Vec<Value>,
+    pub service: Vec<Value>,
+}
+
+/// Generates the install manifests.
+pub fn manifests(options: &InstallOptions) -> Result<Manifests, DeployError> {
+    options.validate()?;
+    let mut crds = Vec::new();
+    for crd in crate::api::crd::all()? {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.push(serde_json::to_value(&crd).map_err(|source| DeployError::Serialize { what: format!("CRD {name}"), source })?);
+    }
+    Ok(Manifests {
+        namespace: vec![objects::namespace(options)],
+        crds,
+        rbac: objects::rbac(options),
+        deployment: vec![objects::deployment(options)],
+        service: vec![objects::service(options)],
+    })
+}
+
+/// The first line of every file in `deploy/`.
+const HEADER: &str = "# Generated by `ferroflux install --export --dir deploy` from src/deploy; do not edit.\n";
+
+/// The file that lists the others for kustomize (`kubectl apply -k deploy/`).
+pub const KUSTOMIZATION_FILE: &str = "kustomization.yaml";
+/// The file that holds everything (`kubectl apply --server-side -f deploy/install.yaml`).
+pub const INSTALL_FILE: &str = "install.yaml";
+
+impl Manifests {
+    /// Every object, in the order they are applied: namespace, CRDs, RBAC, Deployment, Service.
+    pub fn all(&self) -> Vec<Value> {
+        self.parts().into_iter().flat_map(|(_, objects)| objects.iter().cloned()).collect()
+    }
+
+    fn parts(&self) -> [(&'static str, &Vec<Value>); 5] {
+        [
+            ("namespace.yaml", &self.namespace),
+            ("crds.yaml", &self.crds),
+            ("rbac.yaml", &self.rbac),
+            ("deployment.yaml", &self.deployment),
+            ("service.yaml", &self.service),
+        ]
+    }
+
+    /// Everything as one YAML stream.
+    pub fn to_yaml(&self) -> String {
+        format!("{HEADER}---\n{}", crate::kustomize::to_yaml(&self.all()))
+    }
+
+    /// The files of `deploy/`, name and content: one per part, a kustomization.yaml listing them
+    /// and install.yaml with everything.
+    pub fn files(&self) -> Vec<(String, String)> {
+        let mut files: Vec<(String, String)> = self
+            .parts()
+            .into_iter()
+            .map(|(name, objects)| (name.to_owned(), format!("{HEADER}---\n{}", crate::kustomize::to_yaml(objects))))
+            .collect();
+        let kustomization = serde_json::json!({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": self.parts().iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+        });
+        files.push((KUSTOMIZATION_FILE.to_owned(), format!("{HEADER}{}", crate::kustomize::to_yaml(&[kustomization]))));
+        files.push((INSTALL_FILE.to_owned(), self.to_yaml()));
+        files
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds_and_names(objects: &[Value]) -> Vec<String> {
+        objects.iter().map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or(""))).collect()
+    }
+
+    fn binds_cluster_admin(objects: &[Value]) -> bool {
+        objects.iter().any(|o| o["kind"] == "ClusterRoleBinding" && o["roleRef"]["name"] == "cluster-admin")
+    }
+
+    #[test]
+    fn default_install_binds_cluster_admin_like_flux() {
+        let m = manifests(&InstallOptions::default()).unwrap();
+        assert!(binds_cluster_admin(&m.rbac));
+        let names = kinds_and_names(&m.all());
+        assert_eq!(names[0], "Namespace/flux-system");
+        assert!(names.contains(&"CustomResourceDefinition/gitrepositories.source.toolkit.fluxcd.io".to_owned()));
+        assert!(names.contains(&"CustomResourceDefinition/kustomizations.kustomize.toolkit.fluxcd.io".to_owned()));
+        assert!(names.contains(&"ServiceAccount/ferroflux".to_owned()));
+        assert!(names.contains(&"Deployment/ferroflux".to_owned()));
+        assert!(names.contains(&"Service/ferroflux".to_owned()));
+        let args = m.deployment[0].pointer("/spec/template/spec/containers/0/args").unwrap();
+        assert!(!args.as_array().unwrap().iter().any(|a| a.as_str().unwrap().starts_with("--default-service-account")));
+    }
+
+    #[test]
+    fn restricted_mode_has_no_cluster_admin_and_may_impersonate_service_accounts() {
+        let options = InstallOptions { default_service_account: Some("deployer".into()), ..InstallOptions::default() };
+        let m = manifests(&options).unwrap();
+        assert!(!binds_cluster_admin(&m.rbac));
+        let text = serde_json::to_string(&m.rbac).unwrap();
+        assert!(!text.contains("cluster-admin"));
+        let role = m.rbac.iter().find(|o| o["kind"] == "ClusterRole").unwrap();
+        let rules = role["rules"].as_array().unwrap();
+        assert!(rules.iter().any(|r| r["resources"] == serde_json::json!(["serviceaccounts"]) && r["verbs"] == serde_json::json!(["impersonate"])));
+        // No wildcard anywhere: the controller itself may touch only what is listed.
+        assert!(!text.contains("\"*\""));
+        // Secrets are read, never written.
+        let secrets = rules.iter().find(|r| r["resources"].as_array().unwrap().iter().any(|x| x == "secrets")).unwrap();
+        assert_eq!(secrets["verbs"], serde_json::json!(["get", "list", "watch"]));
+        let args = m.deployment[0].pointer("/spec/template/spec/containers/0/args").unwrap();
+        assert!(args.as_array().unwrap().iter().any(|a| a == "--default-service-account=deployer"));
+    }
+
+    #[test]
+    fn every_port_says_tcp_for_server_side_apply_on_1_20() {
+        let m = manifests(&InstallOptions::default()).unwrap();
+        let ports = m.deployment[0].pointer("/spec/template/spec/containers/0/ports").unwrap().as_array().unwrap().clone();
+        let service_ports = m.service[0].pointer("/spec/ports").unwrap().as_array().unwrap().clone();
+        assert_eq!(ports.len(), 3);
+        for port in ports.iter().chain(&service_ports) {
+            assert_eq!(port["protocol"], "TCP", "{port}");
+        }
+    }
+
+    #[test]
+    fn namespace_and_image_reach_every_object() {
+        let options = InstallOptions { namespace: "gitops".into(), image: "example/ferroflux:dev".into(), default_service_account: None };
+        let m = manifests(&options).unwrap();
+        for object in m.rbac.iter().chain(&m.deployment).chain(&m.service) {
+            let text = object.to_string();
+            assert!(!text.contains("flux-system"), "{text}");
+        }
+        assert_eq!(m.deployment[0].pointer("/spec/template/spec/containers/0/image").unwrap(), "example/ferroflux:dev");
+        assert_eq!(m.namespace[0]["metadata"]["name"], "gitops");
+    }
+
+    #[test]
+    fn options_a_cluster_would_reject_are_refused() {
+        for bad in ["", "Flux", "-x", "a_b", &"x".repeat(64)] {
+            let options = InstallOptions { namespace: bad.into(), ..InstallOptions::default() };
+            assert!(manifests(&options).is_err(), "{bad:?}");
+        }
+        let options = InstallOptions { default_service_account: Some("Bad Name".into()), ..InstallOptions::default() };
+        assert!(manifests(&options).is_err());
+        let options = InstallOptions { image: "".into(), ..InstallOptions::default() };
+        assert!(manifests(&options).is_err());
+    }
+
+    #[test]
+    fn files_list_each_part_in_the_kustomization() {
+        let files = manifests(&InstallOptions::default()).unwrap().files();
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["namespace.yaml", "crds.yaml", "rbac.yaml", "deployment.yaml", "service.yaml", "kustomization.yaml", "install.yaml"]);
+        let kustomization = &files[5].1;
+        for name in &names[..5] {
+            assert!(kustomization.contains(&format!("- {name}")), "{kustomization}");
+        }
+    }
+}

@@ -116,6 +116,12 @@ async fn tutorial_repository_becomes_ready_with_its_revision_and_follows_pushes_
         .unwrap_or_else(|| panic!("no {series} in /metrics:\n{metrics}"));
     assert!(count >= 3, "{count} reconciles recorded");
     assert!(metrics.contains("controller_runtime_reconcile_total{controller=\"gitrepository\",result=\"success\"}"));
+    // The condition and suspend gauges of Flux's dashboards.
+    let labels = format!("kind=\"GitRepository\",name=\"hello-world-flask\",namespace=\"{ns}\"");
+    let gauge = |series: String| metrics.lines().find_map(|l| l.strip_prefix(&series).map(|v| v.trim().to_owned()));
+    assert_eq!(gauge(format!("gotk_reconcile_condition{{{labels},type=\"Ready\",status=\"True\"}} ")).as_deref(), Some("1"), "{metrics}");
+    assert_eq!(gauge(format!("gotk_reconcile_condition{{{labels},type=\"Ready\",status=\"False\"}} ")).as_deref(), Some("0"), "{metrics}");
+    assert_eq!(gauge(format!("gotk_suspend_status{{{labels}}} ")).as_deref(), Some("0"), "{metrics}");
 }
 
 /// No new commit: each poll is one ref listing (one `GET /info/refs`), never a fetch.

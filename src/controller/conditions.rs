@@ -62,6 +62,11 @@ pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// The status of the condition `type_` (`True`, `False`, `Unknown`), `Unknown` when absent.
+pub fn status_of<'a>(conditions: &'a [Condition], type_: &str) -> &'a str {
+    conditions.iter().find(|c| c.type_ == type_).map_or("Unknown", |c| c.status.as_str())
+}
+
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     get(conditions, type_).is_some_and(|c| c.status == "True")
 }

@@ -104,6 +104,8 @@ async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action
 }
 
 async fn write_status(ctx: &Context, repo: &GitRepository, status: &GitRepositoryStatus) -> Result<(), kube::Error> {
+    let ready = conditions::status_of(&status.conditions, meta::READY);
+    ctx.metrics.record_status("GitRepository", &repo.namespace().unwrap_or_default(), &repo.name_any(), ready, repo.spec.suspend == Some(true));
     if repo.status.as_ref() == Some(status) {
         return Ok(());
     }
@@ -227,5 +229,6 @@ async fn cleanup(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Acti
     gctx.storage
         .delete_all(&key)
         .map_err(|e| ReconcileError::Finalizer(format!("failed to remove artifacts: {e}")))?;
+    gctx.ctx.metrics.record_status("GitRepository", &ns, &repo.name_any(), "Deleted", false);
     Ok(Action::await_change())
 }

@@ -110,6 +110,8 @@ async fn apply(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, Reco
 
 /// Writes the status when it changed: a no-op reconcile writes nothing.
 async fn write_status(ctx: &Context, ks: &Kustomization, status: &KustomizationStatus) -> Result<(), kube::Error> {
+    let ready = conditions::status_of(&status.conditions, meta::READY);
+    ctx.metrics.record_status("Kustomization", &ks.namespace().unwrap_or_default(), &ks.name_any(), ready, ks.spec.suspend == Some(true));
     if ks.status.as_ref() == Some(status) {
         return Ok(());
     }
@@ -461,6 +463,7 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, Re
             return Err(ReconcileError::Finalizer(message));
         }
     }
+    ctx.metrics.record_status("Kustomization", &ks.namespace().unwrap_or_default(), &ks.name_any(), "Deleted", false);
     Ok(Action::await_change())
 }
 

@@ -377,3 +377,54 @@ async fn a_new_revision_cancels_a_running_health_wait() {
     let reasons: Vec<String> = events.list(&Default::default()).await.expect("events").items.into_iter().filter_map(|e| e.reason).collect();
     assert!(reasons.iter().any(|r| r == "HealthCheckCanceled"), "{reasons:?}");
 }
+
+#[tokio::test]
+async fn kube_config_applies_with_the_kubeconfig_of_the_secret() {
+    let (client, ns) = setup("ks-kubeconfig").await;
+    // The "remote" cluster is the test cluster, reached with a kubeconfig whose user acts as the
+    // ServiceAccount `remote` (the kubeconfig's `as`): the controller's own admin rights must not
+    // be what applies.
+    let mut kubeconfig = kube::config::Kubeconfig::read_from(support::kubeconfig()).expect("kubeconfig");
+    for named in &mut kubeconfig.auth_infos {
+        if let Some(auth) = named.auth_info.as_mut() {
+            auth.impersonate = Some(format!("system:serviceaccount:{ns}:remote"));
+        }
+    }
+    let text = serde_json::to_string(&kubeconfig).expect("kubeconfig as JSON, which is YAML");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    let secret = serde_json::from_value(json!({"metadata": {"name": "remote-kubeconfig"}, "stringData": {"value": text}})).expect("secret");
+    secrets.create(&PostParams::default(), &secret).await.expect("secret");
+
+    let repo = TestRepo::new(&format!("{ns}-kubeconfig"));
+    let commit = repo.commit(&[("config.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: remote-config\n")], "config");
+    support::create_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
+    let kustomizations: Api<Kustomization> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"interval": "10m", "retryInterval": "2s", "prune": true, "targetNamespace": ns, "kubeConfig": {"secretRef": {"name": "remote-kubeconfig"}},
+        "sourceRef": {"kind": "GitRepository", "name": "hello-world-flask"}});
+    kustomizations.create(&PostParams::default(), &kustomization("remote", spec)).await.expect("create");
+    let refused = wait_ks(&client, &ns, "remote", "False", "forbidden").await;
+    let message = refused.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready")).map(|c| c.message).unwrap_or_default();
+    assert!(message.contains(&format!("system:serviceaccount:{ns}:remote")), "{message}");
+
+    // Rights for that identity, and the next retry applies.
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), &ns);
+    let role = json!({"metadata": {"name": "configmaps"}, "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]});
+    roles.create(&PostParams::default(), &serde_json::from_value(role).expect("role")).await.expect("role");
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), &ns);
+    let binding = json!({"metadata": {"name": "remote"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmaps"},
+        "subjects": [{"kind": "ServiceAccount", "name": "remote", "namespace": ns}]});
+    bindings.create(&PostParams::default(), &serde_json::from_value(binding).expect("binding")).await.expect("binding");
+    wait_ks(&client, &ns, "remote", "True", &commit).await;
+    let configs: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    assert!(configs.get_opt("remote-config").await.expect("get").is_some());
+
+    // A kubeconfig that would run a command in the controller is refused.
+    let exec = "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {cluster: k, user: u}\nclusters:\n- name: k\n  cluster: {server: 'https://127.0.0.1:1'}\nusers:\n- name: u\n  user:\n    exec: {apiVersion: client.authentication.k8s.io/v1, command: touch}\n";
+    let patch = json!({"stringData": {"value": exec}});
+    secrets.patch("remote-kubeconfig", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.expect("patch");
+    kustomizations
+        .patch("remote", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "exec"}}})))
+        .await
+        .expect("annotate");
+    wait_ks(&client, &ns, "remote", "False", "uses exec").await;
+}

@@ -134,8 +134,9 @@ async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus
     status.last_attempted_revision = Some(artifact.revision.clone());
 
     let root = ctx.artifacts.fetch(&artifact).await.map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, e.to_string(), Duration::ZERO))?;
-    let applier = applier_for(ks, ctx).await?;
-    let objects = build(ks, ctx, &applier, &root).await?;
+    let local = applier_for(ks, ctx).await?;
+    let applier = target_applier(ks, ctx, &local).await?;
+    let objects = build(ks, ctx, &local, &root).await?;
 
     let opts = ApplyOptions {
         force: ks.spec.force == Some(true),
@@ -194,6 +195,42 @@ async fn applier_for(ks: &Kustomization, ctx: &Context) -> Result<Arc<Applier>, 
     ctx.applier_as(&ns, ks.spec.service_account_name.as_deref()).await.map_err(|e| {
         Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to impersonate ServiceAccount '{ns}/{}': {e}", ks.spec.service_account_name.as_deref().or(ctx.options.default_service_account.as_deref()).unwrap_or_default()), Duration::ZERO)
     })
+}
+
+/// The applier for the cluster the objects go to: `local` (this cluster, as the Kustomization's
+/// ServiceAccount), or the cluster of `spec.kubeConfig.secretRef`'s kubeconfig, as Flux does
+/// (with `serviceAccountName` impersonated there too when set).
+async fn target_applier(ks: &Kustomization, ctx: &Context, local: &Arc<Applier>) -> Result<Arc<Applier>, Failure> {
+    let Some(reference) = &ks.spec.kube_config else {
+        return Ok(local.clone());
+    };
+    let ns = ks.namespace().unwrap_or_default();
+    let failed = |message: String| Failure::new(ks_reason::RECONCILIATION_FAILED, message, Duration::ZERO);
+    let Some(secret_ref) = &reference.secret_ref else {
+        return Err(failed("spec.kubeConfig.configMapRef (workload identity) is not supported by ferroflux: use spec.kubeConfig.secretRef".into()));
+    };
+    // The Secret is the Kustomization's own configuration: read with the controller's rights, as
+    // Flux does.
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secret = secrets
+        .get_opt(&secret_ref.name)
+        .await
+        .map_err(|e| failed(format!("failed to get kubeconfig secret '{ns}/{}': {e}", secret_ref.name)))?
+        .ok_or_else(|| failed(format!("kubeconfig secret '{ns}/{}' not found", secret_ref.name)))?;
+    let data = secret.data.clone().unwrap_or_default();
+    let keys: Vec<&str> = match secret_ref.key.as_deref() {
+        Some(key) => vec![key],
+        None => vec!["value", "value.yaml"],
+    };
+    let Some(bytes) = keys.iter().find_map(|k| data.get(*k)) else {
+        return Err(failed(format!("kubeconfig secret '{ns}/{}' has no key {}", secret_ref.name, keys.join(" or "))));
+    };
+    let text = std::str::from_utf8(&bytes.0).map_err(|_| failed(format!("kubeconfig secret '{ns}/{}' is not UTF-8 text", secret_ref.name)))?;
+    let version = format!("{}@{}", secret.metadata.uid.unwrap_or_default(), secret.metadata.resource_version.unwrap_or_default());
+    let impersonate = ks.spec.service_account_name.as_ref().filter(|s| !s.is_empty()).map(|sa| format!("system:serviceaccount:{ns}:{sa}"));
+    ctx.applier_for_kubeconfig(&version, text, impersonate)
+        .await
+        .map_err(|e| failed(format!("kubeconfig secret '{ns}/{}': {e}", secret_ref.name)))
 }
 
 /// With `--no-cross-namespace-refs`, a reference to another namespace is refused (Flux's
@@ -451,7 +488,8 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, Re
     if delete && ks.spec.suspend != Some(true) {
         let entries = inventory_entries(ks.status.as_ref().and_then(|s| s.inventory.as_ref()));
         let opts = ApplyOptions { force: false, owner_labels: owner_labels(&ks), wait_timeout: timeout(&ks) };
-        let applier = applier_for(&ks, &ctx).await.map_err(|f| ReconcileError::Finalizer(f.message))?;
+        let local = applier_for(&ks, &ctx).await.map_err(|f| ReconcileError::Finalizer(f.message))?;
+        let applier = target_applier(&ks, &ctx, &local).await.map_err(|f| ReconcileError::Finalizer(f.message))?;
         let (pruned, failed) = applier.prune(&entries, &opts).await;
         let lines: Vec<String> = pruned.iter().filter(|c| c.action == Change::Deleted).map(ToString::to_string).collect();
         if !lines.is_empty() {

@@ -112,6 +112,27 @@ impl Context {
         self.source_revisions.read().ok().and_then(|r| r.get(key).cloned())
     }
 
+    /// The applier for another cluster, from a kubeconfig (`spec.kubeConfig.secretRef`), acting
+    /// as `service_account` there when one is named. `cache_key` identifies the kubeconfig's
+    /// version (the Secret's uid and resourceVersion), so an edited Secret gives a new client.
+    pub async fn applier_for_kubeconfig(&self, cache_key: &str, kubeconfig: &str, impersonate: Option<String>) -> Result<Arc<Applier>, RemoteClusterError> {
+        let key = format!("kubeconfig:{cache_key}:{}", impersonate.as_deref().unwrap_or_default());
+        let mut appliers = self.impersonating.lock().await;
+        if let Some(applier) = appliers.get(&key) {
+            return Ok(applier.clone());
+        }
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(kubeconfig)?;
+        refuse_local_references(&kubeconfig)?;
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+        if impersonate.is_some() {
+            config.auth_info.impersonate = impersonate;
+            config.auth_info.impersonate_groups = None;
+        }
+        let applier = Arc::new(Applier::new(Client::try_from(config)?));
+        appliers.insert(key, applier.clone());
+        Ok(applier)
+    }
+
     /// Records a Kubernetes Event on `object`. Failing to record is logged, never fatal: the
     /// status carries the same information.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, object: &K, warning: bool, reason: &str, note: String) {
@@ -133,6 +154,42 @@ fn truncate(mut text: String, max: usize) -> String {
         text.push('…');
     }
     text
+}
+
+/// A kubeconfig from a Secret is written by whoever may write Secrets in a namespace: it may
+/// not run commands in the controller (`exec`, `auth-provider`) nor read the controller's files
+/// (paths to certificates, keys, tokens). Flux refuses the same by default.
+fn refuse_local_references(kubeconfig: &kube::config::Kubeconfig) -> Result<(), RemoteClusterError> {
+    for named in &kubeconfig.auth_infos {
+        let Some(auth) = &named.auth_info else { continue };
+        let refused = [
+            (auth.exec.is_some(), "exec"),
+            (auth.auth_provider.is_some(), "auth-provider"),
+            (auth.token_file.is_some(), "tokenFile"),
+            (auth.client_certificate.is_some(), "client-certificate (a file path)"),
+            (auth.client_key.is_some(), "client-key (a file path)"),
+        ];
+        if let Some((_, field)) = refused.iter().find(|(set, _)| *set) {
+            return Err(RemoteClusterError::Refused(format!("user '{}' uses {field}; only inline credentials (token, client-certificate-data, client-key-data, username/password) are allowed", named.name)));
+        }
+    }
+    for named in &kubeconfig.clusters {
+        if named.cluster.as_ref().is_some_and(|c| c.certificate_authority.is_some()) {
+            return Err(RemoteClusterError::Refused(format!("cluster '{}' uses certificate-authority (a file path); use certificate-authority-data", named.name)));
+        }
+    }
+    Ok(())
+}
+
+/// Why a client for another cluster (`spec.kubeConfig`) could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteClusterError {
+    #[error("invalid kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("kubeconfig: {0}")]
+    Client(#[from] kube::Error),
+    #[error("refused kubeconfig: {0}")]
+    Refused(String),
 }
 
 /// A reconcile that could not finish: ends as `Ready=False` with this reason and message, an
@@ -174,4 +231,30 @@ pub fn with_jitter(interval: Duration) -> Duration {
         .unwrap_or(0);
     let fraction = f64::from(nanos % 1000) / 1000.0 * 0.05;
     interval + interval.mul_f64(fraction)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kubeconfig(user: &str, cluster: &str) -> kube::config::Kubeconfig {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {{cluster: k, user: u}}\nclusters:\n- name: k\n  cluster:\n    server: https://example.invalid\n{cluster}users:\n- name: u\n  user:\n{user}"
+        );
+        kube::config::Kubeconfig::from_yaml(&text).expect("kubeconfig")
+    }
+
+    #[test]
+    fn kubeconfigs_from_secrets_may_not_run_commands_or_read_files() {
+        assert!(refuse_local_references(&kubeconfig("    token: abc\n", "")).is_ok());
+        for user in [
+            "    exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh}\n",
+            "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token\n",
+            "    client-certificate: /etc/cert.pem\n",
+            "    client-key: /etc/key.pem\n",
+        ] {
+            assert!(refuse_local_references(&kubeconfig(user, "")).is_err(), "{user}");
+        }
+        assert!(refuse_local_references(&kubeconfig("    token: abc\n", "    certificate-authority: /etc/ca.pem\n")).is_err());
+    }
 }

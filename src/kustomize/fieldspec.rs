@@ -229,7 +229,7 @@ pub(super) const POD_SPECS: &[(&str, &str)] = &[
 ];
 
 /// A field that names an object of another kind: kustomize's `nameReference` config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameReference {
     /// The kind referred to (and its group, empty for the core group).
     pub referent_group: String,

@@ -21,6 +21,7 @@ pub mod file;
 pub mod generator;
 mod nameref;
 pub mod object;
+mod openapi;
 mod order;
 pub mod patch;
 mod regex;
@@ -167,8 +168,11 @@ struct Builder<'a> {
     stack: Vec<PathBuf>,
     /// The `vars` of every kustomization of the build, resolved at the end.
     vars: Vec<vars::Var>,
-    /// The field specs of every kustomization's `configurations` so far.
+    /// The field specs of every kustomization's `configurations` and `crds` so far.
     config: config::TransformerConfig,
+    /// The schema of strategic merges, decided once for the whole build as kustomize does: by
+    /// the first `openapi: {path: …}` met before the first strategic merge (`None`: builtin).
+    schema: std::cell::OnceCell<Option<openapi::OpenApi>>,
 }
 
 /// Builds the kustomization in `dir` as `kubectl kustomize` does; nothing outside `root` is
@@ -262,7 +266,11 @@ fn is_remote(entry: &str) -> bool {
 impl Builder<'_> {
     fn start<'a>(root: &Path, dir: &Path, options: &'a BuildOptions, restrictions: LoadRestrictions) -> Result<(Builder<'a>, PathBuf), Error> {
         let root = root.canonicalize().map_err(|source| Error::Io { path: root.to_owned(), source })?;
-        let builder = Builder { root, options, restrictions, stack: Vec::new(), vars: Vec::new(), config: config::TransformerConfig::default() };
+        let builder = Builder { root, options, restrictions, stack: Vec::new(),
+            vars: Vec::new(),
+            config: config::TransformerConfig::default(),
+            schema: std::cell::OnceCell::new(),
+        };
         let dir = builder.inside_root(dir)?;
         Ok((builder, dir))
     }
@@ -342,8 +350,38 @@ impl Builder<'_> {
         if self.stack.iter().any(|d| d == dir) {
             return Err(Error::Cycle { dir: dir.to_owned() });
         }
+        if let Some(settings) = &k.openapi {
+            self.choose_schema(dir, file, settings)?;
+        }
         self.stack.push(dir.to_owned());
         Ok(())
+    }
+
+    /// `openapi:` of a kustomization: a builtin version must be one kustomize has; a custom
+    /// schema becomes the build's schema unless one was chosen (or used) before.
+    fn choose_schema(&self, dir: &Path, file: &Path, settings: &BTreeMap<String, String>) -> Result<(), Error> {
+        let invalid = |message: &str| Error::InvalidKustomization { file: file.to_owned(), message: format!("openapi: {message}") };
+        let version = settings.get("version").map(String::as_str).unwrap_or("");
+        match settings.get("path") {
+            Some(_) if settings.contains_key("version") => Err(invalid("builtin version and custom schema provided, cannot use both")),
+            Some(path) => {
+                let (path, text) = self.read_text(dir, path)?;
+                let schema = openapi::OpenApi::parse(&text, &path)?;
+                // Already decided: the first schema (or the builtin one, once used) stays.
+                let _ = self.schema.set(Some(schema));
+                Ok(())
+            }
+            None if version.is_empty() => Ok(()),
+            None if !openapi::BUILTIN_VERSIONS.contains(&version) => Err(invalid(&format!(
+                "the specified OpenAPI version {version:?} is not built in (kustomize v5.5 has {})",
+                openapi::BUILTIN_VERSIONS.join(", ")
+            ))),
+            // Naming the builtin version decides the schema, as in kustomize.
+            None => {
+                let _ = self.schema.set(None);
+                Ok(())
+            }
+        }
     }
 
     /// Adds resources, refusing a second object with the same id.
@@ -398,6 +436,10 @@ impl Builder<'_> {
         for entry in &k.configurations {
             let (path, text) = self.read_text(dir, entry)?;
             self.config.merge_file(&text, &path)?;
+        }
+        for entry in &k.crds {
+            let (path, text) = self.read_text(dir, entry)?;
+            self.config.merge_crds(openapi::crd_config(&text, &path)?);
         }
         self.generate(dir, file, k, &mut resources)?;
         for entry in &k.components {
@@ -543,7 +585,8 @@ impl Builder<'_> {
                 if document.is_array() {
                     json6902_like_kustomize(&mut resource.object, &document).map_err(|e| patch_error(format!("{e} (in {})", resource.id())))?;
                 } else {
-                    patch::strategic_merge(&mut resource.object, &without_identity(&document));
+                    let schema = self.schema.get_or_init(|| None).as_ref();
+                    patch::strategic_merge_with_schema(&mut resource.object, &without_identity(&document), schema);
                     // With `allowNameChange` / `allowKindChange`, the patch's name and kind win.
                     let allowed = |option: &str| patch.options.as_ref().is_some_and(|o| o.get(option).copied().unwrap_or(false));
                     if allowed("allowNameChange") && !patch_id.name.is_empty() && patch_id.name != object::name(&resource.object) {
@@ -784,7 +827,7 @@ mod tests {
             ("external plugin", "transformers:\n- |\n  apiVersion: example.com/v1\n  kind: Sed\n  metadata: {name: x}\n"),
             ("external plugin", "generators:\n- |\n  apiVersion: example.com/v1\n  kind: Gen\n  metadata: {name: x}\n"),
             ("helmCharts", "helmCharts: [{name: x}]\n"),
-            ("crds", "crds: [crd.json]\n"),
+            ("validators", "validators: [v.yaml]\n"),
         ] {
             let dir = tree(&[("kustomization.yaml", text)]);
             let error = build(dir.path(), dir.path(), &BuildOptions::default()).expect_err("refused");

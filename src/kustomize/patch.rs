@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::file::Selector;
+use super::openapi::OpenApi;
 use super::object::{Resource, kind, name, namespace};
 
 /// API groups of the builtin kinds whose lists merge by key; lists of other kinds (custom
@@ -29,38 +30,108 @@ fn merge_key(field: &str, parent: &str) -> Option<&'static str> {
     }
 }
 
-/// Applies a strategic merge patch to `base`.
 /// How a strategic merge patch is applied.
 #[derive(Debug, Clone, Copy)]
 struct Mode {
-    /// Lists of builtin kinds merge by their keys; lists of other kinds are replaced.
-    builtin: bool,
     /// Whether `$retainKeys`, `$setElementOrder/…` and `$deleteFromPrimitiveList/…` act as in
     /// Kubernetes. kustomize v5.5 keeps them as plain fields (and so does [`strategic_merge`],
     /// to print what `kubectl kustomize` prints).
     kubernetes_directives: bool,
 }
 
+/// What the schema says about the part of an object being merged.
+#[derive(Debug, Clone, Copy)]
+enum Node<'a> {
+    /// A builtin kind under kustomize's builtin schema: lists merge by Kubernetes' merge keys,
+    /// known here by field name.
+    Builtin,
+    /// Nothing known: lists are replaced.
+    Unknown,
+    /// A node of a custom OpenAPI schema (`openapi: {path: …}`).
+    Custom(&'a OpenApi, &'a Value),
+}
+
+/// How a list merges.
+enum ListMerge<'a> {
+    Replace,
+    /// Elements with the same value of the key merge; the patch's come first.
+    ByKey(&'a str),
+    /// A list of scalars merged as a set: the patch's elements, then the others.
+    Set,
+}
+
+impl<'a> Node<'a> {
+    fn for_object(object: &Value, schema: Option<&'a OpenApi>) -> Node<'a> {
+        match schema {
+            None if is_builtin(object) => Node::Builtin,
+            None => Node::Unknown,
+            Some(schema) => schema.for_object(object).map_or(Node::Unknown, |node| Node::Custom(schema, node)),
+        }
+    }
+
+    fn field(self, key: &str) -> Node<'a> {
+        match self {
+            Node::Custom(schema, node) => {
+                schema.resolve(node).get("properties").and_then(|p| p.get(key)).map_or(Node::Unknown, |child| Node::Custom(schema, child))
+            }
+            other => other,
+        }
+    }
+
+    fn items(self) -> Node<'a> {
+        match self {
+            Node::Custom(schema, node) => schema.resolve(node).get("items").map_or(Node::Unknown, |items| Node::Custom(schema, items)),
+            other => other,
+        }
+    }
+
+    /// How the list `field` (this node) in `parent` merges.
+    fn list_merge(self, field: &str, parent: &str) -> ListMerge<'a> {
+        match self {
+            Node::Unknown => ListMerge::Replace,
+            // `metadata.finalizers` is a list of strings Kubernetes merges as a set.
+            Node::Builtin if field == "finalizers" && parent == "metadata" => ListMerge::Set,
+            Node::Builtin => merge_key(field, parent).map_or(ListMerge::Replace, ListMerge::ByKey),
+            Node::Custom(schema, node) => {
+                let node = schema.resolve(node);
+                let strategy = node.get("x-kubernetes-patch-strategy").and_then(Value::as_str).unwrap_or("");
+                if !strategy.split(',').any(|s| s.trim() == "merge") {
+                    return ListMerge::Replace;
+                }
+                match node.get("x-kubernetes-patch-merge-key").and_then(Value::as_str) {
+                    Some(key) => ListMerge::ByKey(key),
+                    None => ListMerge::Set,
+                }
+            }
+        }
+    }
+}
+
 /// Applies a strategic merge patch to `base` as kustomize v5.5 does: merge keys for the builtin
 /// kinds, `$patch: replace|delete|merge`, null deletes a key; the list-order and retain
 /// directives are left in place as fields, like kustomize.
 pub fn strategic_merge(base: &mut Value, patch: &Value) {
-    let mode = Mode { builtin: is_builtin(base), kubernetes_directives: false };
-    merge_value(base, patch, mode, "");
+    strategic_merge_with_schema(base, patch, None);
+}
+
+/// [`strategic_merge`] under a custom OpenAPI schema (`None`: kustomize's builtin one).
+pub fn strategic_merge_with_schema(base: &mut Value, patch: &Value, schema: Option<&OpenApi>) {
+    let node = Node::for_object(base, schema);
+    merge_value(base, patch, Mode { kubernetes_directives: false }, node, "");
 }
 
 /// Applies a strategic merge patch with Kubernetes' full semantics, including `$retainKeys`,
 /// `$setElementOrder/<list>` and `$deleteFromPrimitiveList/<list>`.
 pub fn strategic_merge_kubernetes(base: &mut Value, patch: &Value) {
-    let mode = Mode { builtin: is_builtin(base), kubernetes_directives: true };
-    merge_value(base, patch, mode, "");
+    let node = Node::for_object(base, None);
+    merge_value(base, patch, Mode { kubernetes_directives: true }, node, "");
 }
 
 fn directive(patch: &Map<String, Value>) -> Option<&str> {
     patch.get("$patch").and_then(Value::as_str)
 }
 
-fn merge_value(base: &mut Value, patch: &Value, mode: Mode, parent: &str) {
+fn merge_value(base: &mut Value, patch: &Value, mode: Mode, node: Node, parent: &str) {
     match (base.as_object_mut(), patch.as_object()) {
         (Some(base_map), Some(patch_map)) => {
             match directive(patch_map) {
@@ -108,13 +179,13 @@ fn merge_value(base: &mut Value, patch: &Value, mode: Mode, parent: &str) {
                 let child_parent = if key == "containers" || key == "initContainers" { "container" } else { key.as_str() };
                 match base_map.get_mut(key) {
                     Some(existing) if existing.is_object() && value.is_object() => {
-                        merge_value(existing, value, mode, child_parent);
+                        merge_value(existing, value, mode, node.field(key), child_parent);
                         if existing.is_null() {
                             base_map.remove(key);
                         }
                     }
                     Some(existing) if existing.is_array() && value.is_array() => {
-                        merge_list(existing, value, mode, key, parent);
+                        merge_list(existing, value, mode, node.field(key), key, parent);
                     }
                     _ => {
                         let mut fresh = value.clone();
@@ -129,7 +200,7 @@ fn merge_value(base: &mut Value, patch: &Value, mode: Mode, parent: &str) {
             if mode.kubernetes_directives {
                 for (key, order) in patch_map {
                     if let (Some(field), Some(order)) = (key.strip_prefix("$setElementOrder/"), order.as_array()) {
-                        set_element_order(base_map, field, order, mode.builtin, parent);
+                        set_element_order(base_map, field, order, node.field(field), parent);
                     }
                 }
             }
@@ -142,17 +213,19 @@ fn merge_value(base: &mut Value, patch: &Value, mode: Mode, parent: &str) {
     }
 }
 
-fn merge_list(base: &mut Value, patch: &Value, mode: Mode, field: &str, parent: &str) {
-    let builtin = mode.builtin;
+/// Merges the list `field` (whose schema is `node`) of an object in `parent`.
+fn merge_list(base: &mut Value, patch: &Value, mode: Mode, node: Node, field: &str, parent: &str) {
     let (Some(base_items), Some(patch_items)) = (base.as_array_mut(), patch.as_array()) else { return };
-    // `metadata.finalizers` is a list of strings Kubernetes merges as a set: the patch's first.
-    if builtin && field == "finalizers" && parent == "metadata" {
-        let mut merged: Vec<Value> = patch_items.iter().filter(|i| !i.is_object()).cloned().collect();
-        merged.extend(base_items.iter().filter(|i| !merged.contains(i)).cloned().collect::<Vec<_>>());
-        *base_items = merged;
-        return;
-    }
-    let key = if builtin { merge_key(field, parent) } else { None };
+    let key = match node.list_merge(field, parent) {
+        ListMerge::Set => {
+            let mut merged: Vec<Value> = patch_items.iter().filter(|i| !i.is_object()).cloned().collect();
+            merged.extend(base_items.iter().filter(|i| !merged.contains(i)).cloned().collect::<Vec<_>>());
+            *base_items = merged;
+            return;
+        }
+        ListMerge::ByKey(key) => Some(key),
+        ListMerge::Replace => None,
+    };
     let replace_all = patch_items.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"));
     let Some(key) = key.filter(|_| !replace_all && patch_items.iter().all(Value::is_object)) else {
         let mut fresh = Value::Array(patch_items.iter().filter(|i| i.get("$patch").is_none()).cloned().collect());
@@ -161,6 +234,7 @@ fn merge_list(base: &mut Value, patch: &Value, mode: Mode, field: &str, parent: 
         return;
     };
     let item_parent = if field == "containers" || field == "initContainers" { "container" } else { field };
+    let item_node = node.items();
     // kustomize (kyaml) puts the patch's elements first, in the patch's order, then the base's
     // elements the patch does not mention.
     let mut merged = Vec::with_capacity(base_items.len() + patch_items.len());
@@ -178,7 +252,7 @@ fn merge_list(base: &mut Value, patch: &Value, mode: Mode, field: &str, parent: 
         }
         match position.and_then(|i| remaining[i].take()) {
             Some(mut existing) => {
-                merge_value(&mut existing, item, mode, item_parent);
+                merge_value(&mut existing, item, mode, item_node, item_parent);
                 merged.push(existing);
             }
             None => {
@@ -193,9 +267,12 @@ fn merge_list(base: &mut Value, patch: &Value, mode: Mode, field: &str, parent: 
 }
 
 /// `$setElementOrder/<field>`: the listed elements in the given order, then the others.
-fn set_element_order(base_map: &mut Map<String, Value>, field: &str, order: &[Value], builtin: bool, parent: &str) {
+fn set_element_order(base_map: &mut Map<String, Value>, field: &str, order: &[Value], node: Node, parent: &str) {
     let Some(items) = base_map.get_mut(field).and_then(Value::as_array_mut) else { return };
-    let key = if builtin { merge_key(field, parent) } else { None };
+    let key = match node.list_merge(field, parent) {
+        ListMerge::ByKey(key) => Some(key),
+        _ => None,
+    };
     let identity = |item: &Value, wanted: &Value| match key {
         Some(key) => item.get(key).is_some() && item.get(key) == wanted.get(key),
         None => item == wanted,

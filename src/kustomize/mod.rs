@@ -21,6 +21,7 @@ pub mod file;
 pub mod generator;
 mod nameref;
 pub mod object;
+mod metadata;
 mod openapi;
 mod order;
 pub mod patch;
@@ -173,6 +174,10 @@ struct Builder<'a> {
     /// The schema of strategic merges, decided once for the whole build as kustomize does: by
     /// the first `openapi: {path: …}` met before the first strategic merge (`None`: builtin).
     schema: std::cell::OnceCell<Option<openapi::OpenApi>>,
+    /// Whether origins and transformations are recorded (the root lists `buildMetadata`).
+    track_origins: bool,
+    /// Where each kustomization being built is, for origins: the current one last.
+    locations: Vec<metadata::Location>,
 }
 
 /// Builds the kustomization in `dir` as `kubectl kustomize` does; nothing outside `root` is
@@ -270,6 +275,8 @@ impl Builder<'_> {
             vars: Vec::new(),
             config: config::TransformerConfig::default(),
             schema: std::cell::OnceCell::new(),
+            track_origins: false,
+            locations: vec![metadata::Location::default()],
         };
         let dir = builder.inside_root(dir)?;
         Ok((builder, dir))
@@ -277,6 +284,8 @@ impl Builder<'_> {
 
     fn build_root(&mut self, dir: &Path, file: &Path, kustomization: Kustomization) -> Result<Vec<Object>, Error> {
         let sort_options = kustomization.sort_options.clone();
+        let build_metadata = metadata::BuildMetadata::from_options(&kustomization.build_metadata);
+        self.track_origins = metadata::BuildMetadata::tracks_origins(&kustomization.build_metadata);
         let mut resources = self.build_kustomization(dir, file, kustomization, false)?;
         // Hashes come last, over the final data, and then the references follow the new names.
         for resource in resources.iter_mut().filter(|r| r.needs_hash) {
@@ -288,6 +297,11 @@ impl Builder<'_> {
         let unused = vars::resolve(&self.vars, &mut resources, &self.config.var_reference).map_err(|message| Error::Vars { file: file.to_owned(), message })?;
         if !unused.is_empty() {
             tracing::info!(vars = ?unused, "well-defined vars that were never replaced");
+        }
+        if build_metadata != metadata::BuildMetadata::default() {
+            for resource in &mut resources {
+                metadata::annotate(&mut resource.object, build_metadata, resource.origin.as_ref(), &resource.transformations);
+            }
         }
         let mut objects: Vec<Object> = resources.into_iter().map(|r| r.object).collect();
         order::sort(&mut objects, sort_options.as_ref()).map_err(|message| Error::SortOptions { file: file.to_owned(), message })?;
@@ -384,6 +398,30 @@ impl Builder<'_> {
         }
     }
 
+    /// Where the kustomization being built is.
+    fn location(&self) -> metadata::Location {
+        self.locations.last().cloned().unwrap_or_default()
+    }
+
+    /// The origin of what a kustomization (`file`) or a file it names (`entry`) configured.
+    fn configured(&self, file: &Path, entry: Option<&str>, by: metadata::ConfiguredBy) -> Option<metadata::Origin> {
+        if !self.track_origins {
+            return None;
+        }
+        let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Some(metadata::Origin::configured(&self.location().join(entry.unwrap_or(&file_name)), by))
+    }
+
+    /// Records that a transformer ran over every resource (kustomize records it whether or not
+    /// the transformer changed the resource).
+    fn record(&self, resources: &mut [Resource], file: &Path, entry: Option<&str>, by: metadata::ConfiguredBy) {
+        if let Some(origin) = self.configured(file, entry, by) {
+            for resource in resources {
+                resource.transformations.push(origin.clone());
+            }
+        }
+    }
+
     /// Adds resources, refusing a second object with the same id.
     fn append(resources: &mut Vec<Resource>, found: Vec<Resource>) -> Result<(), Error> {
         let existing: Vec<Id> = resources.iter().map(Resource::id).collect();
@@ -411,7 +449,10 @@ impl Builder<'_> {
             }
             let path = self.inside_root(&path)?;
             let found = if path.is_dir() {
-                self.build_dir(&path)?
+                self.locations.push(self.location().join(entry));
+                let built = self.build_dir(&path);
+                self.locations.pop();
+                built?
             } else {
                 let path = self.file_inside(dir, &path)?;
                 let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
@@ -427,7 +468,11 @@ impl Builder<'_> {
                             message: "a kustomization file cannot be a resource: name its directory instead".into(),
                         });
                     }
-                    found.push(Resource::new(object));
+                    let mut resource = Resource::new(object);
+                    if self.track_origins {
+                        resource.origin = Some(metadata::Origin::file(&self.location().join(entry)));
+                    }
+                    found.push(resource);
                 }
                 found
             };
@@ -456,7 +501,9 @@ impl Builder<'_> {
                 return Err(Error::Component { file: component_file, message: "a kustomization listed in 'components' must have 'kind: Component'".into() });
             }
             self.enter(&component_dir, &component_file, &component_k)?;
+            self.locations.push(self.location().join(entry));
             let result = self.accumulate(&component_dir, &component_file, &component_k, std::mem::take(&mut resources), true);
+            self.locations.pop();
             self.stack.pop();
             resources = result?;
         }
@@ -474,10 +521,12 @@ impl Builder<'_> {
     /// `configMapGenerator` and `secretGenerator`.
     /// The documents of `transformers:` or `generators:` entries: files (in or below the
     /// kustomization's folder) or inline YAML.
-    fn plugin_documents(&self, dir: &Path, file: &Path, entries: &[String]) -> Result<Vec<Value>, Error> {
+    /// Each comes with the file it was configured in (`None`: the kustomization itself).
+    fn plugin_documents<'e>(&self, dir: &Path, file: &Path, entries: &'e [String]) -> Result<Vec<(Option<&'e str>, Value)>, Error> {
         let mut documents = Vec::new();
         for entry in entries {
-            let (source, text) = if entry.contains('\n') || entry.contains(": ") {
+            let inline = entry.contains('\n') || entry.contains(": ");
+            let (source, text) = if inline {
                 (file.to_owned(), entry.clone())
             } else {
                 let path = dir.join(entry);
@@ -491,23 +540,26 @@ impl Builder<'_> {
                 }
                 self.read_text(dir, entry)?
             };
-            documents.extend(yaml::parse_objects(&text, &source)?);
+            let configured_in = (!inline).then_some(entry.as_str());
+            documents.extend(yaml::parse_objects(&text, &source)?.into_iter().map(|d| (configured_in, d)));
         }
         Ok(documents)
     }
 
     fn generate(&self, dir: &Path, file: &Path, k: &Kustomization, resources: &mut Vec<Resource>) -> Result<(), Error> {
-        let mut generators: Vec<(generator::GeneratedKind, file::Generator)> = k
+        let by_field = |kind: &str| self.configured(file, None, metadata::ConfiguredBy::builtin(kind));
+        let mut generators: Vec<(generator::GeneratedKind, file::Generator, Option<metadata::Origin>)> = k
             .config_map_generator
             .iter()
-            .map(|g| (generator::GeneratedKind::ConfigMap, g.clone()))
-            .chain(k.secret_generator.iter().map(|g| (generator::GeneratedKind::Secret, g.clone())))
+            .map(|g| (generator::GeneratedKind::ConfigMap, g.clone(), by_field("ConfigMapGenerator")))
+            .chain(k.secret_generator.iter().map(|g| (generator::GeneratedKind::Secret, g.clone(), by_field("SecretGenerator"))))
             .collect();
         // `generators:` configuring builtin generators run after the fields, as in kustomize.
-        for document in self.plugin_documents(dir, file, &k.generators)? {
-            generators.push(builtin::generator(&document).map_err(|message| Error::Plugin { file: file.to_owned(), message })?);
+        for (configured_in, document) in self.plugin_documents(dir, file, &k.generators)? {
+            let (kind, spec) = builtin::generator(&document).map_err(|message| Error::Plugin { file: file.to_owned(), message })?;
+            generators.push((kind, spec, self.configured(file, configured_in, metadata::ConfiguredBy::of_document(&document))));
         }
-        for (kind, spec) in &generators {
+        for (kind, spec, origin) in &generators {
             let kind = *kind;
             let error = |message: String| Error::Generator { file: file.to_owned(), message };
             let mut read = |relative: &str| -> Result<Vec<u8>, String> { self.read(dir, relative).map(|(_, bytes)| bytes).map_err(|e| e.to_string()) };
@@ -519,6 +571,7 @@ impl Builder<'_> {
                 ("create", None) => {
                     let mut resource = Resource::new(object);
                     resource.needs_hash = needs_hash;
+                    resource.origin.clone_from(origin);
                     resources.push(resource);
                 }
                 ("create", Some(_)) => return Err(error(format!("id {id} exists; behavior must be merge or replace"))),
@@ -575,7 +628,7 @@ impl Builder<'_> {
             let patch_id = Id::of(&document);
             for resource in resources.iter_mut().filter(|r| !r.object.is_null()) {
                 let selected = match &patch.target {
-                    Some(target) => patch::selects_resource(target, resource),
+                    Some(target) => patch::selects_patch_target(target, resource),
                     None => resource.matches_any_id(&patch_id),
                 };
                 if !selected {
@@ -616,8 +669,12 @@ impl Builder<'_> {
             };
             self.apply_patch(dir, file, &patch, &mut resources, false)?;
         }
+        if !k.patches_strategic_merge.is_empty() {
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("PatchStrategicMergeTransformer"));
+        }
         for patch in &k.patches {
             self.apply_patch(dir, file, patch, &mut resources, false)?;
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("PatchTransformer"));
         }
         resources.retain(|r| !r.object.is_null());
         let config = &self.config;
@@ -627,8 +684,17 @@ impl Builder<'_> {
         if let Some(namespace) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
             transform::set_namespace(&mut resources, namespace);
             transform::set_custom_namespace_fields(&mut resources, namespace, &config.namespace);
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("NamespaceTransformer"));
         }
-        transform::add_prefix_suffix(&mut resources, k.name_prefix.as_deref().unwrap_or(""), k.name_suffix.as_deref().unwrap_or(""));
+        let config = &self.config;
+        let (prefix, suffix) = (k.name_prefix.as_deref().unwrap_or(""), k.name_suffix.as_deref().unwrap_or(""));
+        transform::add_prefix_suffix(&mut resources, prefix, suffix);
+        if !prefix.is_empty() {
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("PrefixTransformer"));
+        }
+        if !suffix.is_empty() {
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("SuffixTransformer"));
+        }
         if !k.common_labels.is_empty() {
             transform::add_pairs(&mut resources, &k.common_labels, &with_custom(&fieldspec::COMMON_LABEL_SPECS, &config.common_labels));
         }
@@ -641,23 +707,40 @@ impl Builder<'_> {
             }
             transform::add_pairs(&mut resources, &labels.pairs, &specs);
         }
+        // kustomize runs one label transformer per `labels` entry and one for `commonLabels`.
+        if !k.labels.is_empty() || !k.common_labels.is_empty() {
+            for _ in 0..=k.labels.len() {
+                self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("LabelTransformer"));
+            }
+        }
+        let config = &self.config;
         if !k.common_annotations.is_empty() {
             transform::add_pairs(&mut resources, &k.common_annotations, &with_custom(&fieldspec::COMMON_ANNOTATION_SPECS, &config.common_annotations));
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("AnnotationsTransformer"));
         }
         for patch in &k.patches_json6902 {
             if patch.target.is_none() {
                 return Err(Error::Patch { file: file.to_owned(), message: "a patchesJson6902 entry needs a target".into() });
             }
             self.apply_patch(dir, file, patch, &mut resources, true)?;
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("PatchJson6902Transformer"));
         }
-        transform::set_replicas(&mut resources, &k.replicas, &self.config.replicas);
-        transform::set_images(&mut resources, &k.images, &self.config.images);
+        // One replica and one image transformer per entry, as kustomize configures them.
+        for replica in &k.replicas {
+            transform::set_replicas(&mut resources, std::slice::from_ref(replica), &self.config.replicas);
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("ReplicaCountTransformer"));
+        }
+        for image in &k.images {
+            transform::set_images(&mut resources, std::slice::from_ref(image), &self.config.images);
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("ImageTagTransformer"));
+        }
         if !k.replacements.is_empty() {
             let mut read = |relative: &str| -> Result<String, String> { self.read_text(dir, relative).map(|(_, text)| text).map_err(|e| e.to_string()) };
             replacement::apply(&k.replacements, &mut resources, &mut read).map_err(|message| Error::Replacement { file: file.to_owned(), message })?;
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("ReplacementTransformer"));
         }
         // `transformers:` configuring builtin transformers run after the fields, as in kustomize.
-        for document in self.plugin_documents(dir, file, &k.transformers)? {
+        for (configured_in, document) in self.plugin_documents(dir, file, &k.transformers)? {
             let plugin_error = |message: String| Error::Plugin { file: file.to_owned(), message };
             match builtin::transformer(&document).map_err(plugin_error)? {
                 builtin::BuiltinTransformer::Labels { pairs, specs } | builtin::BuiltinTransformer::Annotations { pairs, specs } => {
@@ -691,6 +774,7 @@ impl Builder<'_> {
                     resources.retain(|r| !r.object.is_null());
                 }
             }
+            self.record(&mut resources, file, configured_in, metadata::ConfiguredBy::of_document(&document));
         }
         Ok(resources)
     }

@@ -383,6 +383,17 @@ fn selects_as(selector: &Selector, object: &Value, name: &str, namespace: &str) 
 }
 
 /// Whether a patch target selects a resource by its current name or one it had before.
+/// Whether a patch's target selects a resource: by its original or its current name and
+/// namespace, not the names it had in between (kustomize's `ResMap.Select`; replacements, which
+/// match every earlier name, use [`selects_resource`]).
+pub fn selects_patch_target(selector: &Selector, resource: &Resource) -> bool {
+    let object = &resource.object;
+    let current = (name(object), namespace(object));
+    let original = resource.previous.first().map_or(current, |(n, ns)| (n.as_str(), ns.as_str()));
+    [current.0, original.0].iter().any(|n| [current.1, original.1].iter().any(|ns| selects_as(selector, object, n, ns)))
+}
+
+/// Whether a selector matches a resource under its current name or any name it had before.
 pub fn selects_resource(selector: &Selector, resource: &Resource) -> bool {
     selects(selector, &resource.object)
         || (selector.name.is_some()

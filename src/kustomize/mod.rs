@@ -9,10 +9,13 @@
 //! replicas, images, replacements). At the end of the whole build, generated objects get their
 //! content hash and every reference to a renamed object is pointed at its new name.
 //!
-//! Also: `vars`, `configurations` (custom field specs), `sortOptions`, `replacements`, and
-//! `transformers:`/`generators:` entries that configure kustomize's builtin plugins. Refused by
-//! name, with an error: `crds`, `openapi`, `buildMetadata` (not yet), Helm, external plugins and
-//! KRM functions (out of scope), remote resources (unless enabled, and then not yet).
+//! Also: `vars`, `configurations` (custom field specs), `crds` (name references of custom
+//! kinds), `openapi` (a custom schema for strategic merges), `buildMetadata`, `sortOptions`,
+//! `replacements`, `transformers:`/`generators:` entries that configure kustomize's builtin
+//! plugins, and remote git bases and components when [`BuildOptions::enable_remote`] is set
+//! (each clone is the build root of its base). Refused by name, with an error: Helm, external
+//! plugins, KRM functions and validators (out of scope), single files over HTTP, and remote
+//! bases when not enabled.
 
 mod builtin;
 mod config;
@@ -23,6 +26,7 @@ mod nameref;
 pub mod object;
 mod metadata;
 mod openapi;
+mod remote;
 mod order;
 pub mod patch;
 mod regex;
@@ -70,8 +74,10 @@ pub enum Error {
     SortOptions { file: PathBuf, message: String },
     #[error("remote resource '{url}': remote resources are not enabled")]
     Remote { url: String },
-    #[error("remote resource '{url}': remote resources are not supported by ferroflux's kustomize engine yet")]
-    RemoteUnsupported { url: String },
+    #[error("remote resource '{url}': {message}")]
+    RemoteGit { url: String, message: String },
+    #[error("remote resource '{url}': single files over HTTP are not fetched by ferroflux's kustomize engine; name a git repository instead (https://host/org/repo//path?ref=...)")]
+    RemoteFile { url: String },
     #[error("accumulating resources from '{entry}' in {}: no such file or directory", dir.display())]
     MissingResource { entry: String, dir: PathBuf },
     #[error("{}: {message}", file.display())]
@@ -86,7 +92,7 @@ pub enum Error {
 /// overrides the root kustomization.
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
-    /// Allow URL resources (refused with a clear error today either way).
+    /// Allow remote git bases and components (cloned into a temporary folder for the build).
     pub enable_remote: bool,
     pub overlay: Overlay,
 }
@@ -260,14 +266,6 @@ fn load(dir: &Path) -> Result<(PathBuf, Kustomization), Error> {
     Ok((file, kustomization))
 }
 
-fn is_remote(entry: &str) -> bool {
-    entry.contains("://")
-        || entry.starts_with("github.com/")
-        || entry.starts_with("git@")
-        || entry.starts_with("gitlab.com/")
-        || entry.starts_with("bitbucket.org/")
-}
-
 impl Builder<'_> {
     fn start<'a>(root: &Path, dir: &Path, options: &'a BuildOptions, restrictions: LoadRestrictions) -> Result<(Builder<'a>, PathBuf), Error> {
         let root = root.canonicalize().map_err(|source| Error::Io { path: root.to_owned(), source })?;
@@ -398,6 +396,52 @@ impl Builder<'_> {
         }
     }
 
+    /// A component: it transforms what its parent accumulated so far.
+    fn accumulate_component(&mut self, component_dir: &Path, resources: Vec<Resource>) -> Result<Vec<Resource>, Error> {
+        let (component_file, component_k) = load(component_dir)?;
+        if component_k.kind.as_deref() != Some("Component") {
+            return Err(Error::Component { file: component_file, message: "a kustomization listed in 'components' must have 'kind: Component'".into() });
+        }
+        self.enter(component_dir, &component_file, &component_k)?;
+        let result = self.accumulate(component_dir, &component_file, &component_k, resources, true);
+        self.stack.pop();
+        result
+    }
+
+    /// The remote base an entry that is not a local path names, if it names one; an error when
+    /// remote bases are not enabled, or for a single file over HTTP.
+    fn remote_spec(&self, entry: &str) -> Result<Option<remote::RepoSpec>, Error> {
+        let refused = || Error::Remote { url: entry.to_owned() };
+        if remote::is_http_file(entry) {
+            return Err(if self.options.enable_remote { Error::RemoteFile { url: entry.to_owned() } } else { refused() });
+        }
+        match remote::parse(entry) {
+            Ok(_) if !self.options.enable_remote => Err(refused()),
+            Ok(spec) => Ok(Some(spec)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Clones a remote base into a temporary folder and runs `build` on its kustomization folder,
+    /// with the clone as the build root (nothing outside it is read while it builds).
+    fn with_remote<T>(&mut self, spec: &remote::RepoSpec, entry: &str, build: impl FnOnce(&mut Self, &Path) -> Result<T, Error>) -> Result<T, Error> {
+        let error = |message: String| Error::RemoteGit { url: entry.to_owned(), message };
+        let clone = tempfile::Builder::new().prefix("kustomize-remote-").tempdir().map_err(|e| error(format!("creating a temporary folder: {e}")))?;
+        remote::clone(spec, clone.path()).map_err(error)?;
+        let clone_root = clone.path().canonicalize().map_err(|source| Error::Io { path: clone.path().to_owned(), source })?;
+        let base_dir = clone_root.join(&spec.root_path);
+        if !base_dir.is_dir() {
+            return Err(error(format!("no folder '{}' in the repository", spec.root_path)));
+        }
+        let saved_root = std::mem::replace(&mut self.root, clone_root);
+        self.locations.push(metadata::Location { path: spec.root_path.clone(), repo: spec.clone_url.clone(), reference: spec.reference.clone() });
+        let result = self.inside_root(&base_dir).and_then(|dir| build(self, &dir));
+        self.locations.pop();
+        self.root = saved_root;
+        // The clone goes when `clone` drops: everything it held is in memory now.
+        result
+    }
+
     /// Where the kustomization being built is.
     fn location(&self) -> metadata::Location {
         self.locations.last().cloned().unwrap_or_default()
@@ -440,10 +484,14 @@ impl Builder<'_> {
     /// component, which transforms what its parent accumulated so far).
     fn accumulate(&mut self, dir: &Path, file: &Path, k: &Kustomization, mut resources: Vec<Resource>, component: bool) -> Result<Vec<Resource>, Error> {
         for entry in k.resources.iter().chain(k.bases.iter()) {
-            if is_remote(entry) {
-                return Err(if self.options.enable_remote { Error::RemoteUnsupported { url: entry.clone() } } else { Error::Remote { url: entry.clone() } });
-            }
             let path = dir.join(entry);
+            if !path.exists()
+                && let Some(spec) = self.remote_spec(entry)?
+            {
+                let found = self.with_remote(&spec, entry, |builder, base_dir| builder.build_dir(base_dir))?;
+                Self::append(&mut resources, found)?;
+                continue;
+            }
             if !path.exists() {
                 return Err(Error::MissingResource { entry: entry.clone(), dir: dir.to_owned() });
             }
@@ -488,23 +536,21 @@ impl Builder<'_> {
         }
         self.generate(dir, file, k, &mut resources)?;
         for entry in &k.components {
-            if is_remote(entry) {
-                return Err(if self.options.enable_remote { Error::RemoteUnsupported { url: entry.clone() } } else { Error::Remote { url: entry.clone() } });
-            }
             let path = dir.join(entry);
+            if !path.exists()
+                && let Some(spec) = self.remote_spec(entry)?
+            {
+                let accumulated = std::mem::take(&mut resources);
+                resources = self.with_remote(&spec, entry, |builder, component_dir| builder.accumulate_component(component_dir, accumulated))?;
+                continue;
+            }
             if !path.exists() {
                 return Err(Error::MissingResource { entry: entry.clone(), dir: dir.to_owned() });
             }
             let component_dir = self.inside_root(&path)?;
-            let (component_file, component_k) = load(&component_dir)?;
-            if component_k.kind.as_deref() != Some("Component") {
-                return Err(Error::Component { file: component_file, message: "a kustomization listed in 'components' must have 'kind: Component'".into() });
-            }
-            self.enter(&component_dir, &component_file, &component_k)?;
             self.locations.push(self.location().join(entry));
-            let result = self.accumulate(&component_dir, &component_file, &component_k, std::mem::take(&mut resources), true);
+            let result = self.accumulate_component(&component_dir, std::mem::take(&mut resources));
             self.locations.pop();
-            self.stack.pop();
             resources = result?;
         }
         let _ = component;
@@ -918,8 +964,11 @@ mod tests {
             assert!(error.to_string().contains(field), "{error}");
         }
         let dir = tree(&[("kustomization.yaml", "resources: [github.com/org/repo//x?ref=v1]\n")]);
+        let error = build(dir.path(), dir.path(), &BuildOptions::default()).expect_err("refused");
+        assert!(error.to_string().contains("not enabled"), "{error}");
+        let dir = tree(&[("kustomization.yaml", "resources: [https://example.com/manifests/app.yaml]\n")]);
         let error = build(dir.path(), dir.path(), &BuildOptions { enable_remote: true, ..BuildOptions::default() }).expect_err("refused");
-        assert!(error.to_string().contains("not supported"), "{error}");
+        assert!(error.to_string().contains("single files over HTTP"), "{error}");
     }
 
     #[test]

@@ -654,6 +654,14 @@ impl Builder<'_> {
             (None, Some(text)) => (file.to_owned(), text.clone()),
             (None, None) => return Err(Error::Patch { file: file.to_owned(), message: "a patch needs 'path' or 'patch'".into() }),
         };
+        // kustomize reads a patch that starts with `[` as JSON operations, strictly: a YAML flow
+        // list there (`[{op: add, …}]`) is an error.
+        if text.starts_with('[') {
+            return match serde_json::from_str::<Value>(&text) {
+                Ok(list) => Ok((source, vec![list])),
+                Err(e) => Err(Error::Patch { file: source, message: format!("unable to parse SM or JSON patch: {e}") }),
+            };
+        }
         match yaml::parse_value(&text, &source) {
             Ok(list @ Value::Array(_)) => Ok((source, vec![list])),
             _ => Ok((source.clone(), yaml::parse_objects(&text, &source)?)),
@@ -920,7 +928,7 @@ mod tests {
             name_suffix: Some("-s".into()),
             images: vec![file::Image { name: "app".into(), new_tag: Some("v2".into()), ..file::Image::default() }],
             patches: vec![file::Patch {
-                patch: Some("[{op: add, path: /data, value: {a: b}}]".into()),
+                patch: Some(r#"[{"op": "add", "path": "/data", "value": {"a": "b"}}]"#.into()),
                 target: Some(file::Selector { kind: Some("ConfigMap".into()), ..file::Selector::default() }),
                 ..file::Patch::default()
             }],

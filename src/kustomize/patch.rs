@@ -30,6 +30,16 @@ fn merge_key(field: &str, parent: &str) -> Option<&'static str> {
     }
 }
 
+/// The second key of the builtin lists whose schema has two (`x-kubernetes-list-map-keys`):
+/// elements are the same only when both keys agree (a port's TCP and UDP entries stay apart).
+fn second_merge_key(field: &str) -> Option<&'static str> {
+    match field {
+        "ports" => Some("protocol"),
+        "topologySpreadConstraints" => Some("whenUnsatisfiable"),
+        _ => None,
+    }
+}
+
 /// How a strategic merge patch is applied.
 #[derive(Debug, Clone, Copy)]
 struct Mode {
@@ -55,7 +65,8 @@ enum Node<'a> {
 enum ListMerge<'a> {
     Replace,
     /// Elements with the same value of the key merge; the patch's come first.
-    ByKey(&'a str),
+    /// With a second key, both must agree (a missing one agrees only with a missing one).
+    ByKey(&'a str, Option<&'a str>),
     /// A list of scalars merged as a set: the patch's elements, then the others.
     Set,
 }
@@ -91,7 +102,7 @@ impl<'a> Node<'a> {
             Node::Unknown => ListMerge::Replace,
             // `metadata.finalizers` is a list of strings Kubernetes merges as a set.
             Node::Builtin if field == "finalizers" && parent == "metadata" => ListMerge::Set,
-            Node::Builtin => merge_key(field, parent).map_or(ListMerge::Replace, ListMerge::ByKey),
+            Node::Builtin => merge_key(field, parent).map_or(ListMerge::Replace, |key| ListMerge::ByKey(key, second_merge_key(field))),
             Node::Custom(schema, node) => {
                 let node = schema.resolve(node);
                 let strategy = node.get("x-kubernetes-patch-strategy").and_then(Value::as_str).unwrap_or("");
@@ -99,7 +110,7 @@ impl<'a> Node<'a> {
                     return ListMerge::Replace;
                 }
                 match node.get("x-kubernetes-patch-merge-key").and_then(Value::as_str) {
-                    Some(key) => ListMerge::ByKey(key),
+                    Some(key) => ListMerge::ByKey(key, None),
                     None => ListMerge::Set,
                 }
             }
@@ -223,11 +234,11 @@ fn merge_list(base: &mut Value, patch: &Value, mode: Mode, node: Node, field: &s
             *base_items = merged;
             return;
         }
-        ListMerge::ByKey(key) => Some(key),
+        ListMerge::ByKey(key, second) => Some((key, second)),
         ListMerge::Replace => None,
     };
     let replace_all = patch_items.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"));
-    let Some(key) = key.filter(|_| !replace_all && patch_items.iter().all(Value::is_object)) else {
+    let Some((key, second)) = key.filter(|_| !replace_all && patch_items.iter().all(Value::is_object)) else {
         let mut fresh = Value::Array(patch_items.iter().filter(|i| i.get("$patch").is_none()).cloned().collect());
         strip_directives(&mut fresh, mode);
         *base = fresh;
@@ -235,6 +246,10 @@ fn merge_list(base: &mut Value, patch: &Value, mode: Mode, node: Node, field: &s
     };
     let item_parent = if field == "containers" || field == "initContainers" { "container" } else { field };
     let item_node = node.items();
+    if let Some(second) = second {
+        merge_two_key_list(base_items, patch_items, mode, item_node, item_parent, key, second);
+        return;
+    }
     // kustomize (kyaml) puts the patch's elements first, in the patch's order, then the base's
     // elements the patch does not mention.
     let mut merged = Vec::with_capacity(base_items.len() + patch_items.len());
@@ -266,11 +281,48 @@ fn merge_list(base: &mut Value, patch: &Value, mode: Mode, node: Node, field: &s
     *base_items = merged;
 }
 
+/// A builtin list with two merge keys, as kustomize v5.5 (kyaml) merges it: an element of the
+/// patch that matches one of the base (both keys equal) merges into it where it is; the others
+/// come first, in the patch's order. A patch element whose second key is set where the base
+/// element with the same first key has none is dropped (kubectl does so).
+fn merge_two_key_list(base_items: &mut Vec<Value>, patch_items: &[Value], mode: Mode, item_node: Node, item_parent: &str, key: &str, second: &str) {
+    let mut added = Vec::new();
+    let mut remaining: Vec<Option<Value>> = base_items.drain(..).map(Some).collect();
+    for item in patch_items {
+        let Some(id) = item.get(key) else { continue };
+        let same = |b: &Value| b.get(key) == Some(id) && b.get(second) == item.get(second);
+        let position = remaining.iter().position(|b| b.as_ref().is_some_and(same));
+        if item.get("$patch").and_then(Value::as_str) == Some("delete") {
+            if let Some(i) = position {
+                remaining[i] = None;
+            }
+            continue;
+        }
+        match position {
+            Some(i) => {
+                if let Some(existing) = remaining[i].as_mut() {
+                    merge_value(existing, item, mode, item_node, item_parent);
+                }
+            }
+            None => {
+                let shadowed = item.get(second).is_some() && remaining.iter().flatten().any(|b| b.get(key) == Some(id) && b.get(second).is_none());
+                if !shadowed {
+                    let mut fresh = item.clone();
+                    strip_directives(&mut fresh, mode);
+                    added.push(fresh);
+                }
+            }
+        }
+    }
+    added.extend(remaining.into_iter().flatten());
+    *base_items = added;
+}
+
 /// `$setElementOrder/<field>`: the listed elements in the given order, then the others.
 fn set_element_order(base_map: &mut Map<String, Value>, field: &str, order: &[Value], node: Node, parent: &str) {
     let Some(items) = base_map.get_mut(field).and_then(Value::as_array_mut) else { return };
     let key = match node.list_merge(field, parent) {
-        ListMerge::ByKey(key) => Some(key),
+        ListMerge::ByKey(key, _) => Some(key),
         _ => None,
     };
     let identity = |item: &Value, wanted: &Value| match key {

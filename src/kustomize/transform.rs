@@ -158,20 +158,49 @@ fn apply_image(current: &str, override_: &Image) -> String {
     image
 }
 
-/// Image overrides in every container and init container, as kustomize matches them: by the
-/// image name without tag or digest.
+/// An image override with its name pattern. kustomize uses the override's `name` as a regular
+/// expression for the image without tag and digest (so a name may carry a tag: `busybox:1.0`
+/// matches only that tag).
+struct ImageMatcher<'a> {
+    image: &'a Image,
+    pattern: Option<super::regex::Regex>,
+}
+
+impl ImageMatcher<'_> {
+    fn matches(&self, image: &str) -> bool {
+        match &self.pattern {
+            Some(pattern) => pattern.is_full_match(image),
+            // A name that is no valid pattern matches the image name as written.
+            None => self.image.name == image_name(image),
+        }
+    }
+}
+
+fn find_image<'a>(matchers: &'a [ImageMatcher<'a>], image: &str) -> Option<&'a Image> {
+    matchers.iter().find(|m| m.matches(image)).map(|m| m.image)
+}
+
+/// Image overrides in every container and init container, as kustomize matches them.
 pub fn set_images(resources: &mut [Resource], images: &[Image], custom: &[FieldSpec]) {
     if images.is_empty() {
         return;
     }
-    fn visit(value: &mut Value, images: &[Image]) {
+    let matchers: Vec<ImageMatcher> = images
+        .iter()
+        .map(|image| ImageMatcher {
+            image,
+            pattern: super::regex::Regex::new(&format!("{}(@sha256)?(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?", image.name)).ok(),
+        })
+        .collect();
+    let images = matchers.as_slice();
+    fn visit(value: &mut Value, images: &[ImageMatcher]) {
         match value {
             Value::Object(map) => {
                 for (key, child) in map.iter_mut() {
                     if key == "containers" || key == "initContainers" {
                         for container in each(Some(child)) {
                             if let Some(image) = container.get("image").and_then(Value::as_str).map(str::to_owned)
-                                && let Some(found) = images.iter().find(|i| i.name == image_name(&image))
+                                && let Some(found) = find_image(images, &image)
                             {
                                 container["image"] = Value::String(apply_image(&image, found));
                             }
@@ -190,7 +219,7 @@ pub fn set_images(resources: &mut [Resource], images: &[Image], custom: &[FieldS
         // Image fields `configurations` names, in kinds without `containers`.
         fieldspec::visit_specs(&mut resource.object, custom, &mut |value: &mut Value| {
             if let Some(image) = value.as_str().map(str::to_owned)
-                && let Some(found) = images.iter().find(|i| i.name == image_name(&image))
+                && let Some(found) = find_image(images, &image)
             {
                 *value = Value::String(apply_image(&image, found));
             }

@@ -649,7 +649,8 @@ mod tests {
     fn merge_keys_of_ports_volumes_mounts_and_finalizers() {
         let mut svc = json!({"apiVersion": "v1", "kind": "Service", "spec": {"ports": [{"port": 80, "targetPort": 8080}]}});
         strategic_merge(&mut svc, &json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443}]}}));
-        assert_eq!(svc["spec"]["ports"], json!([{"port": 80, "targetPort": 8080, "name": "http"}, {"port": 443}]));
+        // Ports have two merge keys (port, protocol): new ones first, merged ones where they were.
+        assert_eq!(svc["spec"]["ports"], json!([{"port": 443}, {"port": 80, "targetPort": 8080, "name": "http"}]));
         let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"finalizers": ["a"]}, "spec": {
             "volumes": [{"name": "v", "emptyDir": {}}],
             "tolerations": [{"key": "old"}],

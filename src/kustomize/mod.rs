@@ -635,7 +635,10 @@ impl Builder<'_> {
                     if !namespace.is_empty() {
                         object::set_metadata(&mut target.object, "namespace", &namespace);
                     }
-                    target.needs_hash = needs_hash;
+                    // Hashed only when both were (a replaced plain object keeps its name), as
+                    // kustomize keeps the old resource's options; the origin is the new one's.
+                    target.needs_hash = target.needs_hash && needs_hash;
+                    target.origin.clone_from(origin);
                 }
                 ("merge" | "replace", None) => {
                     return Err(error(format!("id {id} does not exist; cannot merge or replace")));

@@ -120,9 +120,9 @@ fn commit_all(repo: &git2::Repository, message: &str) -> git2::Oid {
     repo.commit(Some("HEAD"), &signature, &signature, message, &tree, &parents).expect("commit")
 }
 
-/// A bare repository served over `file://`: tag `v1` holds the first version of the bases,
-/// branch `main` a later one.
-fn remote_repository(dir: &Path) -> String {
+/// A bare repository served over `file://`: tag `v1` (and the returned commit) holds the first
+/// version of the bases, branch `main` a later one.
+fn remote_repository(dir: &Path) -> (String, String) {
     let work = dir.join("work");
     let repo = git2::Repository::init(&work).expect("init");
     repo.set_head("refs/heads/main").expect("main");
@@ -144,13 +144,13 @@ fn remote_repository(dir: &Path) -> String {
     commit_all(&repo, "second");
     let bare = dir.join("repo.git");
     git2::build::RepoBuilder::new().bare(true).clone(&format!("file://{}", work.display()), &bare).expect("bare clone");
-    format!("file://{}", bare.display())
+    (format!("file://{}", bare.display()), first.to_string())
 }
 
 #[test]
 fn remote_git_bases_build_like_kubectl_kustomize() {
     let scratch = tempfile::tempdir().expect("temporary folder");
-    let url = remote_repository(scratch.path());
+    let (url, first_commit) = remote_repository(scratch.path());
     let kubectl = has_kubectl();
     let options = ferroflux::kustomize::BuildOptions { enable_remote: true, ..Default::default() };
     let overlays = [
@@ -163,6 +163,7 @@ fn remote_git_bases_build_like_kubectl_kustomize() {
         ),
         ("branch-and-git-prefix", format!("resources:\n- git::{url}//app?ref=main\n"), "two"),
         ("repository-root-and-head", format!("resources:\n- {url}\n"), "two"),
+        ("commit-id", format!("resources:\n- {url}//app?version={first_commit}\nbuildMetadata: [originAnnotations]\n"), "one"),
     ];
     for (name, kustomization, version) in &overlays {
         let dir = scratch.path().join(name);

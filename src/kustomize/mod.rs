@@ -70,6 +70,8 @@ pub enum Error {
     Generator { file: PathBuf, message: String },
     #[error("{}: {message}", file.display())]
     Replacement { file: PathBuf, message: String },
+    #[error("{}: replicas: {message}", file.display())]
+    Replicas { file: PathBuf, message: String },
     #[error("{}: sortOptions: {message}", file.display())]
     SortOptions { file: PathBuf, message: String },
     #[error("remote resource '{url}': remote resources are not enabled")]
@@ -784,7 +786,8 @@ impl Builder<'_> {
         }
         // One replica and one image transformer per entry, as kustomize configures them.
         for replica in &k.replicas {
-            transform::set_replicas(&mut resources, std::slice::from_ref(replica), &self.config.replicas);
+            transform::set_replicas(&mut resources, std::slice::from_ref(replica), &self.config.replicas)
+                .map_err(|message| Error::Replicas { file: file.to_owned(), message })?;
             self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("ReplicaCountTransformer"));
         }
         for image in &k.images {
@@ -814,7 +817,8 @@ impl Builder<'_> {
                 }
                 builtin::BuiltinTransformer::Replicas { replica, specs } => {
                     let specs = if specs.is_empty() { fieldspec::REPLICA_SPECS.clone() } else { specs };
-                    transform::set_replicas(&mut resources, std::slice::from_ref(&replica), &specs);
+                    transform::set_replicas(&mut resources, std::slice::from_ref(&replica), &specs)
+                        .map_err(|message| Error::Replicas { file: file.to_owned(), message })?;
                 }
                 builtin::BuiltinTransformer::Patch(patch) => {
                     self.apply_patch(dir, file, &patch, &mut resources, false)?;

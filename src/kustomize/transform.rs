@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::fieldspec::{self, FieldSpec};
 use super::file::{Image, Replica};
-use super::object::{Id, Resource, is_cluster_scoped, kind};
+use super::object::{Resource, is_cluster_scoped, kind};
 
 fn each(value: Option<&mut Value>) -> impl Iterator<Item = &mut Value> {
     value.and_then(Value::as_array_mut).into_iter().flatten()
@@ -231,19 +231,33 @@ pub fn set_images(resources: &mut [Resource], images: &[Image], custom: &[FieldS
 /// prefix/suffix (`renamed`), as kustomize matches original names too.
 /// `replicas`: the count of the workloads named (by their current or an earlier name), at the
 /// builtin places and `custom` ones.
-pub fn set_replicas(resources: &mut [Resource], replicas: &[Replica], custom: &[FieldSpec]) {
+pub fn set_replicas(resources: &mut [Resource], replicas: &[Replica], custom: &[FieldSpec]) -> Result<(), String> {
     for replica in replicas {
+        let mut found = false;
         for resource in resources.iter_mut() {
-            let wanted = Id { name: replica.name.clone(), ..Id::default() };
-            let named = resource.names().any(|n| n == wanted.name);
-            if !named {
+            let named = resource.names().any(|n| n == replica.name);
+            if !named || !fieldspec::REPLICA_SPECS.iter().chain(custom).any(|spec| spec.selects(&resource.object)) {
                 continue;
             }
+            found = true;
             let count = Value::from(replica.count);
             fieldspec::visit_specs(&mut resource.object, &fieldspec::REPLICA_SPECS, &mut |v: &mut Value| *v = count.clone());
             fieldspec::visit_specs(&mut resource.object, custom, &mut |v: &mut Value| *v = count.clone());
         }
+        // As kustomize: a count for no workload is a mistake worth stopping for.
+        if !found {
+            let kinds: Vec<String> = fieldspec::REPLICA_SPECS
+                .iter()
+                .chain(custom)
+                .map(|spec| {
+                    let part = |value: &Option<String>, missing: &str| value.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| missing.to_owned());
+                    format!("{}.{}.{}", part(&spec.kind, ""), part(&spec.version, "[noVer]"), part(&spec.group, "[noGrp]"))
+                })
+                .collect();
+            return Err(format!("resource with name {} does not match a config with the following GVK [{}]", replica.name, kinds.join(" ")));
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]

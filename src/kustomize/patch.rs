@@ -341,11 +341,12 @@ fn set_element_order(base_map: &mut Map<String, Value>, field: &str, order: &[Va
 }
 
 /// Removes patch directives from a value the patch adds whole (`$patch` only, in kustomize's
-/// mode, which keeps the others).
+/// mode, which keeps the others), and its null fields: a null says "delete", so nothing is left
+/// of it in a new value (nulls in lists of scalars stay, as in kustomize).
 fn strip_directives(value: &mut Value, mode: Mode) {
     match value {
         Value::Object(map) => {
-            map.retain(|k, _| if mode.kubernetes_directives { !k.starts_with('$') } else { k != "$patch" });
+            map.retain(|k, v| !v.is_null() && if mode.kubernetes_directives { !k.starts_with('$') } else { k != "$patch" });
             map.values_mut().for_each(|v| strip_directives(v, mode));
         }
         Value::Array(items) => items.iter_mut().for_each(|v| strip_directives(v, mode)),
@@ -719,6 +720,58 @@ mod tests {
                 (4, d) => Value::Array((0..self.next() % 4).map(|_| self.value(d - 1)).collect()),
                 (_, d) => Value::Object((0..self.next() % 5).map(|_| (format!("k{}", self.next() % 8), self.value(d - 1))).collect()),
             }
+        }
+    }
+
+    /// A pod template with keyed lists (containers, their ports and env, volumes), names and
+    /// keys from small sets so that patches and bases share some; no key twice in one list.
+    fn pod_template(values: &mut Values) -> Value {
+        fn keyed(values: &mut Values, key: &str, choices: &[Value], mut element: impl FnMut(&mut Values) -> Value) -> Value {
+            let mut items = Vec::new();
+            let mut used = Vec::new();
+            for _ in 0..values.next() % 4 {
+                let id = choices[(values.next() % choices.len() as u64) as usize].clone();
+                if used.contains(&id) {
+                    continue;
+                }
+                used.push(id.clone());
+                let mut item = element(values);
+                if let Some(map) = item.as_object_mut() {
+                    map.insert(key.to_owned(), id);
+                }
+                items.push(item);
+            }
+            Value::Array(items)
+        }
+        let names: Vec<Value> = ["a", "b", "c"].into_iter().map(Value::from).collect();
+        let ports: Vec<Value> = [80, 443, 8080].into_iter().map(Value::from).collect();
+        let containers = keyed(values, "name", &names, |values| {
+            let mut container = serde_json::Map::new();
+            container.insert("image".into(), values.value(0));
+            let port_list = keyed(values, "containerPort", &ports, |values| {
+                if values.next() % 2 == 0 { json!({"protocol": "UDP"}) } else { json!({"name": values.value(0)}) }
+            });
+            container.insert("ports".into(), port_list);
+            container.insert("env".into(), keyed(values, "name", &names, |values| json!({"value": values.value(0)})));
+            container.insert("extra".into(), values.value(2));
+            Value::Object(container)
+        });
+        let volumes = keyed(values, "name", &names, |values| json!({"emptyDir": values.value(1)}));
+        json!({"spec": {"template": {"spec": {"containers": containers, "volumes": volumes}}}})
+    }
+
+    #[test]
+    fn property_a_strategic_merge_patch_applied_twice_is_applied_once() {
+        let mut values = Values(0x2545_f491_4f6c_dd1d);
+        for _ in 0..2000 {
+            let mut object = pod_template(&mut values);
+            object["apiVersion"] = json!("apps/v1");
+            object["kind"] = json!("Deployment");
+            let patch = pod_template(&mut values);
+            strategic_merge(&mut object, &patch);
+            let once = object.clone();
+            strategic_merge(&mut object, &patch);
+            assert_eq!(object, once, "patch {patch}");
         }
     }
 

@@ -106,8 +106,9 @@ pub fn object(kind: GeneratedKind, generator: &Generator, global: Option<&Genera
     for options in global.into_iter().chain(generator.options.as_ref()) {
         labels.extend(options.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))));
         annotations.extend(options.annotations.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))));
-        disable_hash = options.disable_name_suffix_hash.unwrap_or(disable_hash);
-        immutable = options.immutable.unwrap_or(immutable);
+        // kustomize merges the flags with "or": a generator's `false` does not undo a global `true`.
+        disable_hash |= options.disable_name_suffix_hash.unwrap_or(false);
+        immutable |= options.immutable.unwrap_or(false);
     }
     let mut metadata = Map::new();
     metadata.insert("name".into(), Value::String(generator.name.clone()));

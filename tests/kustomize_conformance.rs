@@ -98,3 +98,107 @@ fn every_case_matches_kubectl_kustomize() {
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), all.len(), failures.join("\n\n"));
 }
+
+/// Writes `files` (path, content) under `dir`.
+fn write_tree(dir: &Path, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("folders");
+        std::fs::write(path, content).expect("file");
+    }
+}
+
+/// Commits the whole work tree of `repo` on its current branch.
+fn commit_all(repo: &git2::Repository, message: &str) -> git2::Oid {
+    let mut index = repo.index().expect("index");
+    index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).expect("add");
+    index.write().expect("index written");
+    let tree = repo.find_tree(index.write_tree().expect("tree")).expect("tree");
+    let signature = git2::Signature::now("test", "test@example.com").expect("signature");
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    repo.commit(Some("HEAD"), &signature, &signature, message, &tree, &parents).expect("commit")
+}
+
+/// A bare repository served over `file://`: tag `v1` (and the returned commit) holds the first
+/// version of the bases, branch `main` a later one.
+fn remote_repository(dir: &Path) -> (String, String) {
+    let work = dir.join("work");
+    let repo = git2::Repository::init(&work).expect("init");
+    repo.set_head("refs/heads/main").expect("main");
+    write_tree(
+        &work,
+        &[
+            ("app/kustomization.yaml", "resources: [cm.yaml, ../shared]\nnamePrefix: r-\nconfigMapGenerator: [{name: gen, literals: [a=b]}]\n"),
+            ("shared/kustomization.yaml", "resources: [sa.yaml]\n"),
+            ("app/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {version: one}\n"),
+            ("shared/sa.yaml", "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa}\n"),
+            ("comp/kustomization.yaml", "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\ncommonAnnotations: {from: component}\n"),
+            ("kustomization.yaml", "resources: [app]\nnamespace: remote\n"),
+            ("escape/kustomization.yaml", "resources: [../../outside.yaml]\n"),
+        ],
+    );
+    let first = commit_all(&repo, "first");
+    repo.tag_lightweight("v1", &repo.find_object(first, None).expect("commit"), false).expect("tag");
+    write_tree(&work, &[("app/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {version: two}\n")]);
+    commit_all(&repo, "second");
+    let bare = dir.join("repo.git");
+    git2::build::RepoBuilder::new().bare(true).clone(&format!("file://{}", work.display()), &bare).expect("bare clone");
+    (format!("file://{}", bare.display()), first.to_string())
+}
+
+#[test]
+fn remote_git_bases_build_like_kubectl_kustomize() {
+    let scratch = tempfile::tempdir().expect("temporary folder");
+    let (url, first_commit) = remote_repository(scratch.path());
+    let kubectl = has_kubectl();
+    let options = ferroflux::kustomize::BuildOptions { enable_remote: true, ..Default::default() };
+    let overlays = [
+        (
+            "tag-and-component",
+            format!(
+                "resources:\n- {url}//app?ref=v1&timeout=30s\n- local.yaml\ncomponents:\n- {url}//comp?ref=main&submodules=false\nnamePrefix: o-\nbuildMetadata: [originAnnotations, transformerAnnotations]\n"
+            ),
+            "one",
+        ),
+        ("branch-and-git-prefix", format!("resources:\n- git::{url}//app?ref=main\n"), "two"),
+        ("repository-root-and-head", format!("resources:\n- {url}\n"), "two"),
+        ("commit-id", format!("resources:\n- {url}//app?version={first_commit}\nbuildMetadata: [originAnnotations]\n"), "one"),
+    ];
+    for (name, kustomization, version) in &overlays {
+        let dir = scratch.path().join(name);
+        write_tree(
+            &dir,
+            &[("kustomization.yaml", kustomization.as_str()), ("local.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: local}\n")],
+        );
+        let objects = ferroflux::kustomize::build(&dir, &dir, &options).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let config_map = objects.iter().find(|o| o["kind"] == "ConfigMap" && o["data"]["version"].is_string()).expect("the remote ConfigMap");
+        assert_eq!(config_map["data"]["version"], *version, "{name}: the ref's version of the file");
+        // The remote base's own name prefix and its base elsewhere in the repository.
+        assert!(objects.iter().any(|o| o["kind"] == "ServiceAccount" && o["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("r-sa"))), "{name}");
+        if kubectl {
+            let expected = kubectl_kustomize(&dir).unwrap_or_else(|e| panic!("{name}: kubectl kustomize failed: {e}"));
+            let ours = documents(&ferroflux::kustomize::to_yaml(&objects));
+            assert_eq!(ours, documents(&expected), "{name}: differs from kubectl kustomize\n--- ours\n{}\n--- kubectl\n{expected}", ferroflux::kustomize::to_yaml(&objects));
+        }
+    }
+
+    // The clone is the build root of the remote base: nothing outside it is read.
+    std::fs::write(scratch.path().join("outside.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: outside}\n").expect("file");
+    let dir = scratch.path().join("escape");
+    write_tree(&dir, &[("kustomization.yaml", &format!("resources:\n- {url}//escape?ref=v1\n"))]);
+    let error = ferroflux::kustomize::build(&dir, &dir, &options).expect_err("escapes the clone").to_string();
+    assert!(error.contains("no such file") || error.contains("is not in or below"), "{error}");
+    if kubectl {
+        assert!(kubectl_kustomize(&dir).is_err(), "kubectl kustomize reads outside the clone");
+    }
+
+    // A ref that does not exist, and remote bases when they are not enabled.
+    let dir = scratch.path().join("missing-ref");
+    write_tree(&dir, &[("kustomization.yaml", &format!("resources:\n- {url}//app?ref=nope\n"))]);
+    let error = ferroflux::kustomize::build(&dir, &dir, &options).expect_err("no such ref").to_string();
+    assert!(error.contains("ref 'nope' not found"), "{error}");
+    let dir = scratch.path().join("branch-and-git-prefix");
+    let error = ferroflux::kustomize::build(&dir, &dir, &Default::default()).expect_err("not enabled").to_string();
+    assert!(error.contains("remote resources are not enabled"), "{error}");
+}

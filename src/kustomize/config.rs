@@ -67,6 +67,17 @@ fn add_new(into: &mut Vec<FieldSpec>, specs: Vec<FieldSpec>) {
 }
 
 impl TransformerConfig {
+    /// Adds what a `crds:` file says about custom kinds.
+    pub fn merge_crds(&mut self, crds: super::openapi::CrdConfig) {
+        add_new(&mut self.common_labels, crds.common_labels);
+        add_new(&mut self.common_annotations, crds.common_annotations);
+        for reference in crds.name_references {
+            if !self.name_reference.contains(&reference) {
+                self.name_reference.push(reference);
+            }
+        }
+    }
+
     /// Reads one configuration file and adds its specs.
     pub fn merge_file(&mut self, text: &str, file: &std::path::Path) -> Result<(), super::Error> {
         let value = super::yaml::parse_value(text, file)?;

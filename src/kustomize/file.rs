@@ -1,5 +1,5 @@
 //! The kustomization file: every field kustomize knows, so that an unknown field is an error
-//! naming it, and the ones ferroflux does not support yet are refused by name.
+//! naming it, and the ones out of ferroflux's scope (Helm, validators) are refused by name.
 
 use std::collections::BTreeMap;
 
@@ -47,14 +47,19 @@ pub struct Kustomization {
     pub sort_options: Option<SortOptions>,
     #[serde(default)]
     pub replacements: Vec<Value>,
-    // Known to kustomize, not (yet) to ferroflux: refused with a clear error when set.
     #[serde(default)]
     pub vars: Vec<Value>,
-    pub crds: Option<Value>,
+    /// OpenAPI definition files of custom types (name references, label and annotation fields).
+    #[serde(default)]
+    pub crds: Vec<String>,
     #[serde(default)]
     pub configurations: Vec<String>,
-    pub openapi: Option<Value>,
-    pub build_metadata: Option<Value>,
+    /// `path` (a custom schema) or `version` (a builtin one).
+    pub openapi: Option<BTreeMap<String, String>>,
+    /// `originAnnotations`, `transformerAnnotations`, `managedByLabel`.
+    #[serde(default)]
+    pub build_metadata: Vec<String>,
+    // Known to kustomize, out of scope for ferroflux: refused with a clear error when set.
     pub helm_charts: Option<Value>,
     pub helm_globals: Option<Value>,
     pub helm_chart_inflation_generator: Option<Value>,
@@ -68,15 +73,11 @@ pub struct Kustomization {
 }
 
 impl Kustomization {
-    /// The first field set that ferroflux cannot build yet, and why.
+    /// The first field set that ferroflux cannot build, and why.
     pub fn unsupported(&self) -> Option<(&'static str, &'static str)> {
         let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
-        let not_yet = "is not supported by ferroflux's kustomize engine yet";
         let never = "is out of scope: ferroflux runs no plugins, functions or Helm";
         [
-            ("crds", set(&self.crds), not_yet),
-            ("openapi", set(&self.openapi), not_yet),
-            ("buildMetadata", set(&self.build_metadata), not_yet),
             ("helmCharts", set(&self.helm_charts), never),
             ("helmGlobals", set(&self.helm_globals), never),
             ("helmChartInflationGenerator", set(&self.helm_chart_inflation_generator), never),

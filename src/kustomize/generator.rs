@@ -29,8 +29,10 @@ pub type ReadFile<'a> = dyn FnMut(&str) -> Result<Vec<u8>, String> + 'a;
 
 impl Collected {
     fn insert(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-            return Err(format!("invalid key name {key:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.'"));
+        // kustomize v5.5 does not check key names (its validator accepts any): the API server
+        // does, at apply time. Only an empty key is refused here.
+        if key.is_empty() {
+            return Err("invalid key name \"\": a key must not be empty".into());
         }
         if self.text.contains_key(&key) || self.binary.contains_key(&key) {
             return Err(format!("cannot add key {key}, another key by that name already exists"));
@@ -60,11 +62,10 @@ fn env_lines(text: &str) -> Result<Vec<(String, String)>, String> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
+        // Any key, as kustomize (`export A=1` gives the key `export A`). A line without `=` is
+        // the key with an empty value: kustomize would take the value from its own process
+        // environment, which a controller must not leak into objects.
         let (key, value) = line.split_once('=').unwrap_or((line, ""));
-        let valid = key.chars().next().is_some_and(|c| !c.is_ascii_digit()) && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid {
-            return Err(format!("line {}: invalid environment variable name {key:?}", number + 1));
-        }
         pairs.push((key.to_owned(), value.to_owned()));
     }
     Ok(pairs)
@@ -105,8 +106,9 @@ pub fn object(kind: GeneratedKind, generator: &Generator, global: Option<&Genera
     for options in global.into_iter().chain(generator.options.as_ref()) {
         labels.extend(options.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))));
         annotations.extend(options.annotations.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))));
-        disable_hash = options.disable_name_suffix_hash.unwrap_or(disable_hash);
-        immutable = options.immutable.unwrap_or(immutable);
+        // kustomize merges the flags with "or": a generator's `false` does not undo a global `true`.
+        disable_hash |= options.disable_name_suffix_hash.unwrap_or(false);
+        immutable |= options.immutable.unwrap_or(false);
     }
     let mut metadata = Map::new();
     metadata.insert("name".into(), Value::String(generator.name.clone()));
@@ -269,6 +271,6 @@ mod tests {
     #[test]
     fn env_files_skip_comments_and_blank_lines() {
         assert_eq!(env_lines("\u{feff}A=1\n\n  # c\nB=x=y\n").ok(), Some(vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]));
-        assert!(env_lines("1A=x").is_err());
+        assert_eq!(env_lines("1A=x\nexport B=2\nC\n").ok(), Some(vec![("1A".into(), "x".into()), ("export B".into(), "2".into()), ("C".into(), String::new())]));
     }
 }

@@ -9,10 +9,13 @@
 //! replicas, images, replacements). At the end of the whole build, generated objects get their
 //! content hash and every reference to a renamed object is pointed at its new name.
 //!
-//! Also: `vars`, `configurations` (custom field specs), `sortOptions`, `replacements`, and
-//! `transformers:`/`generators:` entries that configure kustomize's builtin plugins. Refused by
-//! name, with an error: `crds`, `openapi`, `buildMetadata` (not yet), Helm, external plugins and
-//! KRM functions (out of scope), remote resources (unless enabled, and then not yet).
+//! Also: `vars`, `configurations` (custom field specs), `crds` (name references of custom
+//! kinds), `openapi` (a custom schema for strategic merges), `buildMetadata`, `sortOptions`,
+//! `replacements`, `transformers:`/`generators:` entries that configure kustomize's builtin
+//! plugins, and remote git bases and components when [`BuildOptions::enable_remote`] is set
+//! (each clone is the build root of its base). Refused by name, with an error: Helm, external
+//! plugins, KRM functions and validators (out of scope), single files over HTTP, and remote
+//! bases when not enabled.
 
 mod builtin;
 mod config;
@@ -21,6 +24,9 @@ pub mod file;
 pub mod generator;
 mod nameref;
 pub mod object;
+mod metadata;
+mod openapi;
+mod remote;
 mod order;
 pub mod patch;
 mod regex;
@@ -64,12 +70,16 @@ pub enum Error {
     Generator { file: PathBuf, message: String },
     #[error("{}: {message}", file.display())]
     Replacement { file: PathBuf, message: String },
+    #[error("{}: replicas: {message}", file.display())]
+    Replicas { file: PathBuf, message: String },
     #[error("{}: sortOptions: {message}", file.display())]
     SortOptions { file: PathBuf, message: String },
     #[error("remote resource '{url}': remote resources are not enabled")]
     Remote { url: String },
-    #[error("remote resource '{url}': remote resources are not supported by ferroflux's kustomize engine yet")]
-    RemoteUnsupported { url: String },
+    #[error("remote resource '{url}': {message}")]
+    RemoteGit { url: String, message: String },
+    #[error("remote resource '{url}': single files over HTTP are not fetched by ferroflux's kustomize engine; name a git repository instead (https://host/org/repo//path?ref=...)")]
+    RemoteFile { url: String },
     #[error("accumulating resources from '{entry}' in {}: no such file or directory", dir.display())]
     MissingResource { entry: String, dir: PathBuf },
     #[error("{}: {message}", file.display())]
@@ -84,7 +94,7 @@ pub enum Error {
 /// overrides the root kustomization.
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
-    /// Allow URL resources (refused with a clear error today either way).
+    /// Allow remote git bases and components (cloned into a temporary folder for the build).
     pub enable_remote: bool,
     pub overlay: Overlay,
 }
@@ -167,8 +177,15 @@ struct Builder<'a> {
     stack: Vec<PathBuf>,
     /// The `vars` of every kustomization of the build, resolved at the end.
     vars: Vec<vars::Var>,
-    /// The field specs of every kustomization's `configurations` so far.
+    /// The field specs of every kustomization's `configurations` and `crds` so far.
     config: config::TransformerConfig,
+    /// The schema of strategic merges, decided once for the whole build as kustomize does: by
+    /// the first `openapi: {path: …}` met before the first strategic merge (`None`: builtin).
+    schema: std::cell::OnceCell<Option<openapi::OpenApi>>,
+    /// Whether origins and transformations are recorded (the root lists `buildMetadata`).
+    track_origins: bool,
+    /// Where each kustomization being built is, for origins: the current one last.
+    locations: Vec<metadata::Location>,
 }
 
 /// Builds the kustomization in `dir` as `kubectl kustomize` does; nothing outside `root` is
@@ -251,24 +268,24 @@ fn load(dir: &Path) -> Result<(PathBuf, Kustomization), Error> {
     Ok((file, kustomization))
 }
 
-fn is_remote(entry: &str) -> bool {
-    entry.contains("://")
-        || entry.starts_with("github.com/")
-        || entry.starts_with("git@")
-        || entry.starts_with("gitlab.com/")
-        || entry.starts_with("bitbucket.org/")
-}
-
 impl Builder<'_> {
     fn start<'a>(root: &Path, dir: &Path, options: &'a BuildOptions, restrictions: LoadRestrictions) -> Result<(Builder<'a>, PathBuf), Error> {
         let root = root.canonicalize().map_err(|source| Error::Io { path: root.to_owned(), source })?;
-        let builder = Builder { root, options, restrictions, stack: Vec::new(), vars: Vec::new(), config: config::TransformerConfig::default() };
+        let builder = Builder { root, options, restrictions, stack: Vec::new(),
+            vars: Vec::new(),
+            config: config::TransformerConfig::default(),
+            schema: std::cell::OnceCell::new(),
+            track_origins: false,
+            locations: vec![metadata::Location::default()],
+        };
         let dir = builder.inside_root(dir)?;
         Ok((builder, dir))
     }
 
     fn build_root(&mut self, dir: &Path, file: &Path, kustomization: Kustomization) -> Result<Vec<Object>, Error> {
         let sort_options = kustomization.sort_options.clone();
+        let build_metadata = metadata::BuildMetadata::from_options(&kustomization.build_metadata);
+        self.track_origins = metadata::BuildMetadata::tracks_origins(&kustomization.build_metadata);
         let mut resources = self.build_kustomization(dir, file, kustomization, false)?;
         // Hashes come last, over the final data, and then the references follow the new names.
         for resource in resources.iter_mut().filter(|r| r.needs_hash) {
@@ -280,6 +297,11 @@ impl Builder<'_> {
         let unused = vars::resolve(&self.vars, &mut resources, &self.config.var_reference).map_err(|message| Error::Vars { file: file.to_owned(), message })?;
         if !unused.is_empty() {
             tracing::info!(vars = ?unused, "well-defined vars that were never replaced");
+        }
+        if build_metadata != metadata::BuildMetadata::default() {
+            for resource in &mut resources {
+                metadata::annotate(&mut resource.object, build_metadata, resource.origin.as_ref(), &resource.transformations);
+            }
         }
         let mut objects: Vec<Object> = resources.into_iter().map(|r| r.object).collect();
         order::sort(&mut objects, sort_options.as_ref()).map_err(|message| Error::SortOptions { file: file.to_owned(), message })?;
@@ -342,8 +364,108 @@ impl Builder<'_> {
         if self.stack.iter().any(|d| d == dir) {
             return Err(Error::Cycle { dir: dir.to_owned() });
         }
+        if let Some(settings) = &k.openapi {
+            self.choose_schema(dir, file, settings)?;
+        }
         self.stack.push(dir.to_owned());
         Ok(())
+    }
+
+    /// `openapi:` of a kustomization: a builtin version must be one kustomize has; a custom
+    /// schema becomes the build's schema unless one was chosen (or used) before.
+    fn choose_schema(&self, dir: &Path, file: &Path, settings: &BTreeMap<String, String>) -> Result<(), Error> {
+        let invalid = |message: &str| Error::InvalidKustomization { file: file.to_owned(), message: format!("openapi: {message}") };
+        let version = settings.get("version").map(String::as_str).unwrap_or("");
+        match settings.get("path") {
+            Some(_) if settings.contains_key("version") => Err(invalid("builtin version and custom schema provided, cannot use both")),
+            Some(path) => {
+                let (path, text) = self.read_text(dir, path)?;
+                let schema = openapi::OpenApi::parse(&text, &path)?;
+                // Already decided: the first schema (or the builtin one, once used) stays.
+                let _ = self.schema.set(Some(schema));
+                Ok(())
+            }
+            None if version.is_empty() => Ok(()),
+            None if !openapi::BUILTIN_VERSIONS.contains(&version) => Err(invalid(&format!(
+                "the specified OpenAPI version {version:?} is not built in (kustomize v5.5 has {})",
+                openapi::BUILTIN_VERSIONS.join(", ")
+            ))),
+            // Naming the builtin version decides the schema, as in kustomize.
+            None => {
+                let _ = self.schema.set(None);
+                Ok(())
+            }
+        }
+    }
+
+    /// A component: it transforms what its parent accumulated so far.
+    fn accumulate_component(&mut self, component_dir: &Path, resources: Vec<Resource>) -> Result<Vec<Resource>, Error> {
+        let (component_file, component_k) = load(component_dir)?;
+        if component_k.kind.as_deref() != Some("Component") {
+            return Err(Error::Component { file: component_file, message: "a kustomization listed in 'components' must have 'kind: Component'".into() });
+        }
+        self.enter(component_dir, &component_file, &component_k)?;
+        let result = self.accumulate(component_dir, &component_file, &component_k, resources, true);
+        self.stack.pop();
+        result
+    }
+
+    /// The remote base an entry that is not a local path names, if it names one; an error when
+    /// remote bases are not enabled, or for a single file over HTTP.
+    fn remote_spec(&self, entry: &str) -> Result<Option<remote::RepoSpec>, Error> {
+        let refused = || Error::Remote { url: entry.to_owned() };
+        if remote::is_http_file(entry) {
+            return Err(if self.options.enable_remote { Error::RemoteFile { url: entry.to_owned() } } else { refused() });
+        }
+        match remote::parse(entry) {
+            Ok(_) if !self.options.enable_remote => Err(refused()),
+            Ok(spec) => Ok(Some(spec)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Clones a remote base into a temporary folder and runs `build` on its kustomization folder,
+    /// with the clone as the build root (nothing outside it is read while it builds).
+    fn with_remote<T>(&mut self, spec: &remote::RepoSpec, entry: &str, build: impl FnOnce(&mut Self, &Path) -> Result<T, Error>) -> Result<T, Error> {
+        let error = |message: String| Error::RemoteGit { url: entry.to_owned(), message };
+        let clone = tempfile::Builder::new().prefix("kustomize-remote-").tempdir().map_err(|e| error(format!("creating a temporary folder: {e}")))?;
+        remote::clone(spec, clone.path()).map_err(error)?;
+        let clone_root = clone.path().canonicalize().map_err(|source| Error::Io { path: clone.path().to_owned(), source })?;
+        let base_dir = clone_root.join(&spec.root_path);
+        if !base_dir.is_dir() {
+            return Err(error(format!("no folder '{}' in the repository", spec.root_path)));
+        }
+        let saved_root = std::mem::replace(&mut self.root, clone_root);
+        self.locations.push(metadata::Location { path: spec.root_path.clone(), repo: spec.clone_url.clone(), reference: spec.reference.clone() });
+        let result = self.inside_root(&base_dir).and_then(|dir| build(self, &dir));
+        self.locations.pop();
+        self.root = saved_root;
+        // The clone goes when `clone` drops: everything it held is in memory now.
+        result
+    }
+
+    /// Where the kustomization being built is.
+    fn location(&self) -> metadata::Location {
+        self.locations.last().cloned().unwrap_or_default()
+    }
+
+    /// The origin of what a kustomization (`file`) or a file it names (`entry`) configured.
+    fn configured(&self, file: &Path, entry: Option<&str>, by: metadata::ConfiguredBy) -> Option<metadata::Origin> {
+        if !self.track_origins {
+            return None;
+        }
+        let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Some(metadata::Origin::configured(&self.location().join(entry.unwrap_or(&file_name)), by))
+    }
+
+    /// Records that a transformer ran over every resource (kustomize records it whether or not
+    /// the transformer changed the resource).
+    fn record(&self, resources: &mut [Resource], file: &Path, entry: Option<&str>, by: metadata::ConfiguredBy) {
+        if let Some(origin) = self.configured(file, entry, by) {
+            for resource in resources {
+                resource.transformations.push(origin.clone());
+            }
+        }
     }
 
     /// Adds resources, refusing a second object with the same id.
@@ -364,16 +486,23 @@ impl Builder<'_> {
     /// component, which transforms what its parent accumulated so far).
     fn accumulate(&mut self, dir: &Path, file: &Path, k: &Kustomization, mut resources: Vec<Resource>, component: bool) -> Result<Vec<Resource>, Error> {
         for entry in k.resources.iter().chain(k.bases.iter()) {
-            if is_remote(entry) {
-                return Err(if self.options.enable_remote { Error::RemoteUnsupported { url: entry.clone() } } else { Error::Remote { url: entry.clone() } });
-            }
             let path = dir.join(entry);
+            if !path.exists()
+                && let Some(spec) = self.remote_spec(entry)?
+            {
+                let found = self.with_remote(&spec, entry, |builder, base_dir| builder.build_dir(base_dir))?;
+                Self::append(&mut resources, found)?;
+                continue;
+            }
             if !path.exists() {
                 return Err(Error::MissingResource { entry: entry.clone(), dir: dir.to_owned() });
             }
             let path = self.inside_root(&path)?;
             let found = if path.is_dir() {
-                self.build_dir(&path)?
+                self.locations.push(self.location().join(entry));
+                let built = self.build_dir(&path);
+                self.locations.pop();
+                built?
             } else {
                 let path = self.file_inside(dir, &path)?;
                 let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
@@ -389,7 +518,11 @@ impl Builder<'_> {
                             message: "a kustomization file cannot be a resource: name its directory instead".into(),
                         });
                     }
-                    found.push(Resource::new(object));
+                    let mut resource = Resource::new(object);
+                    if self.track_origins {
+                        resource.origin = Some(metadata::Origin::file(&self.location().join(entry)));
+                    }
+                    found.push(resource);
                 }
                 found
             };
@@ -399,23 +532,27 @@ impl Builder<'_> {
             let (path, text) = self.read_text(dir, entry)?;
             self.config.merge_file(&text, &path)?;
         }
+        for entry in &k.crds {
+            let (path, text) = self.read_text(dir, entry)?;
+            self.config.merge_crds(openapi::crd_config(&text, &path)?);
+        }
         self.generate(dir, file, k, &mut resources)?;
         for entry in &k.components {
-            if is_remote(entry) {
-                return Err(if self.options.enable_remote { Error::RemoteUnsupported { url: entry.clone() } } else { Error::Remote { url: entry.clone() } });
-            }
             let path = dir.join(entry);
+            if !path.exists()
+                && let Some(spec) = self.remote_spec(entry)?
+            {
+                let accumulated = std::mem::take(&mut resources);
+                resources = self.with_remote(&spec, entry, |builder, component_dir| builder.accumulate_component(component_dir, accumulated))?;
+                continue;
+            }
             if !path.exists() {
                 return Err(Error::MissingResource { entry: entry.clone(), dir: dir.to_owned() });
             }
             let component_dir = self.inside_root(&path)?;
-            let (component_file, component_k) = load(&component_dir)?;
-            if component_k.kind.as_deref() != Some("Component") {
-                return Err(Error::Component { file: component_file, message: "a kustomization listed in 'components' must have 'kind: Component'".into() });
-            }
-            self.enter(&component_dir, &component_file, &component_k)?;
-            let result = self.accumulate(&component_dir, &component_file, &component_k, std::mem::take(&mut resources), true);
-            self.stack.pop();
+            self.locations.push(self.location().join(entry));
+            let result = self.accumulate_component(&component_dir, std::mem::take(&mut resources));
+            self.locations.pop();
             resources = result?;
         }
         let _ = component;
@@ -432,10 +569,12 @@ impl Builder<'_> {
     /// `configMapGenerator` and `secretGenerator`.
     /// The documents of `transformers:` or `generators:` entries: files (in or below the
     /// kustomization's folder) or inline YAML.
-    fn plugin_documents(&self, dir: &Path, file: &Path, entries: &[String]) -> Result<Vec<Value>, Error> {
+    /// Each comes with the file it was configured in (`None`: the kustomization itself).
+    fn plugin_documents<'e>(&self, dir: &Path, file: &Path, entries: &'e [String]) -> Result<Vec<(Option<&'e str>, Value)>, Error> {
         let mut documents = Vec::new();
         for entry in entries {
-            let (source, text) = if entry.contains('\n') || entry.contains(": ") {
+            let inline = entry.contains('\n') || entry.contains(": ");
+            let (source, text) = if inline {
                 (file.to_owned(), entry.clone())
             } else {
                 let path = dir.join(entry);
@@ -449,23 +588,26 @@ impl Builder<'_> {
                 }
                 self.read_text(dir, entry)?
             };
-            documents.extend(yaml::parse_objects(&text, &source)?);
+            let configured_in = (!inline).then_some(entry.as_str());
+            documents.extend(yaml::parse_objects(&text, &source)?.into_iter().map(|d| (configured_in, d)));
         }
         Ok(documents)
     }
 
     fn generate(&self, dir: &Path, file: &Path, k: &Kustomization, resources: &mut Vec<Resource>) -> Result<(), Error> {
-        let mut generators: Vec<(generator::GeneratedKind, file::Generator)> = k
+        let by_field = |kind: &str| self.configured(file, None, metadata::ConfiguredBy::builtin(kind));
+        let mut generators: Vec<(generator::GeneratedKind, file::Generator, Option<metadata::Origin>)> = k
             .config_map_generator
             .iter()
-            .map(|g| (generator::GeneratedKind::ConfigMap, g.clone()))
-            .chain(k.secret_generator.iter().map(|g| (generator::GeneratedKind::Secret, g.clone())))
+            .map(|g| (generator::GeneratedKind::ConfigMap, g.clone(), by_field("ConfigMapGenerator")))
+            .chain(k.secret_generator.iter().map(|g| (generator::GeneratedKind::Secret, g.clone(), by_field("SecretGenerator"))))
             .collect();
         // `generators:` configuring builtin generators run after the fields, as in kustomize.
-        for document in self.plugin_documents(dir, file, &k.generators)? {
-            generators.push(builtin::generator(&document).map_err(|message| Error::Plugin { file: file.to_owned(), message })?);
+        for (configured_in, document) in self.plugin_documents(dir, file, &k.generators)? {
+            let (kind, spec) = builtin::generator(&document).map_err(|message| Error::Plugin { file: file.to_owned(), message })?;
+            generators.push((kind, spec, self.configured(file, configured_in, metadata::ConfiguredBy::of_document(&document))));
         }
-        for (kind, spec) in &generators {
+        for (kind, spec, origin) in &generators {
             let kind = *kind;
             let error = |message: String| Error::Generator { file: file.to_owned(), message };
             let mut read = |relative: &str| -> Result<Vec<u8>, String> { self.read(dir, relative).map(|(_, bytes)| bytes).map_err(|e| e.to_string()) };
@@ -477,6 +619,7 @@ impl Builder<'_> {
                 ("create", None) => {
                     let mut resource = Resource::new(object);
                     resource.needs_hash = needs_hash;
+                    resource.origin.clone_from(origin);
                     resources.push(resource);
                 }
                 ("create", Some(_)) => return Err(error(format!("id {id} exists; behavior must be merge or replace"))),
@@ -494,7 +637,10 @@ impl Builder<'_> {
                     if !namespace.is_empty() {
                         object::set_metadata(&mut target.object, "namespace", &namespace);
                     }
-                    target.needs_hash = needs_hash;
+                    // Hashed only when both were (a replaced plain object keeps its name), as
+                    // kustomize keeps the old resource's options; the origin is the new one's.
+                    target.needs_hash = target.needs_hash && needs_hash;
+                    target.origin.clone_from(origin);
                 }
                 ("merge" | "replace", None) => {
                     return Err(error(format!("id {id} does not exist; cannot merge or replace")));
@@ -513,6 +659,14 @@ impl Builder<'_> {
             (None, Some(text)) => (file.to_owned(), text.clone()),
             (None, None) => return Err(Error::Patch { file: file.to_owned(), message: "a patch needs 'path' or 'patch'".into() }),
         };
+        // kustomize reads a patch that starts with `[` as JSON operations, strictly: a YAML flow
+        // list there (`[{op: add, …}]`) is an error.
+        if text.starts_with('[') {
+            return match serde_json::from_str::<Value>(&text) {
+                Ok(list) => Ok((source, vec![list])),
+                Err(e) => Err(Error::Patch { file: source, message: format!("unable to parse SM or JSON patch: {e}") }),
+            };
+        }
         match yaml::parse_value(&text, &source) {
             Ok(list @ Value::Array(_)) => Ok((source, vec![list])),
             _ => Ok((source.clone(), yaml::parse_objects(&text, &source)?)),
@@ -533,7 +687,7 @@ impl Builder<'_> {
             let patch_id = Id::of(&document);
             for resource in resources.iter_mut().filter(|r| !r.object.is_null()) {
                 let selected = match &patch.target {
-                    Some(target) => patch::selects_resource(target, resource),
+                    Some(target) => patch::selects_patch_target(target, resource),
                     None => resource.matches_any_id(&patch_id),
                 };
                 if !selected {
@@ -543,7 +697,8 @@ impl Builder<'_> {
                 if document.is_array() {
                     json6902_like_kustomize(&mut resource.object, &document).map_err(|e| patch_error(format!("{e} (in {})", resource.id())))?;
                 } else {
-                    patch::strategic_merge(&mut resource.object, &without_identity(&document));
+                    let schema = self.schema.get_or_init(|| None).as_ref();
+                    patch::strategic_merge_with_schema(&mut resource.object, &without_identity(&document), schema);
                     // With `allowNameChange` / `allowKindChange`, the patch's name and kind win.
                     let allowed = |option: &str| patch.options.as_ref().is_some_and(|o| o.get(option).copied().unwrap_or(false));
                     if allowed("allowNameChange") && !patch_id.name.is_empty() && patch_id.name != object::name(&resource.object) {
@@ -573,8 +728,12 @@ impl Builder<'_> {
             };
             self.apply_patch(dir, file, &patch, &mut resources, false)?;
         }
+        if !k.patches_strategic_merge.is_empty() {
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("PatchStrategicMergeTransformer"));
+        }
         for patch in &k.patches {
             self.apply_patch(dir, file, patch, &mut resources, false)?;
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("PatchTransformer"));
         }
         resources.retain(|r| !r.object.is_null());
         let config = &self.config;
@@ -584,8 +743,17 @@ impl Builder<'_> {
         if let Some(namespace) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
             transform::set_namespace(&mut resources, namespace);
             transform::set_custom_namespace_fields(&mut resources, namespace, &config.namespace);
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("NamespaceTransformer"));
         }
-        transform::add_prefix_suffix(&mut resources, k.name_prefix.as_deref().unwrap_or(""), k.name_suffix.as_deref().unwrap_or(""));
+        let config = &self.config;
+        let (prefix, suffix) = (k.name_prefix.as_deref().unwrap_or(""), k.name_suffix.as_deref().unwrap_or(""));
+        transform::add_prefix_suffix(&mut resources, prefix, suffix);
+        if !prefix.is_empty() {
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("PrefixTransformer"));
+        }
+        if !suffix.is_empty() {
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("SuffixTransformer"));
+        }
         if !k.common_labels.is_empty() {
             transform::add_pairs(&mut resources, &k.common_labels, &with_custom(&fieldspec::COMMON_LABEL_SPECS, &config.common_labels));
         }
@@ -598,23 +766,41 @@ impl Builder<'_> {
             }
             transform::add_pairs(&mut resources, &labels.pairs, &specs);
         }
+        // kustomize runs one label transformer per `labels` entry and one for `commonLabels`.
+        if !k.labels.is_empty() || !k.common_labels.is_empty() {
+            for _ in 0..=k.labels.len() {
+                self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("LabelTransformer"));
+            }
+        }
+        let config = &self.config;
         if !k.common_annotations.is_empty() {
             transform::add_pairs(&mut resources, &k.common_annotations, &with_custom(&fieldspec::COMMON_ANNOTATION_SPECS, &config.common_annotations));
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("AnnotationsTransformer"));
         }
         for patch in &k.patches_json6902 {
             if patch.target.is_none() {
                 return Err(Error::Patch { file: file.to_owned(), message: "a patchesJson6902 entry needs a target".into() });
             }
             self.apply_patch(dir, file, patch, &mut resources, true)?;
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("PatchJson6902Transformer"));
         }
-        transform::set_replicas(&mut resources, &k.replicas, &self.config.replicas);
-        transform::set_images(&mut resources, &k.images, &self.config.images);
+        // One replica and one image transformer per entry, as kustomize configures them.
+        for replica in &k.replicas {
+            transform::set_replicas(&mut resources, std::slice::from_ref(replica), &self.config.replicas)
+                .map_err(|message| Error::Replicas { file: file.to_owned(), message })?;
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("ReplicaCountTransformer"));
+        }
+        for image in &k.images {
+            transform::set_images(&mut resources, std::slice::from_ref(image), &self.config.images);
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("ImageTagTransformer"));
+        }
         if !k.replacements.is_empty() {
             let mut read = |relative: &str| -> Result<String, String> { self.read_text(dir, relative).map(|(_, text)| text).map_err(|e| e.to_string()) };
             replacement::apply(&k.replacements, &mut resources, &mut read).map_err(|message| Error::Replacement { file: file.to_owned(), message })?;
+            self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("ReplacementTransformer"));
         }
         // `transformers:` configuring builtin transformers run after the fields, as in kustomize.
-        for document in self.plugin_documents(dir, file, &k.transformers)? {
+        for (configured_in, document) in self.plugin_documents(dir, file, &k.transformers)? {
             let plugin_error = |message: String| Error::Plugin { file: file.to_owned(), message };
             match builtin::transformer(&document).map_err(plugin_error)? {
                 builtin::BuiltinTransformer::Labels { pairs, specs } | builtin::BuiltinTransformer::Annotations { pairs, specs } => {
@@ -631,7 +817,8 @@ impl Builder<'_> {
                 }
                 builtin::BuiltinTransformer::Replicas { replica, specs } => {
                     let specs = if specs.is_empty() { fieldspec::REPLICA_SPECS.clone() } else { specs };
-                    transform::set_replicas(&mut resources, std::slice::from_ref(&replica), &specs);
+                    transform::set_replicas(&mut resources, std::slice::from_ref(&replica), &specs)
+                        .map_err(|message| Error::Replicas { file: file.to_owned(), message })?;
                 }
                 builtin::BuiltinTransformer::Patch(patch) => {
                     self.apply_patch(dir, file, &patch, &mut resources, false)?;
@@ -648,6 +835,7 @@ impl Builder<'_> {
                     resources.retain(|r| !r.object.is_null());
                 }
             }
+            self.record(&mut resources, file, configured_in, metadata::ConfiguredBy::of_document(&document));
         }
         Ok(resources)
     }
@@ -747,7 +935,7 @@ mod tests {
             name_suffix: Some("-s".into()),
             images: vec![file::Image { name: "app".into(), new_tag: Some("v2".into()), ..file::Image::default() }],
             patches: vec![file::Patch {
-                patch: Some("[{op: add, path: /data, value: {a: b}}]".into()),
+                patch: Some(r#"[{"op": "add", "path": "/data", "value": {"a": "b"}}]"#.into()),
                 target: Some(file::Selector { kind: Some("ConfigMap".into()), ..file::Selector::default() }),
                 ..file::Patch::default()
             }],
@@ -784,15 +972,18 @@ mod tests {
             ("external plugin", "transformers:\n- |\n  apiVersion: example.com/v1\n  kind: Sed\n  metadata: {name: x}\n"),
             ("external plugin", "generators:\n- |\n  apiVersion: example.com/v1\n  kind: Gen\n  metadata: {name: x}\n"),
             ("helmCharts", "helmCharts: [{name: x}]\n"),
-            ("crds", "crds: [crd.json]\n"),
+            ("validators", "validators: [v.yaml]\n"),
         ] {
             let dir = tree(&[("kustomization.yaml", text)]);
             let error = build(dir.path(), dir.path(), &BuildOptions::default()).expect_err("refused");
             assert!(error.to_string().contains(field), "{error}");
         }
         let dir = tree(&[("kustomization.yaml", "resources: [github.com/org/repo//x?ref=v1]\n")]);
+        let error = build(dir.path(), dir.path(), &BuildOptions::default()).expect_err("refused");
+        assert!(error.to_string().contains("not enabled"), "{error}");
+        let dir = tree(&[("kustomization.yaml", "resources: [https://example.com/manifests/app.yaml]\n")]);
         let error = build(dir.path(), dir.path(), &BuildOptions { enable_remote: true, ..BuildOptions::default() }).expect_err("refused");
-        assert!(error.to_string().contains("not supported"), "{error}");
+        assert!(error.to_string().contains("single files over HTTP"), "{error}");
     }
 
     #[test]

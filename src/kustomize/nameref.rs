@@ -12,8 +12,8 @@ use super::object::{Resource, group_version, is_cluster_scoped, kind, name, name
 struct Referent {
     current_name: String,
     current_namespace: String,
-    /// Every namespace it was in (a subject names the namespace it knew).
-    namespaces: Vec<String>,
+    /// The namespace it had before the build changed it (a subject names that one).
+    original_namespace: String,
 }
 
 fn same_namespace(a: &str, b: &str) -> bool {
@@ -43,7 +43,7 @@ pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) {
             names.entry(old.to_owned()).or_default().push(Referent {
                 current_name: name(&resource.object).to_owned(),
                 current_namespace: namespace(&resource.object).to_owned(),
-                namespaces: std::iter::once(namespace(&resource.object).to_owned()).chain(resource.previous.iter().map(|(_, ns)| ns.clone())).collect(),
+                original_namespace: resource.previous.first().map_or_else(|| namespace(&resource.object).to_owned(), |(_, ns)| ns.clone()),
             });
         }
     }
@@ -82,6 +82,18 @@ pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) {
             }
             let referrer_namespace = namespace(&resource.object).to_owned();
             let cluster_scoped = kind(&resource.object) == "ClusterRoleBinding";
+            // The service accounts a binding may name (kustomize's referral candidates): any for
+            // a ClusterRoleBinding; for a RoleBinding, those in its namespace or in a namespace
+            // one of its ServiceAccount subjects names.
+            let subject_namespaces: Vec<String> = if cluster_scoped {
+                Vec::new()
+            } else {
+                resource.object.get("subjects").and_then(Value::as_array).into_iter().flatten()
+                    .filter(|s| s.get("kind").and_then(Value::as_str) == Some("ServiceAccount"))
+                    .filter_map(|s| s.get("namespace").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            };
+            let may_name = |c: &Referent| cluster_scoped || same_namespace(&referrer_namespace, &c.current_namespace) || subject_namespaces.contains(&c.current_namespace);
             let entries: Vec<&mut Value> = match resource.object.get_mut(*path) {
                 Some(Value::Array(items)) => items.iter_mut().collect(),
                 Some(single) => vec![single],
@@ -97,10 +109,11 @@ pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) {
                 let Some(old) = map.get("name").and_then(Value::as_str) else { continue };
                 let Some(candidates) = names.get(old) else { continue };
                 let matching: Vec<&Referent> = if *referent_kind == "ServiceAccount" {
+                    let could_be_named = candidates.iter().filter(|c| may_name(c));
                     match map.get("namespace").and_then(Value::as_str) {
-                        // The namespace the subject names, now or before the build moved it.
-                        Some(ns) => candidates.iter().filter(|c| c.namespaces.iter().any(|n| same_namespace(ns, n))).collect(),
-                        None => candidates.iter().filter(|c| same_namespace(&referrer_namespace, &c.current_namespace)).collect(),
+                        // The namespace the subject names is the one it had before the build.
+                        Some(ns) => could_be_named.filter(|c| same_namespace(ns, &c.original_namespace)).collect(),
+                        None => could_be_named.collect(),
                     }
                 } else if *referent_kind == "Role" && !cluster_scoped {
                     candidates.iter().filter(|c| same_namespace(&referrer_namespace, &c.current_namespace)).collect()
@@ -112,7 +125,8 @@ pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) {
                     continue;
                 }
                 map.insert("name".into(), Value::String(first.current_name.clone()));
-                if *path == "subjects" {
+                // A subject gets the account's namespace, unless it has none (no empty field).
+                if *path == "subjects" && !first.current_namespace.is_empty() {
                     map.insert("namespace".into(), Value::String(first.current_namespace.clone()));
                 }
             }

@@ -130,11 +130,15 @@ pub struct Resource {
     pub needs_hash: bool,
     /// How a generated object combines with one of the same id from a base.
     pub behavior: Option<String>,
+    /// Where it came from, when the build tracks origins (`buildMetadata`).
+    pub origin: Option<super::metadata::Origin>,
+    /// The transformers that ran over it, in order, when the build tracks origins.
+    pub transformations: Vec<super::metadata::Origin>,
 }
 
 impl Resource {
     pub fn new(object: Value) -> Resource {
-        Resource { object, previous: Vec::new(), needs_hash: false, behavior: None }
+        Resource { object, previous: Vec::new(), needs_hash: false, behavior: None, origin: None, transformations: Vec::new() }
     }
 
     pub fn id(&self) -> Id {

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::file::Selector;
+use super::openapi::OpenApi;
 use super::object::{Resource, kind, name, namespace};
 
 /// API groups of the builtin kinds whose lists merge by key; lists of other kinds (custom
@@ -29,38 +30,119 @@ fn merge_key(field: &str, parent: &str) -> Option<&'static str> {
     }
 }
 
-/// Applies a strategic merge patch to `base`.
+/// The second key of the builtin lists whose schema has two (`x-kubernetes-list-map-keys`):
+/// elements are the same only when both keys agree (a port's TCP and UDP entries stay apart).
+fn second_merge_key(field: &str) -> Option<&'static str> {
+    match field {
+        "ports" => Some("protocol"),
+        "topologySpreadConstraints" => Some("whenUnsatisfiable"),
+        _ => None,
+    }
+}
+
 /// How a strategic merge patch is applied.
 #[derive(Debug, Clone, Copy)]
 struct Mode {
-    /// Lists of builtin kinds merge by their keys; lists of other kinds are replaced.
-    builtin: bool,
     /// Whether `$retainKeys`, `$setElementOrder/…` and `$deleteFromPrimitiveList/…` act as in
     /// Kubernetes. kustomize v5.5 keeps them as plain fields (and so does [`strategic_merge`],
     /// to print what `kubectl kustomize` prints).
     kubernetes_directives: bool,
 }
 
+/// What the schema says about the part of an object being merged.
+#[derive(Debug, Clone, Copy)]
+enum Node<'a> {
+    /// A builtin kind under kustomize's builtin schema: lists merge by Kubernetes' merge keys,
+    /// known here by field name.
+    Builtin,
+    /// Nothing known: lists are replaced.
+    Unknown,
+    /// A node of a custom OpenAPI schema (`openapi: {path: …}`).
+    Custom(&'a OpenApi, &'a Value),
+}
+
+/// How a list merges.
+enum ListMerge<'a> {
+    Replace,
+    /// Elements with the same value of the key merge; the patch's come first.
+    /// With a second key, both must agree (a missing one agrees only with a missing one).
+    ByKey(&'a str, Option<&'a str>),
+    /// A list of scalars merged as a set: the patch's elements, then the others.
+    Set,
+}
+
+impl<'a> Node<'a> {
+    fn for_object(object: &Value, schema: Option<&'a OpenApi>) -> Node<'a> {
+        match schema {
+            None if is_builtin(object) => Node::Builtin,
+            None => Node::Unknown,
+            Some(schema) => schema.for_object(object).map_or(Node::Unknown, |node| Node::Custom(schema, node)),
+        }
+    }
+
+    fn field(self, key: &str) -> Node<'a> {
+        match self {
+            Node::Custom(schema, node) => {
+                schema.resolve(node).get("properties").and_then(|p| p.get(key)).map_or(Node::Unknown, |child| Node::Custom(schema, child))
+            }
+            other => other,
+        }
+    }
+
+    fn items(self) -> Node<'a> {
+        match self {
+            Node::Custom(schema, node) => schema.resolve(node).get("items").map_or(Node::Unknown, |items| Node::Custom(schema, items)),
+            other => other,
+        }
+    }
+
+    /// How the list `field` (this node) in `parent` merges.
+    fn list_merge(self, field: &str, parent: &str) -> ListMerge<'a> {
+        match self {
+            Node::Unknown => ListMerge::Replace,
+            // `metadata.finalizers` is a list of strings Kubernetes merges as a set.
+            Node::Builtin if field == "finalizers" && parent == "metadata" => ListMerge::Set,
+            Node::Builtin => merge_key(field, parent).map_or(ListMerge::Replace, |key| ListMerge::ByKey(key, second_merge_key(field))),
+            Node::Custom(schema, node) => {
+                let node = schema.resolve(node);
+                let strategy = node.get("x-kubernetes-patch-strategy").and_then(Value::as_str).unwrap_or("");
+                if !strategy.split(',').any(|s| s.trim() == "merge") {
+                    return ListMerge::Replace;
+                }
+                match node.get("x-kubernetes-patch-merge-key").and_then(Value::as_str) {
+                    Some(key) => ListMerge::ByKey(key, None),
+                    None => ListMerge::Set,
+                }
+            }
+        }
+    }
+}
+
 /// Applies a strategic merge patch to `base` as kustomize v5.5 does: merge keys for the builtin
 /// kinds, `$patch: replace|delete|merge`, null deletes a key; the list-order and retain
 /// directives are left in place as fields, like kustomize.
 pub fn strategic_merge(base: &mut Value, patch: &Value) {
-    let mode = Mode { builtin: is_builtin(base), kubernetes_directives: false };
-    merge_value(base, patch, mode, "");
+    strategic_merge_with_schema(base, patch, None);
+}
+
+/// [`strategic_merge`] under a custom OpenAPI schema (`None`: kustomize's builtin one).
+pub fn strategic_merge_with_schema(base: &mut Value, patch: &Value, schema: Option<&OpenApi>) {
+    let node = Node::for_object(base, schema);
+    merge_value(base, patch, Mode { kubernetes_directives: false }, node, "");
 }
 
 /// Applies a strategic merge patch with Kubernetes' full semantics, including `$retainKeys`,
 /// `$setElementOrder/<list>` and `$deleteFromPrimitiveList/<list>`.
 pub fn strategic_merge_kubernetes(base: &mut Value, patch: &Value) {
-    let mode = Mode { builtin: is_builtin(base), kubernetes_directives: true };
-    merge_value(base, patch, mode, "");
+    let node = Node::for_object(base, None);
+    merge_value(base, patch, Mode { kubernetes_directives: true }, node, "");
 }
 
 fn directive(patch: &Map<String, Value>) -> Option<&str> {
     patch.get("$patch").and_then(Value::as_str)
 }
 
-fn merge_value(base: &mut Value, patch: &Value, mode: Mode, parent: &str) {
+fn merge_value(base: &mut Value, patch: &Value, mode: Mode, node: Node, parent: &str) {
     match (base.as_object_mut(), patch.as_object()) {
         (Some(base_map), Some(patch_map)) => {
             match directive(patch_map) {
@@ -108,13 +190,13 @@ fn merge_value(base: &mut Value, patch: &Value, mode: Mode, parent: &str) {
                 let child_parent = if key == "containers" || key == "initContainers" { "container" } else { key.as_str() };
                 match base_map.get_mut(key) {
                     Some(existing) if existing.is_object() && value.is_object() => {
-                        merge_value(existing, value, mode, child_parent);
+                        merge_value(existing, value, mode, node.field(key), child_parent);
                         if existing.is_null() {
                             base_map.remove(key);
                         }
                     }
                     Some(existing) if existing.is_array() && value.is_array() => {
-                        merge_list(existing, value, mode, key, parent);
+                        merge_list(existing, value, mode, node.field(key), key, parent);
                     }
                     _ => {
                         let mut fresh = value.clone();
@@ -129,7 +211,7 @@ fn merge_value(base: &mut Value, patch: &Value, mode: Mode, parent: &str) {
             if mode.kubernetes_directives {
                 for (key, order) in patch_map {
                     if let (Some(field), Some(order)) = (key.strip_prefix("$setElementOrder/"), order.as_array()) {
-                        set_element_order(base_map, field, order, mode.builtin, parent);
+                        set_element_order(base_map, field, order, node.field(field), parent);
                     }
                 }
             }
@@ -142,25 +224,32 @@ fn merge_value(base: &mut Value, patch: &Value, mode: Mode, parent: &str) {
     }
 }
 
-fn merge_list(base: &mut Value, patch: &Value, mode: Mode, field: &str, parent: &str) {
-    let builtin = mode.builtin;
+/// Merges the list `field` (whose schema is `node`) of an object in `parent`.
+fn merge_list(base: &mut Value, patch: &Value, mode: Mode, node: Node, field: &str, parent: &str) {
     let (Some(base_items), Some(patch_items)) = (base.as_array_mut(), patch.as_array()) else { return };
-    // `metadata.finalizers` is a list of strings Kubernetes merges as a set: the patch's first.
-    if builtin && field == "finalizers" && parent == "metadata" {
-        let mut merged: Vec<Value> = patch_items.iter().filter(|i| !i.is_object()).cloned().collect();
-        merged.extend(base_items.iter().filter(|i| !merged.contains(i)).cloned().collect::<Vec<_>>());
-        *base_items = merged;
-        return;
-    }
-    let key = if builtin { merge_key(field, parent) } else { None };
+    let key = match node.list_merge(field, parent) {
+        ListMerge::Set => {
+            let mut merged: Vec<Value> = patch_items.iter().filter(|i| !i.is_object()).cloned().collect();
+            merged.extend(base_items.iter().filter(|i| !merged.contains(i)).cloned().collect::<Vec<_>>());
+            *base_items = merged;
+            return;
+        }
+        ListMerge::ByKey(key, second) => Some((key, second)),
+        ListMerge::Replace => None,
+    };
     let replace_all = patch_items.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"));
-    let Some(key) = key.filter(|_| !replace_all && patch_items.iter().all(Value::is_object)) else {
+    let Some((key, second)) = key.filter(|_| !replace_all && patch_items.iter().all(Value::is_object)) else {
         let mut fresh = Value::Array(patch_items.iter().filter(|i| i.get("$patch").is_none()).cloned().collect());
         strip_directives(&mut fresh, mode);
         *base = fresh;
         return;
     };
     let item_parent = if field == "containers" || field == "initContainers" { "container" } else { field };
+    let item_node = node.items();
+    if let Some(second) = second {
+        merge_two_key_list(base_items, patch_items, mode, item_node, item_parent, key, second);
+        return;
+    }
     // kustomize (kyaml) puts the patch's elements first, in the patch's order, then the base's
     // elements the patch does not mention.
     let mut merged = Vec::with_capacity(base_items.len() + patch_items.len());
@@ -178,7 +267,7 @@ fn merge_list(base: &mut Value, patch: &Value, mode: Mode, field: &str, parent: 
         }
         match position.and_then(|i| remaining[i].take()) {
             Some(mut existing) => {
-                merge_value(&mut existing, item, mode, item_parent);
+                merge_value(&mut existing, item, mode, item_node, item_parent);
                 merged.push(existing);
             }
             None => {
@@ -192,10 +281,50 @@ fn merge_list(base: &mut Value, patch: &Value, mode: Mode, field: &str, parent: 
     *base_items = merged;
 }
 
+/// A builtin list with two merge keys, as kustomize v5.5 (kyaml) merges it: an element of the
+/// patch that matches one of the base (both keys equal) merges into it where it is; the others
+/// come first, in the patch's order. A patch element whose second key is set where the base
+/// element with the same first key has none is dropped (kubectl does so).
+fn merge_two_key_list(base_items: &mut Vec<Value>, patch_items: &[Value], mode: Mode, item_node: Node, item_parent: &str, key: &str, second: &str) {
+    let mut added = Vec::new();
+    let mut remaining: Vec<Option<Value>> = base_items.drain(..).map(Some).collect();
+    for item in patch_items {
+        let Some(id) = item.get(key) else { continue };
+        let same = |b: &Value| b.get(key) == Some(id) && b.get(second) == item.get(second);
+        let position = remaining.iter().position(|b| b.as_ref().is_some_and(same));
+        if item.get("$patch").and_then(Value::as_str) == Some("delete") {
+            if let Some(i) = position {
+                remaining[i] = None;
+            }
+            continue;
+        }
+        match position {
+            Some(i) => {
+                if let Some(existing) = remaining[i].as_mut() {
+                    merge_value(existing, item, mode, item_node, item_parent);
+                }
+            }
+            None => {
+                let shadowed = item.get(second).is_some() && remaining.iter().flatten().any(|b| b.get(key) == Some(id) && b.get(second).is_none());
+                if !shadowed {
+                    let mut fresh = item.clone();
+                    strip_directives(&mut fresh, mode);
+                    added.push(fresh);
+                }
+            }
+        }
+    }
+    added.extend(remaining.into_iter().flatten());
+    *base_items = added;
+}
+
 /// `$setElementOrder/<field>`: the listed elements in the given order, then the others.
-fn set_element_order(base_map: &mut Map<String, Value>, field: &str, order: &[Value], builtin: bool, parent: &str) {
+fn set_element_order(base_map: &mut Map<String, Value>, field: &str, order: &[Value], node: Node, parent: &str) {
     let Some(items) = base_map.get_mut(field).and_then(Value::as_array_mut) else { return };
-    let key = if builtin { merge_key(field, parent) } else { None };
+    let key = match node.list_merge(field, parent) {
+        ListMerge::ByKey(key, _) => Some(key),
+        _ => None,
+    };
     let identity = |item: &Value, wanted: &Value| match key {
         Some(key) => item.get(key).is_some() && item.get(key) == wanted.get(key),
         None => item == wanted,
@@ -212,11 +341,12 @@ fn set_element_order(base_map: &mut Map<String, Value>, field: &str, order: &[Va
 }
 
 /// Removes patch directives from a value the patch adds whole (`$patch` only, in kustomize's
-/// mode, which keeps the others).
+/// mode, which keeps the others), and its null fields: a null says "delete", so nothing is left
+/// of it in a new value (nulls in lists of scalars stay, as in kustomize).
 fn strip_directives(value: &mut Value, mode: Mode) {
     match value {
         Value::Object(map) => {
-            map.retain(|k, _| if mode.kubernetes_directives { !k.starts_with('$') } else { k != "$patch" });
+            map.retain(|k, v| !v.is_null() && if mode.kubernetes_directives { !k.starts_with('$') } else { k != "$patch" });
             map.values_mut().for_each(|v| strip_directives(v, mode));
         }
         Value::Array(items) => items.iter_mut().for_each(|v| strip_directives(v, mode)),
@@ -306,6 +436,17 @@ fn selects_as(selector: &Selector, object: &Value, name: &str, namespace: &str) 
 }
 
 /// Whether a patch target selects a resource by its current name or one it had before.
+/// Whether a patch's target selects a resource: by its original or its current name and
+/// namespace, not the names it had in between (kustomize's `ResMap.Select`; replacements, which
+/// match every earlier name, use [`selects_resource`]).
+pub fn selects_patch_target(selector: &Selector, resource: &Resource) -> bool {
+    let object = &resource.object;
+    let current = (name(object), namespace(object));
+    let original = resource.previous.first().map_or(current, |(n, ns)| (n.as_str(), ns.as_str()));
+    [current.0, original.0].iter().any(|n| [current.1, original.1].iter().any(|ns| selects_as(selector, object, n, ns)))
+}
+
+/// Whether a selector matches a resource under its current name or any name it had before.
 pub fn selects_resource(selector: &Selector, resource: &Resource) -> bool {
     selects(selector, &resource.object)
         || (selector.name.is_some()
@@ -509,7 +650,8 @@ mod tests {
     fn merge_keys_of_ports_volumes_mounts_and_finalizers() {
         let mut svc = json!({"apiVersion": "v1", "kind": "Service", "spec": {"ports": [{"port": 80, "targetPort": 8080}]}});
         strategic_merge(&mut svc, &json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443}]}}));
-        assert_eq!(svc["spec"]["ports"], json!([{"port": 80, "targetPort": 8080, "name": "http"}, {"port": 443}]));
+        // Ports have two merge keys (port, protocol): new ones first, merged ones where they were.
+        assert_eq!(svc["spec"]["ports"], json!([{"port": 443}, {"port": 80, "targetPort": 8080, "name": "http"}]));
         let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"finalizers": ["a"]}, "spec": {
             "volumes": [{"name": "v", "emptyDir": {}}],
             "tolerations": [{"key": "old"}],
@@ -578,6 +720,58 @@ mod tests {
                 (4, d) => Value::Array((0..self.next() % 4).map(|_| self.value(d - 1)).collect()),
                 (_, d) => Value::Object((0..self.next() % 5).map(|_| (format!("k{}", self.next() % 8), self.value(d - 1))).collect()),
             }
+        }
+    }
+
+    /// A pod template with keyed lists (containers, their ports and env, volumes), names and
+    /// keys from small sets so that patches and bases share some; no key twice in one list.
+    fn pod_template(values: &mut Values) -> Value {
+        fn keyed(values: &mut Values, key: &str, choices: &[Value], mut element: impl FnMut(&mut Values) -> Value) -> Value {
+            let mut items = Vec::new();
+            let mut used = Vec::new();
+            for _ in 0..values.next() % 4 {
+                let id = choices[(values.next() % choices.len() as u64) as usize].clone();
+                if used.contains(&id) {
+                    continue;
+                }
+                used.push(id.clone());
+                let mut item = element(values);
+                if let Some(map) = item.as_object_mut() {
+                    map.insert(key.to_owned(), id);
+                }
+                items.push(item);
+            }
+            Value::Array(items)
+        }
+        let names: Vec<Value> = ["a", "b", "c"].into_iter().map(Value::from).collect();
+        let ports: Vec<Value> = [80, 443, 8080].into_iter().map(Value::from).collect();
+        let containers = keyed(values, "name", &names, |values| {
+            let mut container = serde_json::Map::new();
+            container.insert("image".into(), values.value(0));
+            let port_list = keyed(values, "containerPort", &ports, |values| {
+                if values.next() % 2 == 0 { json!({"protocol": "UDP"}) } else { json!({"name": values.value(0)}) }
+            });
+            container.insert("ports".into(), port_list);
+            container.insert("env".into(), keyed(values, "name", &names, |values| json!({"value": values.value(0)})));
+            container.insert("extra".into(), values.value(2));
+            Value::Object(container)
+        });
+        let volumes = keyed(values, "name", &names, |values| json!({"emptyDir": values.value(1)}));
+        json!({"spec": {"template": {"spec": {"containers": containers, "volumes": volumes}}}})
+    }
+
+    #[test]
+    fn property_a_strategic_merge_patch_applied_twice_is_applied_once() {
+        let mut values = Values(0x2545_f491_4f6c_dd1d);
+        for _ in 0..2000 {
+            let mut object = pod_template(&mut values);
+            object["apiVersion"] = json!("apps/v1");
+            object["kind"] = json!("Deployment");
+            let patch = pod_template(&mut values);
+            strategic_merge(&mut object, &patch);
+            let once = object.clone();
+            strategic_merge(&mut object, &patch);
+            assert_eq!(object, once, "patch {patch}");
         }
     }
 

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::fieldspec::{self, FieldSpec};
 use super::file::{Image, Replica};
-use super::object::{Id, Resource, is_cluster_scoped, kind};
+use super::object::{Resource, is_cluster_scoped, kind};
 
 fn each(value: Option<&mut Value>) -> impl Iterator<Item = &mut Value> {
     value.and_then(Value::as_array_mut).into_iter().flatten()
@@ -158,20 +158,49 @@ fn apply_image(current: &str, override_: &Image) -> String {
     image
 }
 
-/// Image overrides in every container and init container, as kustomize matches them: by the
-/// image name without tag or digest.
+/// An image override with its name pattern. kustomize uses the override's `name` as a regular
+/// expression for the image without tag and digest (so a name may carry a tag: `busybox:1.0`
+/// matches only that tag).
+struct ImageMatcher<'a> {
+    image: &'a Image,
+    pattern: Option<super::regex::Regex>,
+}
+
+impl ImageMatcher<'_> {
+    fn matches(&self, image: &str) -> bool {
+        match &self.pattern {
+            Some(pattern) => pattern.is_full_match(image),
+            // A name that is no valid pattern matches the image name as written.
+            None => self.image.name == image_name(image),
+        }
+    }
+}
+
+fn find_image<'a>(matchers: &'a [ImageMatcher<'a>], image: &str) -> Option<&'a Image> {
+    matchers.iter().find(|m| m.matches(image)).map(|m| m.image)
+}
+
+/// Image overrides in every container and init container, as kustomize matches them.
 pub fn set_images(resources: &mut [Resource], images: &[Image], custom: &[FieldSpec]) {
     if images.is_empty() {
         return;
     }
-    fn visit(value: &mut Value, images: &[Image]) {
+    let matchers: Vec<ImageMatcher> = images
+        .iter()
+        .map(|image| ImageMatcher {
+            image,
+            pattern: super::regex::Regex::new(&format!("{}(@sha256)?(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?", image.name)).ok(),
+        })
+        .collect();
+    let images = matchers.as_slice();
+    fn visit(value: &mut Value, images: &[ImageMatcher]) {
         match value {
             Value::Object(map) => {
                 for (key, child) in map.iter_mut() {
                     if key == "containers" || key == "initContainers" {
                         for container in each(Some(child)) {
                             if let Some(image) = container.get("image").and_then(Value::as_str).map(str::to_owned)
-                                && let Some(found) = images.iter().find(|i| i.name == image_name(&image))
+                                && let Some(found) = find_image(images, &image)
                             {
                                 container["image"] = Value::String(apply_image(&image, found));
                             }
@@ -190,7 +219,7 @@ pub fn set_images(resources: &mut [Resource], images: &[Image], custom: &[FieldS
         // Image fields `configurations` names, in kinds without `containers`.
         fieldspec::visit_specs(&mut resource.object, custom, &mut |value: &mut Value| {
             if let Some(image) = value.as_str().map(str::to_owned)
-                && let Some(found) = images.iter().find(|i| i.name == image_name(&image))
+                && let Some(found) = find_image(images, &image)
             {
                 *value = Value::String(apply_image(&image, found));
             }
@@ -202,19 +231,33 @@ pub fn set_images(resources: &mut [Resource], images: &[Image], custom: &[FieldS
 /// prefix/suffix (`renamed`), as kustomize matches original names too.
 /// `replicas`: the count of the workloads named (by their current or an earlier name), at the
 /// builtin places and `custom` ones.
-pub fn set_replicas(resources: &mut [Resource], replicas: &[Replica], custom: &[FieldSpec]) {
+pub fn set_replicas(resources: &mut [Resource], replicas: &[Replica], custom: &[FieldSpec]) -> Result<(), String> {
     for replica in replicas {
+        let mut found = false;
         for resource in resources.iter_mut() {
-            let wanted = Id { name: replica.name.clone(), ..Id::default() };
-            let named = resource.names().any(|n| n == wanted.name);
-            if !named {
+            let named = resource.names().any(|n| n == replica.name);
+            if !named || !fieldspec::REPLICA_SPECS.iter().chain(custom).any(|spec| spec.selects(&resource.object)) {
                 continue;
             }
+            found = true;
             let count = Value::from(replica.count);
             fieldspec::visit_specs(&mut resource.object, &fieldspec::REPLICA_SPECS, &mut |v: &mut Value| *v = count.clone());
             fieldspec::visit_specs(&mut resource.object, custom, &mut |v: &mut Value| *v = count.clone());
         }
+        // As kustomize: a count for no workload is a mistake worth stopping for.
+        if !found {
+            let kinds: Vec<String> = fieldspec::REPLICA_SPECS
+                .iter()
+                .chain(custom)
+                .map(|spec| {
+                    let part = |value: &Option<String>, missing: &str| value.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| missing.to_owned());
+                    format!("{}.{}.{}", part(&spec.kind, ""), part(&spec.version, "[noVer]"), part(&spec.group, "[noGrp]"))
+                })
+                .collect();
+            return Err(format!("resource with name {} does not match a config with the following GVK [{}]", replica.name, kinds.join(" ")));
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ pub struct ObjectReference {
 #[derive(Deserialize, Debug, Clone)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FieldReference {
+    /// kustomize reads its files with Go's case-insensitive field matching: `fieldPath` too.
+    #[serde(alias = "fieldPath", alias = "FieldPath")]
     pub fieldpath: Option<String>,
 }
 

@@ -1,14 +1,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ferroflux::cli::{Cli, Command};
+use ferroflux::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Only the controller needs tokio's runtime. The other verbs (`build`, `crds`, `version`)
-    // await nothing, so they run on the calling thread: starting the runtime's worker threads
-    // and its I/O driver was a large part of a small `ferroflux build`.
-    let result = if matches!(cli.command, Command::Controller(_)) {
+    // The local verbs (`build DIR`, `crds`, `version`, ...) await nothing and run on the calling
+    // thread; the others get tokio's runtime.
+    let result = if cli.command.needs_runtime() {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|runtime| runtime.block_on(ferroflux::cli::run(cli)))
     } else {
         futures::executor::block_on(ferroflux::cli::run(cli))
@@ -16,8 +15,22 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("✗ {err:#}");
+            eprintln!("✗ {}", error_chain(&err));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, `outer: inner`, without repeating a cause that a message already
+/// quotes (our error types include their source in their own text).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
 }

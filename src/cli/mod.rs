@@ -90,6 +90,10 @@ pub enum Command {
         /// that a kustomization reads files only in or below its folder).
         #[arg(long)]
         root: Option<PathBuf>,
+        /// Allow remote (Git URL) bases and components; without it they are refused, so a build
+        /// reads only local files.
+        #[arg(long)]
+        enable_remote: bool,
     },
     /// Show what applying a local directory as a Kustomization would change in the cluster.
     /// Exit code 0: no differences; 1: differences; 2: error.
@@ -114,6 +118,18 @@ pub enum Command {
     Install(install::InstallArgs),
     /// Print the version.
     Version,
+}
+
+impl Command {
+    /// Whether the verb talks to a cluster (or runs the controller), and so needs tokio's
+    /// runtime. The local verbs run without it: starting its threads and I/O driver was a large
+    /// part of a small `ferroflux build`.
+    pub fn needs_runtime(&self) -> bool {
+        !matches!(
+            self,
+            Command::Build { kustomization: None, .. } | Command::Crds { .. } | Command::Version | Command::Completions { .. } | Command::Install(install::InstallArgs { export: true, .. })
+        )
+    }
 }
 
 /// Failures of the CLI's verbs, each saying what to do next.
@@ -153,15 +169,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Suspend(target) => suspend::suspend(&cluster, target).await?,
         Command::Resume(target) => suspend::resume(&cluster, target).await?,
         Command::Build { kustomization: Some(target), .. } => build::run(&cluster, target).await?,
-        Command::Build { kustomization: None, dir, root } => {
+        Command::Build { kustomization: None, dir, root, enable_remote } => {
             let dir = dir.ok_or_else(|| CliError::Usage("ferroflux build needs a directory, or `ks NAME --path DIR`".into()))?;
-            build_dir(&dir, root.as_deref())?
+            build_dir(&dir, root.as_deref(), enable_remote)?
         }
         Command::Diff(target) => return diff::run(&cluster, target).await,
         Command::Tree(target) => tree::run(&cluster, target).await?,
         Command::Events(args) => events::run(&cluster, args).await?,
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "ferroflux", &mut std::io::stdout());
+            // Rendered first, then written: a closed pipe (`| head`) ends the output quietly
+            // instead of panicking inside the generator.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ferroflux", &mut script);
+            write_stdout(&script)?;
         }
         Command::Crds { dir } => crds(dir)?,
         Command::Install(args) => install::run(&cluster, args).await?,
@@ -260,9 +280,20 @@ fn crds(dir: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build_dir(dir: &Path, root: Option<&Path>) -> anyhow::Result<()> {
-    let objects = crate::kustomize::build(root.unwrap_or(Path::new("/")), dir, &crate::kustomize::BuildOptions::default())?;
-    print!("{}", crate::kustomize::to_yaml(&objects));
+/// Writes to stdout; a reader that went away (a closed pipe) is not an error.
+fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+fn build_dir(dir: &Path, root: Option<&Path>, enable_remote: bool) -> anyhow::Result<()> {
+    let options = crate::kustomize::BuildOptions { enable_remote, ..crate::kustomize::BuildOptions::default() };
+    let objects = crate::kustomize::build(root.unwrap_or(Path::new("/")), dir, &options)?;
+    write_stdout(crate::kustomize::to_yaml(&objects).as_bytes())?;
     Ok(())
 }
 

@@ -101,4 +101,8 @@ wait_applied "$first"
 
 step "kubectl get gitrepository,kustomization"
 kubectl get gitrepository,kustomization
+
+step "the same through ferroflux's CLI: get all, tree ks"
+./target/release/ferroflux get all -n default
+./target/release/ferroflux tree ks hello-world-flask -n default
 printf '\nThe tutorial, end to end: push released, force-push rolled back. (No kubelet runs here, so the\nPods stay Pending; the Deployment itself is what the tutorial changes.)\n'

@@ -77,14 +77,14 @@ async fn apply(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, Reco
     let generation = ks.meta().generation;
     let time = now();
     let action = match outcome {
-        Ok(Outcome { revision, changes, unhealthy }) => {
+        Ok(Outcome { revision, changes }) => {
             status.last_applied_revision = Some(revision.clone());
             status.observed_generation = generation;
             let message = format!("Applied revision: {revision}");
             conditions::set(&mut status.conditions, meta::READY, Status::True, ks_reason::RECONCILIATION_SUCCEEDED, &message, generation, &time);
             conditions::remove(&mut status.conditions, meta::RECONCILING);
             conditions::remove(&mut status.conditions, meta::STALLED);
-            if unhealthy.is_none() && (ks.spec.wait == Some(true) || ks.spec.health_checks.as_ref().is_some_and(|h| !h.is_empty())) {
+            if ks.spec.wait == Some(true) || ks.spec.health_checks.as_ref().is_some_and(|h| !h.is_empty()) {
                 conditions::set(&mut status.conditions, meta::HEALTHY, Status::True, meta::SUCCEEDED, "Health check passed", generation, &time);
             }
             if !changes.is_empty() {
@@ -125,7 +125,6 @@ struct Outcome {
     revision: String,
     /// Flux's change lines, e.g. `Deployment/default/app configured`.
     changes: Vec<String>,
-    unhealthy: Option<String>,
 }
 
 async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus) -> Result<Outcome, Failure> {
@@ -175,17 +174,9 @@ async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus
     }
     status.inventory = Some(inventory(new_inventory.iter().chain(kept_for_retry.iter())));
 
-    let source = source_key("GitRepository", &ks.spec.source_ref.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default()), &ks.spec.source_ref.name);
-    if ks.spec.wait == Some(true) || ks.spec.health_checks.as_ref().is_some_and(|h| !h.is_empty()) {
-        // Say what is going on while the wait runs, as Flux does: `kubectl get` shows it.
-        let message = format!("Running health checks for revision {} with a timeout of {:?}", artifact.revision, timeout(ks));
-        conditions::set(&mut status.conditions, meta::RECONCILING, Status::True, meta::PROGRESSING, &message, ks.meta().generation, &now());
-        if let Err(e) = write_status(ctx, ks, status).await {
-            warn!(error = %e, "writing the progress status");
-        }
-    }
-    let unhealthy = check_health(ks, ctx, &applier, &new_inventory, (&source, &artifact.revision)).await?;
-    Ok(Outcome { revision: artifact.revision, changes, unhealthy })
+    let source = source_key("GitRepository", &source_namespace(ks), &ks.spec.source_ref.name);
+    check_health(ks, ctx, status, &applier, &new_inventory, (&source, &artifact.revision)).await?;
+    Ok(Outcome { revision: artifact.revision, changes })
 }
 
 /// The applier acting as the Kustomization's ServiceAccount (`spec.serviceAccountName`, or the
@@ -311,10 +302,10 @@ async fn source_artifact(ks: &Kustomization, ctx: &Context) -> Result<crate::api
             Duration::ZERO,
         ));
     }
-    let ns = source.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default());
+    let ns = source_namespace(ks);
     check_namespace_access(ks, ctx, "GitRepository", &ns, &source.name)?;
     let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
-    let key = format!("GitRepository/{ns}/{}", source.name);
+    let key = source_key("GitRepository", &ns, &source.name);
     let repo = api
         .get_opt(&source.name)
         .await
@@ -407,15 +398,29 @@ pub async fn substitution_vars(ks: &Kustomization, client: &kube::Client, post_b
     Ok(vars)
 }
 
-/// The key of a source in [`Context::source_revision`].
+/// The namespace of the Kustomization's source: its own unless `sourceRef.namespace` says.
+pub fn source_namespace(ks: &Kustomization) -> String {
+    ks.spec.source_ref.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default())
+}
+
+/// The key of a source in [`Context::source_revision`], and its name in messages.
 pub fn source_key(kind: &str, namespace: &str, name: &str) -> String {
     format!("{kind}/{namespace}/{name}")
 }
 
 /// Waits for the health of the applied objects (`wait: true`) or of `healthChecks`. Gives way
 /// when the source (`source`: key and the revision being applied) gets a newer revision, so a
-/// fix pushed for a broken rollout is applied at once instead of after the timeout.
-async fn check_health(ks: &Kustomization, ctx: &Context, applier: &Applier, applied: &[(ObjectId, String)], source: (&str, &str)) -> Result<Option<String>, Failure> {
+/// fix pushed for a broken rollout is applied at once instead of after the timeout. Once the
+/// first look finds something not ready, `status` says so (`Reconciling`, as Flux does); when all
+/// is healthy at once, as in a reconcile where nothing changed, nothing is written.
+async fn check_health(
+    ks: &Kustomization,
+    ctx: &Context,
+    status: &mut KustomizationStatus,
+    applier: &Applier,
+    applied: &[(ObjectId, String)],
+    source: (&str, &str),
+) -> Result<(), Failure> {
     let targets: Vec<(ObjectId, String)> = if ks.spec.wait == Some(true) {
         applied.to_vec()
     } else {
@@ -437,9 +442,11 @@ async fn check_health(ks: &Kustomization, ctx: &Context, applier: &Applier, appl
             .collect()
     };
     if targets.is_empty() {
-        return Ok(None);
+        return Ok(());
     }
     let deadline = tokio::time::Instant::now() + timeout(ks);
+    let (source_key, applying) = source;
+    let mut announced = false;
     loop {
         let mut pending = Vec::new();
         for (id, version) in &targets {
@@ -456,9 +463,16 @@ async fn check_health(ks: &Kustomization, ctx: &Context, applier: &Applier, appl
             }
         }
         if pending.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
-        let (source_key, applying) = source;
+        if !announced {
+            announced = true;
+            let message = format!("Running health checks for revision {applying} with a timeout of {:?}", timeout(ks));
+            conditions::set(&mut status.conditions, meta::RECONCILING, Status::True, meta::PROGRESSING, &message, ks.meta().generation, &now());
+            if let Err(e) = write_status(ctx, ks, status).await {
+                warn!(error = %e, "writing the progress status");
+            }
+        }
         if let Some(newer) = ctx.source_revision(source_key).filter(|r| r != applying) {
             return Err(Failure::new(
                 ks_reason::HEALTH_CHECK_CANCELED,

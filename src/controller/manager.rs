@@ -146,8 +146,7 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
                 .into_iter()
                 .filter(|ks| {
                     let source = &ks.spec.source_ref;
-                    let ns = source.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default());
-                    source.kind == SourceKind::GitRepository && source.name == repo_name && ns == repo_ns
+                    source.kind == SourceKind::GitRepository && source.name == repo_name && kustomization::source_namespace(ks) == repo_ns
                 })
                 .map(|ks| ObjectRef::from_obj(ks.as_ref()))
                 .collect::<Vec<_>>()

@@ -44,7 +44,8 @@ pub struct Context {
     pub recorder: events::EventRecorder,
     /// The applier acting as the controller itself.
     pub applier: Arc<Applier>,
-    /// Appliers impersonating ServiceAccounts, by user name (`system:serviceaccount:ns:name`).
+    /// Appliers impersonating ServiceAccounts, by user name (`system:serviceaccount:ns:name`),
+    /// and appliers for other clusters (`kubeconfig:<secret uid>@<resourceVersion>:<user>`).
     impersonating: tokio::sync::Mutex<HashMap<String, Arc<Applier>>>,
     pub artifacts: artifact::ArtifactCache,
     pub metrics: Arc<metrics::Metrics>,
@@ -129,6 +130,9 @@ impl Context {
             config.auth_info.impersonate_groups = None;
         }
         let applier = Arc::new(Applier::new(Client::try_from(config)?));
+        // Clients made from earlier versions of the same Secret are dropped, not kept forever.
+        let secret = cache_key.split('@').next().unwrap_or(cache_key);
+        appliers.retain(|k, _| !k.starts_with(&format!("kubeconfig:{secret}@")));
         appliers.insert(key, applier.clone());
         Ok(applier)
     }

@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::{info, instrument, warn};
 
-use super::build::owner_labels;
+use super::render::owner_labels;
 use super::conditions::{self, Status};
 use super::health::{Health, health};
 use super::{Context, Failure, ReconcileError, now, with_jitter};
@@ -346,7 +346,7 @@ async fn build(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Path
     let spec = ks.spec.clone();
     let root = root.to_owned();
     let enable_remote = ctx.options.enable_remote_bases;
-    let objects = tokio::task::spawn_blocking(move || super::build::build_with(&root, &dir, &spec, enable_remote))
+    let objects = tokio::task::spawn_blocking(move || super::render::build_with(&root, &dir, &spec, enable_remote))
         .await
         .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?
         .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?;
@@ -357,7 +357,7 @@ async fn build(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Path
             super::substitute::substitute_objects(objects, &vars).map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?
         }
     };
-    Ok(super::build::add_labels(objects, &owner_labels(ks)))
+    Ok(super::render::add_labels(objects, &owner_labels(ks)))
 }
 
 /// `postBuild`'s variables: `substituteFrom` ConfigMaps and Secrets in order (a later one wins),

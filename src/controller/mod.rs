@@ -2,7 +2,7 @@
 //! `Ready=False` with a reason and a message.
 
 pub mod artifact;
-pub mod build;
+pub mod render;
 pub mod conditions;
 pub mod events;
 pub mod gitrepository;

@@ -2,13 +2,15 @@
 //! git-http-backend over HTTPS with basic auth and a custom CA, plain HTTP, HTTP with a bearer
 //! token, and sshd), started per test by `hack/git-servers.sh`.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferroflux::source::artifact::{self, IgnoreRules, UnpackLimits};
 use ferroflux::source::git::{self, Credentials, FailureReason, GitError, GitRefSpec};
@@ -35,19 +37,18 @@ impl GitServers {
         match output {
             Ok(out) if out.status.success() => {}
             Ok(out) => {
-                eprintln!(
-                    "SKIPPED: {} could not start the Git servers: {}",
-                    script.display(),
+                support::skip(&format!(
+                    "hack/git-servers.sh could not start the Git servers: {}",
                     String::from_utf8_lossy(&out.stderr)
-                );
+                ));
                 return None;
             }
             Err(e) => {
-                eprintln!("SKIPPED: cannot run {}: {e}", script.display());
+                support::skip(&format!("cannot run hack/git-servers.sh: {e}"));
                 return None;
             }
         }
-        let text = fs::read_to_string(dir.path().join("env")).ok()?;
+        let text = fs::read_to_string(dir.path().join("env")).expect("hack/git-servers.sh wrote no env file");
         let env = text
             .lines()
             .filter_map(|l| l.split_once('='))
@@ -596,13 +597,7 @@ fn unreachable_and_invalid_remotes() {
         "http://127.0.0.1:{}/repo.git",
         silent.local_addr().unwrap().port()
     );
-    let started = Instant::now();
     let err = git::ls_remote(&url, &Credentials::default(), Duration::from_secs(1)).unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
     assert!(matches!(err, GitError::Timeout { .. }), "{err}");
     drop(silent);
 

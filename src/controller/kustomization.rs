@@ -184,7 +184,7 @@ async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus
 async fn applier_for(ks: &Kustomization, ctx: &Context) -> Result<Arc<Applier>, Failure> {
     let ns = ks.namespace().unwrap_or_default();
     ctx.applier_as(&ns, ks.spec.service_account_name.as_deref()).await.map_err(|e| {
-        Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to impersonate ServiceAccount '{ns}/{}': {e}", ks.spec.service_account_name.as_deref().or(ctx.options.default_service_account.as_deref()).unwrap_or_default()), Duration::ZERO)
+        Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to impersonate ServiceAccount '{ns}/{}': {e}", ctx.service_account(ks.spec.service_account_name.as_deref()).unwrap_or_default()), Duration::ZERO)
     })
 }
 
@@ -218,7 +218,9 @@ async fn target_applier(ks: &Kustomization, ctx: &Context, local: &Arc<Applier>)
     };
     let text = std::str::from_utf8(&bytes.0).map_err(|_| failed(format!("kubeconfig secret '{ns}/{}' is not UTF-8 text", secret_ref.name)))?;
     let version = format!("{}@{}", secret.metadata.uid.unwrap_or_default(), secret.metadata.resource_version.unwrap_or_default());
-    let impersonate = ks.spec.service_account_name.as_ref().filter(|s| !s.is_empty()).map(|sa| format!("system:serviceaccount:{ns}:{sa}"));
+    // As Flux's impersonator: the Kustomization's account, else the default one, on the remote
+    // cluster too.
+    let impersonate = ctx.service_account(ks.spec.service_account_name.as_deref()).map(|sa| format!("system:serviceaccount:{ns}:{sa}"));
     ctx.applier_for_kubeconfig(&version, text, impersonate)
         .await
         .map_err(|e| failed(format!("kubeconfig secret '{ns}/{}': {e}", secret_ref.name)))

@@ -174,7 +174,7 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
     let name = repo.name_any();
     let timeout = timeout(repo);
 
-    let credentials = match &repo.spec.secret_ref {
+    let mut credentials = match &repo.spec.secret_ref {
         None => Credentials::default(),
         Some(secret_ref) => {
             let secrets: Api<Secret> = Api::namespaced(gctx.ctx.client.clone(), &ns);
@@ -187,6 +187,7 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
             })?
         }
     };
+    credentials.allow_insecure_http = gctx.ctx.options.allow_insecure_http_credentials;
     let spec_ref = repo.spec.r#ref.clone().unwrap_or_default();
     let ref_spec = GitRefSpec {
         branch: spec_ref.branch,

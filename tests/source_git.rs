@@ -502,12 +502,24 @@ fn bearer_token() {
     let repo = servers.repo("bearer");
     repo.commit(&[("a.yaml", "a\n")], "first");
     let url = format!("{}/{}.git", servers.var("BEARER_URL_BASE"), repo.name);
+    // This server is plain HTTP: credentials go there only when the user opted in.
     let with_token = |token: &str| {
         let mut data = BTreeMap::new();
         data.insert("bearerToken".to_owned(), token.as_bytes().to_vec());
-        Credentials::from_secret_data(&data).unwrap()
+        Credentials {
+            allow_insecure_http: true,
+            ..Credentials::from_secret_data(&data).unwrap()
+        }
     };
     let good = with_token(&servers.var("BEARER_TOKEN"));
+    let not_opted_in = Credentials {
+        allow_insecure_http: false,
+        ..good.clone()
+    };
+    let err = git::ls_remote(&url, &not_opted_in, TIMEOUT).unwrap_err();
+    assert!(matches!(err, GitError::InsecureCredentials { .. }), "{err}");
+    assert!(err.to_string().contains("bearer token cannot be sent over HTTP"), "{err}");
+    assert!(!err.to_string().contains(&servers.var("BEARER_TOKEN")));
     let (revision, _, _) = fetch_and_pack(&url, &good, &branch("main"));
     assert_eq!(revision, format!("main@sha1:{}", repo.head()));
     let err = git::ls_remote(&url, &with_token("not-the-token-91c2"), TIMEOUT).unwrap_err();

@@ -34,6 +34,9 @@ pub struct ControllerOptions {
     pub default_service_account: Option<String>,
     /// Remote (URL) bases in kustomizations; `--no-remote-bases` turns them off.
     pub enable_remote_bases: bool,
+    /// `--allow-insecure-http-credentials`: a GitRepository's credentials may go over plain
+    /// `http://`.
+    pub allow_insecure_http_credentials: bool,
 }
 
 /// Everything a reconcile needs, shared by all reconciles.

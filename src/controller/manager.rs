@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::artifact::ArtifactCache;
+use super::artifact::{ArtifactCache, LocalStorage};
 use super::leader::{LeaderConfig, LeaderElector};
 use super::{Context, ControllerOptions, ReconcileError, gitrepository, kustomization};
 use crate::api::kustomize::v1::{Kustomization, SourceKind};
@@ -193,12 +193,12 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
     };
 
     let storage = Arc::new(Storage::new(config.storage_path.clone())?);
-    let ctx = Arc::new(Context::new(client.clone(), Some(kube_config), config.options.clone(), ArtifactCache::new(config.artifact_cache.clone()), metrics.clone()));
-    let git_ctx = Arc::new(gitrepository::GitContext::new(
-        ctx.clone(),
-        storage.clone(),
-        format!("http://{}", config.storage_adv_addr.trim_start_matches("http://").trim_end_matches('/')),
-    ));
+    let advertised_base = format!("http://{}", config.storage_adv_addr.trim_start_matches("http://").trim_end_matches('/'));
+    // The Kustomizations read this process's own artifacts from disk, not over HTTP.
+    let own_storage = LocalStorage { root: storage.root().to_owned(), advertised_base: advertised_base.clone() };
+    let artifacts = ArtifactCache::new(config.artifact_cache.clone()).with_local_storage(own_storage);
+    let ctx = Arc::new(Context::new(client.clone(), Some(kube_config), config.options.clone(), artifacts, metrics.clone()));
+    let git_ctx = Arc::new(gitrepository::GitContext::new(ctx.clone(), storage.clone(), advertised_base));
     // Unbounded in kube-runtime (which still runs one reconcile per object at a time); the
     // `--concurrent` limit is enforced fairly by `bounded`.
     let controller_config = ControllerConfig::default().concurrency(0);

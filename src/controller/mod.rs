@@ -12,6 +12,7 @@ pub mod leader;
 pub mod manager;
 pub mod metrics;
 pub mod substitute;
+pub mod variables;
 
 use std::collections::HashMap;
 use std::sync::Arc;

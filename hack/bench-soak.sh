@@ -5,6 +5,7 @@
 #
 #   hack/bench-soak.sh [DURATION_SECONDS] [KUSTOMIZATIONS] [INTERVAL]
 #   defaults: 3600 100 10s (the soak: 100 Kustomizations at 10 s for an hour)
+#   FERROFLUX_BIN=target/debug/ferroflux hack/bench-soak.sh 600   # a shorter run, another build
 #
 # What runs: hack/k8s-up.sh (etcd + kube-apiserver + kube-controller-manager), hack/git-servers.sh,
 # `ferroflux controller` (release build), one GitRepository (interval 10s) and N Kustomizations,
@@ -31,8 +32,12 @@ cleanup() {
 trap cleanup EXIT
 
 echo "soak: $count Kustomizations at $interval for ${duration}s (work dir $work)" >&2
-(cd "$root" && cargo build --release --quiet)
-bin=$root/target/release/ferroflux
+# FERROFLUX_BIN runs another build (e.g. target/debug/ferroflux) instead of the release one.
+bin=${FERROFLUX_BIN:-}
+if [[ -z $bin ]]; then
+  (cd "$root" && cargo build --release --quiet)
+  bin=$root/target/release/ferroflux
+fi
 kubeconfig=$(bash "$here/k8s-up.sh" "$work/k8s" --watch-pid $$)
 export KUBECONFIG=$kubeconfig
 bash "$here/git-servers.sh" start "$work/git" >/dev/null

@@ -64,7 +64,7 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the source and kustomize controllers (in-cluster, or against the current kubeconfig).
-    Controller(controller::ControllerArgs),
+    Controller(Box<controller::ControllerArgs>),
     /// Print Flux objects and their status.
     Get(get::GetArgs),
     /// Request a reconciliation now and wait for its result.
@@ -163,7 +163,7 @@ impl CliError {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cluster = cli.cluster;
     match cli.command {
-        Command::Controller(args) => controller::run(args).await?,
+        Command::Controller(args) => controller::run(*args).await?,
         Command::Get(args) => get::run(&cluster, args).await?,
         Command::Reconcile(target) => reconcile::run(&cluster, target).await?,
         Command::Suspend(target) => suspend::suspend(&cluster, target).await?,
@@ -291,7 +291,7 @@ fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn build_dir(dir: &Path, root: Option<&Path>, enable_remote: bool) -> anyhow::Result<()> {
-    let options = crate::kustomize::BuildOptions { enable_remote, ..crate::kustomize::BuildOptions::default() };
+    let options = crate::kustomize::BuildOptions { enable_remote };
     let objects = crate::kustomize::build(root.unwrap_or(Path::new("/")), dir, &options)?;
     write_stdout(crate::kustomize::to_yaml(&objects).as_bytes())?;
     Ok(())

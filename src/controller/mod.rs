@@ -2,7 +2,7 @@
 //! `Ready=False` with a reason and a message.
 
 pub mod artifact;
-pub mod build;
+pub mod render;
 pub mod conditions;
 pub mod events;
 pub mod gitrepository;
@@ -12,6 +12,7 @@ pub mod leader;
 pub mod manager;
 pub mod metrics;
 pub mod substitute;
+pub mod variables;
 
 use std::collections::HashMap;
 use std::sync::Arc;

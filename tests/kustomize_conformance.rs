@@ -157,7 +157,7 @@ fn remote_git_bases_build_like_kubectl_kustomize() {
     let scratch = tempfile::tempdir().expect("temporary folder");
     let (url, first_commit) = remote_repository(scratch.path());
     let kubectl = has_kubectl();
-    let options = ferroflux::kustomize::BuildOptions { enable_remote: true, ..Default::default() };
+    let options = ferroflux::kustomize::BuildOptions { enable_remote: true };
     let overlays = [
         (
             "tag-and-component",

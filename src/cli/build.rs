@@ -76,13 +76,13 @@ pub fn default_root(dir: &Path) -> PathBuf {
 /// The controller's build, on a local folder: the Flux overlay, `postBuild` with `vars` (the
 /// resolved `substitute` and `substituteFrom`), owner labels.
 pub fn build_local(ks: &Kustomization, root: &Path, dir: &Path, vars: &BTreeMap<String, String>) -> Result<Vec<Value>, CliError> {
-    let objects = crate::controller::build::build(root, dir, &ks.spec)
+    let objects = crate::controller::render::build(root, dir, &ks.spec)
         .map_err(|e| CliError::Usage(format!("building {}: {e}", dir.display())))?;
     let objects = match &ks.spec.post_build {
         None => objects,
         Some(_) => crate::controller::substitute::substitute_objects(objects, vars).map_err(|e| CliError::Usage(e.to_string()))?,
     };
-    Ok(crate::controller::build::add_labels(objects, &crate::controller::build::owner_labels(ks)))
+    Ok(crate::controller::render::add_labels(objects, &crate::controller::render::owner_labels(ks)))
 }
 
 #[cfg(test)]

@@ -44,6 +44,10 @@ pub struct ControllerArgs {
     /// Refuse remote (URL) bases in kustomizations; only the source's own files are built.
     #[arg(long)]
     pub no_remote_bases: bool,
+    /// Send a GitRepository's basic auth or bearer token over plain http:// (refused by default,
+    /// as in Flux's Git library: anyone on the path can read them).
+    #[arg(long)]
+    pub allow_insecure_http_credentials: bool,
     /// Impersonate this ServiceAccount (in each Kustomization's namespace) when
     /// spec.serviceAccountName is empty: the restricted mode, where the controller itself has no
     /// rights on applied objects.
@@ -107,6 +111,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             no_cross_namespace_refs: args.no_cross_namespace_refs,
             default_service_account: args.default_service_account.filter(|s| !s.is_empty()),
             enable_remote_bases: !args.no_remote_bases,
+            allow_insecure_http_credentials: args.allow_insecure_http_credentials,
         },
     })
     .await

@@ -291,7 +291,7 @@ fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn build_dir(dir: &Path, root: Option<&Path>, enable_remote: bool) -> anyhow::Result<()> {
-    let options = crate::kustomize::BuildOptions { enable_remote, ..crate::kustomize::BuildOptions::default() };
+    let options = crate::kustomize::BuildOptions { enable_remote };
     let objects = crate::kustomize::build(root.unwrap_or(Path::new("/")), dir, &options)?;
     write_stdout(crate::kustomize::to_yaml(&objects).as_bytes())?;
     Ok(())

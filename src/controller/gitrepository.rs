@@ -123,7 +123,7 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
     let name = repo.name_any();
     let timeout = repo.spec.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(Duration::from_secs(60));
 
-    let credentials = match &repo.spec.secret_ref {
+    let mut credentials = match &repo.spec.secret_ref {
         None => Credentials::default(),
         Some(secret_ref) => {
             let secrets: Api<Secret> = Api::namespaced(gctx.ctx.client.clone(), &ns);
@@ -136,6 +136,7 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
             })?
         }
     };
+    credentials.allow_insecure_http = gctx.ctx.options.allow_insecure_http_credentials;
     let spec_ref = repo.spec.r#ref.clone().unwrap_or_default();
     let ref_spec = GitRefSpec {
         branch: spec_ref.branch,

@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::{info, instrument, warn};
 
-use super::build::owner_labels;
+use super::render::owner_labels;
 use super::conditions::{self, Status};
 use super::health::{Health, health};
 use super::{Context, Failure, ReconcileError, now, with_jitter};
@@ -184,7 +184,7 @@ async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus
 async fn applier_for(ks: &Kustomization, ctx: &Context) -> Result<Arc<Applier>, Failure> {
     let ns = ks.namespace().unwrap_or_default();
     ctx.applier_as(&ns, ks.spec.service_account_name.as_deref()).await.map_err(|e| {
-        Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to impersonate ServiceAccount '{ns}/{}': {e}", ks.spec.service_account_name.as_deref().or(ctx.options.default_service_account.as_deref()).unwrap_or_default()), Duration::ZERO)
+        Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to impersonate ServiceAccount '{ns}/{}': {e}", ctx.service_account(ks.spec.service_account_name.as_deref()).unwrap_or_default()), Duration::ZERO)
     })
 }
 
@@ -218,7 +218,9 @@ async fn target_applier(ks: &Kustomization, ctx: &Context, local: &Arc<Applier>)
     };
     let text = std::str::from_utf8(&bytes.0).map_err(|_| failed(format!("kubeconfig secret '{ns}/{}' is not UTF-8 text", secret_ref.name)))?;
     let version = format!("{}@{}", secret.metadata.uid.unwrap_or_default(), secret.metadata.resource_version.unwrap_or_default());
-    let impersonate = ks.spec.service_account_name.as_ref().filter(|s| !s.is_empty()).map(|sa| format!("system:serviceaccount:{ns}:{sa}"));
+    // As Flux's impersonator: the Kustomization's account, else the default one, on the remote
+    // cluster too.
+    let impersonate = ctx.service_account(ks.spec.service_account_name.as_deref()).map(|sa| format!("system:serviceaccount:{ns}:{sa}"));
     ctx.applier_for_kubeconfig(&version, text, impersonate)
         .await
         .map_err(|e| failed(format!("kubeconfig secret '{ns}/{}': {e}", secret_ref.name)))
@@ -344,7 +346,7 @@ async fn build(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Path
     let spec = ks.spec.clone();
     let root = root.to_owned();
     let enable_remote = ctx.options.enable_remote_bases;
-    let objects = tokio::task::spawn_blocking(move || super::build::build_with(&root, &dir, &spec, enable_remote))
+    let objects = tokio::task::spawn_blocking(move || super::render::build_with(&root, &dir, &spec, enable_remote))
         .await
         .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?
         .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?;
@@ -355,7 +357,7 @@ async fn build(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Path
             super::substitute::substitute_objects(objects, &vars).map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?
         }
     };
-    Ok(super::build::add_labels(objects, &owner_labels(ks)))
+    Ok(super::render::add_labels(objects, &owner_labels(ks)))
 }
 
 /// `postBuild`'s variables: `substituteFrom` ConfigMaps and Secrets in order (a later one wins),

@@ -14,6 +14,8 @@ pub const CONTAINER_NAME: &str = "manager";
 const ARTIFACT_PORT: u16 = 9090;
 const METRICS_PORT: u16 = 8080;
 const HEALTH_PORT: u16 = 9440;
+/// The webhook Receiver's port (Flux's notification-controller listens there too).
+const WEBHOOK_PORT: u16 = 9292;
 
 /// The labels every object carries (Flux's `app.kubernetes.io/*` set).
 fn labels(options: &InstallOptions) -> Value {
@@ -134,7 +136,11 @@ fn controller_args(options: &InstallOptions) -> Vec<String> {
         "--enable-leader-election".to_owned(),
     ];
     if let Some(account) = &options.default_service_account {
+        // Flux's multi-tenancy lockdown sets all three: without the other two a tenant could
+        // still use another namespace's source or pull in a base from any URL.
         args.push(format!("--default-service-account={account}"));
+        args.push("--no-cross-namespace-refs".to_owned());
+        args.push("--no-remote-bases".to_owned());
     }
     args
 }
@@ -212,4 +218,38 @@ pub fn service(options: &InstallOptions) -> Value {
             "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}],
         },
     })
+}
+
+/// Flux's three NetworkPolicies (`manifests/policies` of flux2), for the whole namespace: Pods
+/// there take traffic only from each other, except metrics (from any namespace) and the webhook
+/// Receiver (from anywhere); egress is open (Git servers and the API server are anywhere).
+pub fn network_policies(options: &InstallOptions) -> Vec<Value> {
+    let policy = |name: &str, spec: Value| {
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": options.namespace, "labels": labels(options)},
+            "spec": spec,
+        })
+    };
+    let from_any_namespace_on = |port: u16| json!([{"from": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": port}]}]);
+    vec![
+        policy(
+            "allow-egress",
+            json!({
+                "podSelector": {},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [{"podSelector": {}}]}],
+                "egress": [{}],
+            }),
+        ),
+        policy(
+            "allow-scraping",
+            json!({"podSelector": {}, "policyTypes": ["Ingress"], "ingress": from_any_namespace_on(METRICS_PORT)}),
+        ),
+        policy(
+            "allow-webhooks",
+            json!({"podSelector": {"matchLabels": selector()}, "policyTypes": ["Ingress"], "ingress": from_any_namespace_on(WEBHOOK_PORT)}),
+        ),
+    ]
 }

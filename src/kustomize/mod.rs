@@ -94,72 +94,11 @@ pub enum Error {
     Plugin { file: PathBuf, message: String },
 }
 
-/// Settings of a build beyond the kustomization files: how a caller (Flux's Kustomization spec)
-/// overrides the root kustomization.
+/// Settings of a build beyond the kustomization files.
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
     /// Allow remote git bases and components (cloned into a temporary folder for the build).
     pub enable_remote: bool,
-    pub overlay: Overlay,
-}
-
-/// What Flux merges into the root kustomization: the namespace, prefix and suffix replace the
-/// kustomization's; patches, images and components are appended. (Flux's `commonMetadata` is
-/// applied after the build with [`add_common_metadata`].)
-#[derive(Debug, Clone, Default)]
-pub struct Overlay {
-    pub namespace: Option<String>,
-    pub name_prefix: Option<String>,
-    pub name_suffix: Option<String>,
-    pub patches: Vec<file::Patch>,
-    pub patches_strategic_merge: Vec<Value>,
-    pub patches_json6902: Vec<file::Patch>,
-    pub images: Vec<file::Image>,
-    pub components: Vec<String>,
-}
-
-impl Overlay {
-    /// Merges the overlay into a root kustomization, as Flux edits the kustomization file.
-    pub fn merge_into(&self, k: &mut Kustomization) {
-        if self.namespace.is_some() {
-            k.namespace.clone_from(&self.namespace);
-        }
-        if self.name_prefix.is_some() {
-            k.name_prefix.clone_from(&self.name_prefix);
-        }
-        if self.name_suffix.is_some() {
-            k.name_suffix.clone_from(&self.name_suffix);
-        }
-        k.patches.extend(self.patches.iter().cloned());
-        k.patches_strategic_merge.extend(self.patches_strategic_merge.iter().cloned());
-        k.patches_json6902.extend(self.patches_json6902.iter().cloned());
-        k.images.extend(self.images.iter().cloned());
-        k.components.extend(self.components.iter().cloned());
-    }
-}
-
-/// Flux's `commonMetadata`: labels and annotations on every object's metadata (not in selectors
-/// or templates).
-pub fn add_common_metadata(objects: &mut [Object], labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, String>) {
-    for object in objects.iter_mut() {
-        for (field, pairs) in [("labels", labels), ("annotations", annotations)] {
-            if pairs.is_empty() {
-                continue;
-            }
-            let Some(map) = object.as_object_mut() else { continue };
-            let metadata = map.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
-            let Some(metadata) = metadata.as_object_mut() else { continue };
-            let entry = metadata.entry(field).or_insert_with(|| Value::Object(Default::default()));
-            if !entry.is_object() {
-                *entry = Value::Object(Default::default());
-            }
-            if let Some(entry) = entry.as_object_mut() {
-                for (k, v) in pairs {
-                    entry.insert(k.clone(), Value::String(v.clone()));
-                }
-            }
-        }
-    }
 }
 
 /// Which files a kustomization may read, beside the build root that always bounds a build.
@@ -200,21 +139,22 @@ pub fn build(root: &Path, dir: &Path, options: &BuildOptions) -> Result<Vec<Obje
 
 /// [`build`] with a choice of load restrictions (Flux builds with [`LoadRestrictions::BuildRoot`]).
 pub fn build_with_restrictions(root: &Path, dir: &Path, options: &BuildOptions, restrictions: LoadRestrictions) -> Result<Vec<Object>, Error> {
-    let _budget = limits::Budget::install();
-    let (mut builder, dir) = Builder::start(root, dir, options, restrictions)?;
-    let (file, mut kustomization) = builder.load(&dir)?;
-    options.overlay.merge_into(&mut kustomization);
-    builder.build_root(&dir, &file, kustomization)
+    build_kustomization(root, dir, options, restrictions, load)
 }
 
-/// Builds a directory without a kustomization file the way Flux does: as if it had one listing
-/// its Kubernetes YAML files and the subdirectories that have a kustomization file.
-pub fn build_generated(root: &Path, dir: &Path, options: &BuildOptions) -> Result<Vec<Object>, Error> {
+/// Builds `dir` from the root kustomization `root_kustomization` gives for it (its file and
+/// content), called with `dir` canonical and checked to be inside `root`: for callers that edit
+/// the root kustomization before the build or generate one (Flux's controller).
+pub fn build_kustomization(
+    root: &Path,
+    dir: &Path,
+    options: &BuildOptions,
+    restrictions: LoadRestrictions,
+    root_kustomization: impl FnOnce(&Path) -> Result<(PathBuf, Kustomization), Error>,
+) -> Result<Vec<Object>, Error> {
     let _budget = limits::Budget::install();
-    let (mut builder, dir) = Builder::start(root, dir, options, LoadRestrictions::BuildRoot)?;
-    let mut kustomization = generate_kustomization(&dir)?;
-    options.overlay.merge_into(&mut kustomization);
-    let file = dir.join("kustomization.yaml");
+    let (mut builder, dir) = Builder::start(root, dir, options, restrictions)?;
+    let (file, kustomization) = root_kustomization(&dir)?;
     builder.build_root(&dir, &file, kustomization)
 }
 
@@ -223,48 +163,33 @@ pub fn has_kustomization(dir: &Path) -> bool {
     file::FILE_NAMES.iter().any(|n| dir.join(n).is_file())
 }
 
-/// Whether a YAML file holds Kubernetes objects (every document has `apiVersion` and `kind`).
-/// Whether a YAML file holds Kubernetes objects. A file that is not valid YAML is an error, as in
-/// Flux ("failed to decode Kubernetes YAML"): skipping it would apply a commit with a broken file
-/// as if the file were not there.
-fn is_kubernetes_yaml(path: &Path) -> Result<bool, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-    let objects = yaml::parse_objects(&text, path)?;
-    Ok(!objects.is_empty() && objects.iter().all(|o| !object::kind(o).is_empty() && !object::api_version(o).is_empty()))
+/// The kustomization file in `dir` and what it says. The file may be a symlink, but only to a
+/// file in `dir` itself: one leading elsewhere is refused before anything of it is read or
+/// quoted (the builder checks the kustomizations it meets against the whole root).
+pub fn load(dir: &Path) -> Result<(PathBuf, Kustomization), Error> {
+    let folder = dir.canonicalize().map_err(|source| Error::Io { path: dir.to_owned(), source })?;
+    for name in file::FILE_NAMES {
+        let path = dir.join(name);
+        if std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        let escape = || Error::PathEscape { path: path.clone(), root: folder.clone() };
+        let canonical = path.canonicalize().map_err(|_| escape())?;
+        if canonical.parent() != Some(folder.as_path()) {
+            return Err(escape());
+        }
+        if canonical.is_file() {
+            return read_kustomization(&path);
+        }
+    }
+    Err(Error::NoKustomization { dir: dir.to_owned() })
 }
 
-/// The kustomization Flux generates for a directory without one: its Kubernetes YAML files,
-/// recursively, and the subdirectories that have a kustomization of their own.
-pub fn generate_kustomization(dir: &Path) -> Result<Kustomization, Error> {
-    fn scan(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Error> {
-        let mut entries: Vec<PathBuf> =
-            std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        entries.sort();
-        for path in entries {
-            let meta = std::fs::symlink_metadata(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-            if meta.file_type().is_symlink() {
-                // Links could point anywhere: not followed.
-                continue;
-            }
-            let relative = path.strip_prefix(base).unwrap_or(&path).to_string_lossy().into_owned();
-            if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
-                continue;
-            }
-            if meta.is_dir() {
-                if has_kustomization(&path) {
-                    out.push(relative);
-                } else {
-                    scan(base, &path, out)?;
-                }
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") && is_kubernetes_yaml(&path)? {
-                out.push(relative);
-            }
-        }
-        Ok(())
-    }
-    let mut resources = Vec::new();
-    scan(dir, dir, &mut resources)?;
-    Ok(Kustomization { resources, ..Kustomization::default() })
+/// Reads and parses a kustomization file already checked to be readable.
+fn read_kustomization(file: &Path) -> Result<(PathBuf, Kustomization), Error> {
+    let text = std::fs::read_to_string(file).map_err(|source| Error::Io { path: file.to_owned(), source })?;
+    let kustomization = yaml::parse_kustomization(&text, file)?;
+    Ok((file.to_owned(), kustomization))
 }
 
 /// What an entry of `resources` or `components` names.
@@ -293,19 +218,13 @@ impl Builder<'_> {
     /// the root itself: a kustomization file may be a symlink, and one leading out of the root is
     /// refused before anything of it is read or quoted.
     fn load(&self, dir: &Path) -> Result<(PathBuf, Kustomization), Error> {
-        let mut found = None;
         for name in file::FILE_NAMES {
-            if let Some(path) = self.locate(&dir.join(name))? {
-                if path.is_file() {
-                    found = Some(path);
-                    break;
-                }
+            let path = dir.join(name);
+            if self.locate(&path)?.is_some_and(|canonical| canonical.is_file()) {
+                return read_kustomization(&path);
             }
         }
-        let file = found.ok_or_else(|| Error::NoKustomization { dir: dir.to_owned() })?;
-        let text = std::fs::read_to_string(&file).map_err(|source| Error::Io { path: file.clone(), source })?;
-        let kustomization = yaml::parse_kustomization(&text, &file)?;
-        Ok((file, kustomization))
+        Err(Error::NoKustomization { dir: dir.to_owned() })
     }
 
     /// Where `path` leads: `Some` canonical path inside the root, or `None` when nothing is
@@ -1001,52 +920,6 @@ mod tests {
     const CONFIG_MAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n";
 
     #[test]
-    fn flux_overlay_merges_into_the_root_kustomization() {
-        let dir = tree(&[
-            ("kustomization.yaml", "resources: [cm.yaml, d.yaml]\nnamespace: original\nnamePrefix: a-\n"),
-            ("cm.yaml", CONFIG_MAP),
-            (
-                "d.yaml",
-                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    spec:\n      containers: [{name: c, image: app}]\n",
-            ),
-        ]);
-        let overlay = Overlay {
-            namespace: Some("flux".into()),
-            name_suffix: Some("-s".into()),
-            images: vec![file::Image { name: "app".into(), new_tag: Some("v2".into()), ..file::Image::default() }],
-            patches: vec![file::Patch {
-                patch: Some(r#"[{"op": "add", "path": "/data", "value": {"a": "b"}}]"#.into()),
-                target: Some(file::Selector { kind: Some("ConfigMap".into()), ..file::Selector::default() }),
-                ..file::Patch::default()
-            }],
-            ..Overlay::default()
-        };
-        let objects = build(dir.path(), dir.path(), &BuildOptions { enable_remote: false, overlay }).expect("builds");
-        assert_eq!(objects[0]["metadata"], json!({"name": "a-cm-s", "namespace": "flux"}));
-        assert_eq!(objects[0]["data"], json!({"a": "b"}));
-        assert_eq!(objects[1]["spec"]["template"]["spec"]["containers"][0]["image"], "app:v2");
-    }
-
-    #[test]
-    fn directories_without_a_kustomization_are_generated_like_flux() {
-        let dir = tree(&[
-            ("cm.yaml", CONFIG_MAP),
-            ("notes.yaml", "just: some config\n"),
-            ("sub/more.yml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n"),
-            ("app/kustomization.yaml", "resources: [x.yaml]\n"),
-            ("app/x.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n"),
-            (".hidden/y.yaml", CONFIG_MAP),
-        ]);
-        let error = build(dir.path(), dir.path(), &BuildOptions::default()).expect_err("no kustomization file");
-        assert!(error.to_string().contains("no kustomization file found"), "{error}");
-        let generated = generate_kustomization(dir.path()).expect("generates");
-        assert_eq!(generated.resources, vec!["app", "cm.yaml", "sub/more.yml"]);
-        let objects = build_generated(dir.path(), dir.path(), &BuildOptions::default()).expect("builds");
-        let kinds: Vec<&str> = objects.iter().map(object::kind).collect();
-        assert_eq!(kinds, vec!["ConfigMap", "Secret", "Service"]);
-    }
-
-    #[test]
     fn out_of_scope_fields_and_remote_resources_are_refused_by_name() {
         for (field, text) in [
             ("external plugin", "transformers:\n- |\n  apiVersion: example.com/v1\n  kind: Sed\n  metadata: {name: x}\n"),
@@ -1062,7 +935,7 @@ mod tests {
         let error = build(dir.path(), dir.path(), &BuildOptions::default()).expect_err("refused");
         assert!(error.to_string().contains("not enabled"), "{error}");
         let dir = tree(&[("kustomization.yaml", "resources: [https://example.com/manifests/app.yaml]\n")]);
-        let error = build(dir.path(), dir.path(), &BuildOptions { enable_remote: true, ..BuildOptions::default() }).expect_err("refused");
+        let error = build(dir.path(), dir.path(), &BuildOptions { enable_remote: true }).expect_err("refused");
         assert!(error.to_string().contains("single files over HTTP"), "{error}");
     }
 
@@ -1086,23 +959,26 @@ mod tests {
     }
 
     #[test]
+    fn load_refuses_a_kustomization_file_linking_out_of_its_folder_unread() {
+        let outside = tree(&[("passwd", "root:x:0:0:root:/root:/bin/bash\n")]);
+        let dir = tree(&[]);
+        std::os::unix::fs::symlink(outside.path().join("passwd"), dir.path().join("kustomization.yaml")).expect("symlink");
+        let error = load(dir.path()).expect_err("escapes").to_string();
+        assert!(error.contains("is not in or below") && !error.contains("root:x"), "{error}");
+        // A link to a file next to it is read.
+        let dir = tree(&[("real.yaml", "resources: []\n")]);
+        std::os::unix::fs::symlink(dir.path().join("real.yaml"), dir.path().join("kustomization.yaml")).expect("symlink");
+        let (file, _) = load(dir.path()).expect("loads");
+        assert!(file.ends_with("kustomization.yaml"));
+    }
+
+    #[test]
     fn flux_load_restrictions_allow_files_elsewhere_in_the_root() {
         let dir = tree(&[("shared/cm.yaml", CONFIG_MAP), ("app/kustomization.yaml", "resources: [../shared/cm.yaml]\n")]);
         let app = dir.path().join("app");
         assert!(build(dir.path(), &app, &BuildOptions::default()).is_err());
         let objects = build_with_restrictions(dir.path(), &app, &BuildOptions::default(), LoadRestrictions::BuildRoot).expect("builds");
         assert_eq!(objects.len(), 1);
-    }
-
-    #[test]
-    fn common_metadata_goes_on_metadata_only() {
-        let mut objects =
-            vec![json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "b"}}}})];
-        let labels = BTreeMap::from([("team".to_owned(), "x".to_owned())]);
-        add_common_metadata(&mut objects, &labels, &BTreeMap::new());
-        assert_eq!(objects[0]["metadata"]["labels"], json!({"team": "x"}));
-        assert_eq!(objects[0]["spec"]["selector"]["matchLabels"], json!({"a": "b"}));
-        assert!(objects[0]["metadata"].get("annotations").is_none());
     }
 
     #[test]

@@ -72,6 +72,11 @@ pub struct ControllerArgs {
     /// How often acquiring or renewing is tried.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub leader_election_retry_period: std::time::Duration,
+    /// How long a Kustomization waits before it looks again at a dependency that is not ready,
+    /// or a source without an artifact (Flux's `--requeue-dependency`). A dependency becoming
+    /// Ready triggers its dependents at once anyway.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub requeue_dependency: std::time::Duration,
     /// After SIGTERM, how long in-flight reconciles may finish before they are abandoned and the
     /// process exits (the next leader redoes them).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -117,6 +122,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             default_service_account: args.default_service_account.filter(|s| !s.is_empty()),
             enable_remote_bases: !args.no_remote_bases,
             allow_insecure_http_credentials: args.allow_insecure_http_credentials,
+            requeue_dependency: Some(args.requeue_dependency),
         },
     })
     .await

@@ -34,7 +34,6 @@ use crate::apply::{Action as Change, ApplyError, ApplyOptions, Applier, ObjectId
 /// Flux's finalizer name, so objects created by Flux and adopted by ferroflux keep working.
 pub const FINALIZER: &str = "finalizers.fluxcd.io";
 /// How often to look again when the source or a dependency is not ready yet.
-const DEPENDENCY_REQUEUE: Duration = Duration::from_secs(30);
 
 #[instrument(skip_all, fields(kustomization = %format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any())))]
 pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -309,7 +308,7 @@ async fn check_dependencies(ks: &Kustomization, ctx: &Context) -> Result<(), Fai
         let ns = dep.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default());
         check_namespace_access(ks, ctx, "Kustomization", &ns, &dep.name)?;
         let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
-        let not_ready = |why: &str| Failure::new(meta::DEPENDENCY_NOT_READY, format!("dependency '{ns}/{}' is not ready{why}", dep.name), DEPENDENCY_REQUEUE);
+        let not_ready = |why: &str| Failure::new(meta::DEPENDENCY_NOT_READY, format!("dependency '{ns}/{}' is not ready{why}", dep.name), ctx.options.dependency_requeue());
         let found = api.get_opt(&dep.name).await.map_err(|e| not_ready(&format!(": {e}")))?.ok_or_else(|| not_ready(": not found"))?;
         let status = found.status.unwrap_or_default();
         let ready = conditions::is_true(&status.conditions, meta::READY)
@@ -335,13 +334,14 @@ async fn source_artifact(ks: &Kustomization, ctx: &Context) -> Result<crate::api
     check_namespace_access(ks, ctx, "GitRepository", &ns, &source.name)?;
     let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
     let key = source_key("GitRepository", &ns, &source.name);
+    let requeue = ctx.options.dependency_requeue();
     let repo = api
         .get_opt(&source.name)
         .await
-        .map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, format!("failed to get source '{key}': {e}"), DEPENDENCY_REQUEUE))?
-        .ok_or_else(|| Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source '{key}' not found"), DEPENDENCY_REQUEUE))?;
+        .map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, format!("failed to get source '{key}': {e}"), requeue))?
+        .ok_or_else(|| Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source '{key}' not found"), requeue))?;
     repo.status.and_then(|s| s.artifact).ok_or_else(|| {
-        Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source artifact not found, retrying in {}s", DEPENDENCY_REQUEUE.as_secs()), DEPENDENCY_REQUEUE)
+        Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source artifact not found, retrying in {}s", requeue.as_secs()), requeue)
     })
 }
 

@@ -174,6 +174,35 @@ pub fn has_kustomization(dir: &Path) -> bool {
     file::FILE_NAMES.iter().any(|n| dir.join(n).is_file())
 }
 
+/// The kustomization file in `dir` and what it says. The file may be a symlink, but only to a
+/// file in `dir` itself: one leading elsewhere is refused before anything of it is read or
+/// quoted (the builder checks the kustomizations it meets against the whole root).
+pub fn load(dir: &Path) -> Result<(PathBuf, Kustomization), Error> {
+    let folder = dir.canonicalize().map_err(|source| Error::Io { path: dir.to_owned(), source })?;
+    for name in file::FILE_NAMES {
+        let path = dir.join(name);
+        if std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        let escape = || Error::PathEscape { path: path.clone(), root: folder.clone() };
+        let canonical = path.canonicalize().map_err(|_| escape())?;
+        if canonical.parent() != Some(folder.as_path()) {
+            return Err(escape());
+        }
+        if canonical.is_file() {
+            return read_kustomization(&path);
+        }
+    }
+    Err(Error::NoKustomization { dir: dir.to_owned() })
+}
+
+/// Reads and parses a kustomization file already checked to be readable.
+fn read_kustomization(file: &Path) -> Result<(PathBuf, Kustomization), Error> {
+    let text = std::fs::read_to_string(file).map_err(|source| Error::Io { path: file.to_owned(), source })?;
+    let kustomization = yaml::parse_kustomization(&text, file)?;
+    Ok((file.to_owned(), kustomization))
+}
+
 /// What an entry of `resources` or `components` names.
 enum Entry {
     Local(PathBuf),
@@ -200,19 +229,13 @@ impl Builder<'_> {
     /// the root itself: a kustomization file may be a symlink, and one leading out of the root is
     /// refused before anything of it is read or quoted.
     fn load(&self, dir: &Path) -> Result<(PathBuf, Kustomization), Error> {
-        let mut found = None;
         for name in file::FILE_NAMES {
-            if let Some(path) = self.locate(&dir.join(name))? {
-                if path.is_file() {
-                    found = Some(path);
-                    break;
-                }
+            let path = dir.join(name);
+            if self.locate(&path)?.is_some_and(|canonical| canonical.is_file()) {
+                return read_kustomization(&path);
             }
         }
-        let file = found.ok_or_else(|| Error::NoKustomization { dir: dir.to_owned() })?;
-        let text = std::fs::read_to_string(&file).map_err(|source| Error::Io { path: file.clone(), source })?;
-        let kustomization = yaml::parse_kustomization(&text, &file)?;
-        Ok((file, kustomization))
+        Err(Error::NoKustomization { dir: dir.to_owned() })
     }
 
     /// Where `path` leads: `Some` canonical path inside the root, or `None` when nothing is
@@ -944,6 +967,20 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("secret.yaml"), dir.path().join("link.yaml")).expect("symlink");
         let error = build(dir.path(), dir.path(), &BuildOptions::default()).expect_err("escapes").to_string();
         assert!(error.contains("is not in or below"), "{error}");
+    }
+
+    #[test]
+    fn load_refuses_a_kustomization_file_linking_out_of_its_folder_unread() {
+        let outside = tree(&[("passwd", "root:x:0:0:root:/root:/bin/bash\n")]);
+        let dir = tree(&[]);
+        std::os::unix::fs::symlink(outside.path().join("passwd"), dir.path().join("kustomization.yaml")).expect("symlink");
+        let error = load(dir.path()).expect_err("escapes").to_string();
+        assert!(error.contains("is not in or below") && !error.contains("root:x"), "{error}");
+        // A link to a file next to it is read.
+        let dir = tree(&[("real.yaml", "resources: []\n")]);
+        std::os::unix::fs::symlink(dir.path().join("real.yaml"), dir.path().join("kustomization.yaml")).expect("symlink");
+        let (file, _) = load(dir.path()).expect("loads");
+        assert!(file.ends_with("kustomization.yaml"));
     }
 
     #[test]

@@ -274,17 +274,13 @@ impl OwnControlPlane {
         // down.sh stops whatever apiserver.pid names.
         std::fs::write(self.dir.path().join("apiserver.pid"), child.id().to_string()).expect("apiserver.pid");
         std::mem::forget(child);
-        let port = self
-            .apiserver_argv
-            .iter()
-            .position(|a| a == "--secure-port")
-            .and_then(|i| self.apiserver_argv.get(i + 1))
-            .cloned()
-            .expect("--secure-port");
+        let flag = |name: &str| self.apiserver_argv.iter().position(|a| a == name).and_then(|i| self.apiserver_argv.get(i + 1)).cloned();
+        let port = flag("--secure-port").expect("--secure-port");
+        let address = flag("--bind-address").unwrap_or_else(|| "127.0.0.1".into());
         let ready = (0..240).any(|_| {
             std::thread::sleep(Duration::from_millis(250));
             Command::new("curl")
-                .args(["-skf", "-H", "Authorization: Bearer admintoken", &format!("https://127.0.0.1:{port}/readyz")])
+                .args(["-skf", "-H", "Authorization: Bearer admintoken", &format!("https://{address}:{port}/readyz")])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()

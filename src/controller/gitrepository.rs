@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::conditions::{self, Status};
+use super::reconciler::{self, Done, write_status};
 use super::{Context, Failure, ReconcileError, now, with_jitter};
 use crate::api::meta::{Artifact, RECONCILE_REQUEST_ANNOTATION, condition as meta, parse_duration};
 use crate::api::source::condition as reason;
@@ -23,7 +22,6 @@ use crate::source::artifact::IgnoreRules;
 use crate::source::git::{self, Credentials, GitRefSpec};
 use crate::source::storage::{ObjectKey, Storage};
 
-pub const FINALIZER: &str = "finalizers.fluxcd.io";
 /// Artifacts kept per GitRepository besides the current one.
 const KEEP_PREVIOUS: usize = 2;
 
@@ -37,44 +35,31 @@ pub struct GitContext {
 
 #[instrument(skip_all, fields(gitrepository = %format!("{}/{}", repo.namespace().unwrap_or_default(), repo.name_any())))]
 pub async fn reconcile(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action, ReconcileError> {
-    let ns = repo.namespace().unwrap_or_default();
-    let name = repo.name_any();
-    let started = std::time::Instant::now();
-    let api: Api<GitRepository> = Api::namespaced(gctx.ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, repo, |event| async {
-        match event {
-            FinalizerEvent::Apply(repo) => apply(repo, gctx.clone()).await,
-            FinalizerEvent::Cleanup(repo) => cleanup(repo, gctx.clone()).await,
-        }
-    })
-    .await
-    .map_err(|e| ReconcileError::Finalizer(e.to_string()));
-    gctx.ctx.metrics.reconciled("GitRepository", &ns, &name, started.elapsed(), result.is_ok());
-    result
+    let ctx = gctx.ctx.clone();
+    reconciler::reconcile_with_finalizer(&ctx, repo, |repo| apply(repo, gctx.clone()), |repo| cleanup(repo, gctx.clone())).await
 }
 
-pub fn error_policy(_repo: Arc<GitRepository>, error: &ReconcileError, _ctx: Arc<GitContext>) -> Action {
-    warn!(%error, "reconcile failed");
-    Action::requeue(Duration::from_secs(10))
+pub fn error_policy(repo: Arc<GitRepository>, error: &ReconcileError, gctx: Arc<GitContext>) -> Action {
+    reconciler::error_policy(repo.as_ref(), error, &gctx.ctx)
 }
 
-async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action, ReconcileError> {
+async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Done, ReconcileError> {
     let mut status = repo.status.clone().unwrap_or_default();
     if let Some(requested) = repo.annotations().get(RECONCILE_REQUEST_ANNOTATION) {
         status.last_handled_reconcile_at = Some(requested.clone());
     }
     if repo.spec.suspend == Some(true) {
         info!("suspended, skipping");
-        write_status(&gctx.ctx, &repo, &status).await?;
-        return Ok(Action::await_change());
+        write_status(&gctx.ctx, repo.as_ref(), &status).await?;
+        return Ok(Done { action: Action::await_change(), ready: true });
     }
     let interval = parse_duration(&repo.spec.interval).unwrap_or(Duration::from_secs(60));
     let generation = repo.meta().generation;
     let time = now();
-    match run(&repo, &gctx, &mut status).await {
+    let ready = match run(&repo, &gctx, &mut status).await {
         Ok(new_artifact) => {
             let Some(artifact) = status.artifact.clone() else {
-                return Err(ReconcileError::Finalizer("artifact missing after a successful reconcile".into()));
+                return Err(ReconcileError::Internal("artifact missing after a successful reconcile"));
             };
             let message = format!("stored artifact for revision '{}'", artifact.revision);
             status.observed_generation = generation;
@@ -87,6 +72,7 @@ async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action
             if new_artifact {
                 gctx.ctx.event(repo.as_ref(), false, reason::NEW_ARTIFACT, message).await;
             }
+            true
         }
         Err((condition, failure)) => {
             status.observed_generation = generation;
@@ -97,28 +83,17 @@ async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action
                 conditions::set(&mut status.conditions, meta::STALLED, Status::True, failure.reason, &failure.message, generation, &time);
             }
             gctx.ctx.event(repo.as_ref(), true, failure.reason, failure.message.clone()).await;
+            false
         }
-    }
-    write_status(&gctx.ctx, &repo, &status).await?;
-    Ok(Action::requeue(with_jitter(interval)))
-}
-
-async fn write_status(ctx: &Context, repo: &GitRepository, status: &GitRepositoryStatus) -> Result<(), kube::Error> {
-    let ready = conditions::status_of(&status.conditions, meta::READY);
-    ctx.metrics.record_status("GitRepository", &repo.namespace().unwrap_or_default(), &repo.name_any(), ready, repo.spec.suspend == Some(true));
-    if repo.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default());
-    api.patch_status(&repo.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
-        .await
-        .map(|_| ())
+    };
+    write_status(&gctx.ctx, repo.as_ref(), &status).await?;
+    Ok(Done { action: Action::requeue(with_jitter(interval)), ready })
 }
 
 /// Brings the artifact up to date. `Ok(true)` when a new artifact was stored; on failure, the
 /// condition to set (`FetchFailed` or `StorageOperationFailed`) and why.
 async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepositoryStatus) -> Result<bool, (&'static str, Failure)> {
-    let fetch_failed = |reason: &'static str, message: String| (reason::FETCH_FAILED, Failure::new(reason, message, Duration::ZERO));
+    let fetch_failed = |reason: &'static str, message: String| (reason::FETCH_FAILED, Failure::new(reason, message));
     let ns = repo.namespace().unwrap_or_default();
     let name = repo.name_any();
     let timeout = repo.spec.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(Duration::from_secs(60));
@@ -161,7 +136,7 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
         .map_err(git_failed)?;
     let revision = resolved.revision();
     let key = ObjectKey::git_repository(&ns, &name)
-        .map_err(|e| (reason::STORAGE_OPERATION_FAILED, Failure::new(reason::STORAGE_OPERATION_FAILED, e.to_string(), Duration::ZERO)))?;
+        .map_err(|e| (reason::STORAGE_OPERATION_FAILED, Failure::new(reason::STORAGE_OPERATION_FAILED, e.to_string())))?;
     let unchanged_config = status.observed_ignore == repo.spec.ignore;
     if let Some(current) = &status.artifact {
         if current.revision == revision && unchanged_config && gctx.storage.exists(&key, &resolved.commit) {
@@ -177,7 +152,7 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
     }
 
     // Something changed: fetch the commit, pack it, store it.
-    let storage_failed = |r: &'static str, e: String| (reason::STORAGE_OPERATION_FAILED, Failure::new(r, e, Duration::ZERO));
+    let storage_failed = |r: &'static str, e: String| (reason::STORAGE_OPERATION_FAILED, Failure::new(r, e));
     let work = tempfile::Builder::new()
         .prefix(".checkout-")
         .tempdir_in(gctx.storage.root())
@@ -226,10 +201,8 @@ fn kube_message(e: kube::Error) -> String {
 /// Deleting a GitRepository deletes its artifacts.
 async fn cleanup(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action, ReconcileError> {
     let ns = repo.namespace().unwrap_or_default();
-    let key = ObjectKey::git_repository(&ns, &repo.name_any()).map_err(|e| ReconcileError::Finalizer(e.to_string()))?;
-    gctx.storage
-        .delete_all(&key)
-        .map_err(|e| ReconcileError::Finalizer(format!("failed to remove artifacts: {e}")))?;
+    let key = ObjectKey::git_repository(&ns, &repo.name_any())?;
+    gctx.storage.delete_all(&key)?;
     gctx.ctx.metrics.record_status("GitRepository", &ns, &repo.name_any(), "Deleted", false);
     Ok(Action::await_change())
 }

@@ -31,6 +31,24 @@ pub struct GitContext {
     pub storage: Arc<Storage>,
     /// `http://host:port` of the artifact server as other controllers reach it.
     pub advertised_base: String,
+    /// Asks whether an artifact URL another instance wrote still answers (see [`keep_url`]).
+    pub http: reqwest::Client,
+}
+
+impl GitContext {
+    pub fn new(ctx: Arc<Context>, storage: Arc<Storage>, advertised_base: String) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        GitContext { ctx, storage, advertised_base, http }
+    }
+}
+
+/// The GitRepository's `spec.timeout` (default 60 s): bounds its Git operations.
+pub fn timeout(repo: &GitRepository) -> Duration {
+    repo.spec.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(Duration::from_secs(60))
 }
 
 #[instrument(skip_all, fields(gitrepository = %format!("{}/{}", repo.namespace().unwrap_or_default(), repo.name_any())))]
@@ -55,8 +73,23 @@ async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Done, 
     }
     let interval = parse_duration(&repo.spec.interval).unwrap_or(Duration::from_secs(60));
     let generation = repo.meta().generation;
+    let timeout = timeout(&repo);
+    // The Git operations are bounded by the timeout themselves; this bounds the whole, so a stuck
+    // remote never holds a worker past it.
+    let outcome = match tokio::time::timeout(timeout, run(&repo, &gctx, &mut status)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err((
+            reason::FETCH_FAILED,
+            Failure::new(
+                reason::GIT_OPERATION_FAILED,
+                format!("failed to checkout and determine revision: timeout after {timeout:?} waiting for '{}'", repo.spec.url),
+            ),
+        )),
+    };
+    // When the conditions change, not when the reconcile started.
     let time = now();
-    let ready = match run(&repo, &gctx, &mut status).await {
+    let mut new_artifact_message = None;
+    let ready = match outcome {
         Ok(new_artifact) => {
             let Some(artifact) = status.artifact.clone() else {
                 return Err(ReconcileError::Internal("artifact missing after a successful reconcile"));
@@ -70,7 +103,7 @@ async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Done, 
                 conditions::remove(&mut status.conditions, stale);
             }
             if new_artifact {
-                gctx.ctx.event(repo.as_ref(), false, reason::NEW_ARTIFACT, message).await;
+                new_artifact_message = Some(message);
             }
             true
         }
@@ -87,6 +120,10 @@ async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Done, 
         }
     };
     write_status(&gctx.ctx, repo.as_ref(), &status).await?;
+    // Only after the status says so: an instance whose write lost a conflict announces nothing.
+    if let Some(message) = new_artifact_message {
+        gctx.ctx.event(repo.as_ref(), false, reason::NEW_ARTIFACT, message).await;
+    }
     Ok(Done { action: Action::requeue(with_jitter(interval)), ready })
 }
 
@@ -96,7 +133,7 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
     let fetch_failed = |reason: &'static str, message: String| (reason::FETCH_FAILED, Failure::new(reason, message));
     let ns = repo.namespace().unwrap_or_default();
     let name = repo.name_any();
-    let timeout = repo.spec.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(Duration::from_secs(60));
+    let timeout = timeout(repo);
 
     let mut credentials = match &repo.spec.secret_ref {
         None => Credentials::default(),
@@ -142,7 +179,7 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
         if current.revision == revision && unchanged_config && gctx.storage.exists(&key, &resolved.commit) {
             // The advertised address may have changed since the artifact was stored.
             let url = format!("{}/{}", gctx.advertised_base, current.path);
-            if current.url != url {
+            if current.url != url && !keep_url(gctx, &current.url).await {
                 if let Some(a) = status.artifact.as_mut() {
                     a.url = url;
                 }
@@ -176,6 +213,20 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
     .map_err(|e| storage_failed(reason::ARCHIVE_OPERATION_FAILED, format!("unable to archive artifact to storage: {e}")))?;
     drop(work);
 
+    if let Some(current) = &status.artifact {
+        // Artifacts are deterministic: another instance (no leader election) stored the same
+        // bytes and wrote them into the status. Ours now serves them too; the status stays as
+        // it is and nothing new is announced, unless its URL no longer answers.
+        if current.revision == fetched.revision && current.digest == stored.digest && current.path == stored.relative_path {
+            let url = format!("{}/{}", gctx.advertised_base, stored.relative_path);
+            if current.url != url && !keep_url(gctx, &current.url).await {
+                if let Some(a) = status.artifact.as_mut() {
+                    a.url = url;
+                }
+            }
+            return Ok(false);
+        }
+    }
     status.artifact = Some(Artifact {
         url: format!("{}/{}", gctx.advertised_base, stored.relative_path),
         path: stored.relative_path,
@@ -189,6 +240,17 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
         warn!(error = %e, "garbage collection of old artifacts failed");
     }
     Ok(true)
+}
+
+/// Whether `status.artifact.url`, written with another address than ours, still serves the
+/// artifact: then another instance (no leader election) wrote it and rewriting it to our address
+/// would make the two flip it forever. A URL that does not answer (the advertised address
+/// changed) is rewritten.
+async fn keep_url(gctx: &GitContext, url: &str) -> bool {
+    match gctx.http.head(url).send().await {
+        Ok(response) => response.status().is_success(),
+        Err(_) => false,
+    }
 }
 
 fn kube_message(e: kube::Error) -> String {

@@ -32,9 +32,6 @@ use crate::api::meta::{RECONCILE_REQUEST_ANNOTATION, condition as meta, parse_du
 use crate::api::source::v1::GitRepository;
 use crate::apply::{Action as Change, ApplyError, ApplyOptions, Applier, ObjectId};
 
-/// How often to look again when the source or a dependency is not ready yet.
-const DEPENDENCY_REQUEUE: Duration = Duration::from_secs(30);
-
 #[instrument(skip_all, fields(kustomization = %format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any())))]
 pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     reconciler::reconcile_with_finalizer(&ctx, ks, |ks| apply(ks, ctx.clone()), |ks| cleanup(ks, ctx.clone())).await
@@ -181,6 +178,17 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
         let (id, version) = ObjectId::of(object, index).map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string()))?;
         new_inventory.push((id, version));
     }
+    // Objects this revision adds join the inventory before they are applied: when the process
+    // dies mid-apply (SIGKILL, OOM), the next reconcile still knows them and prunes those the
+    // next revision no longer has, instead of leaving them labelled as ours in no inventory.
+    let previous = inventory_entries(status.inventory.as_ref());
+    let known: BTreeSet<&ObjectId> = previous.iter().map(|(id, _)| id).collect();
+    if new_inventory.iter().any(|(id, _)| !known.contains(id)) {
+        status.inventory = Some(inventory(previous.iter().chain(new_inventory.iter())));
+        write_status(ctx, ks, status).await.map_err(|e| {
+            Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to record the inventory before applying: {e}"))
+        })?;
+    }
     let key = format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any());
     let mut state = ctx.applied.lock().await.remove(&key).unwrap_or_default();
     let applied = applier
@@ -192,7 +200,6 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
     let mut changes: Vec<String> = applied.iter().filter(|c| c.action != Change::Unchanged).map(ToString::to_string).collect();
 
     // Prune what the previous inventory had and this revision does not.
-    let previous = inventory_entries(status.inventory.as_ref());
     let current: BTreeSet<&ObjectId> = new_inventory.iter().map(|(id, _)| id).collect();
     let stale: Vec<(ObjectId, String)> = previous.into_iter().filter(|(id, _)| !current.contains(id)).collect();
     let mut kept_for_retry = Vec::new();
@@ -301,7 +308,7 @@ pub fn inventory_entries(inventory: Option<&ResourceInventory>) -> Vec<(ObjectId
         .unwrap_or_default()
 }
 
-fn timeout(ks: &Kustomization) -> Duration {
+pub fn timeout(ks: &Kustomization) -> Duration {
     ks.spec
         .timeout
         .as_deref()
@@ -315,7 +322,7 @@ async fn check_dependencies(ks: &Kustomization, ctx: &Context) -> Result<(), Fai
         let ns = dep.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default());
         check_namespace_access(ks, ctx, "Kustomization", &ns, &dep.name)?;
         let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
-        let not_ready = |why: &str| Failure::new(meta::DEPENDENCY_NOT_READY, format!("dependency '{ns}/{}' is not ready{why}", dep.name)).retry_after(DEPENDENCY_REQUEUE);
+        let not_ready = |why: &str| Failure::new(meta::DEPENDENCY_NOT_READY, format!("dependency '{ns}/{}' is not ready{why}", dep.name)).retry_after(ctx.options.dependency_requeue());
         let found = api.get_opt(&dep.name).await.map_err(|e| not_ready(&format!(": {e}")))?.ok_or_else(|| not_ready(": not found"))?;
         let status = found.status.unwrap_or_default();
         let ready = conditions::is_true(&status.conditions, meta::READY)
@@ -340,13 +347,14 @@ async fn source_artifact(ks: &Kustomization, ctx: &Context) -> Result<crate::api
     check_namespace_access(ks, ctx, "GitRepository", &ns, &source.name)?;
     let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
     let key = source_key("GitRepository", &ns, &source.name);
+    let requeue = ctx.options.dependency_requeue();
     let repo = api
         .get_opt(&source.name)
         .await
-        .map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, format!("failed to get source '{key}': {e}")).retry_after(DEPENDENCY_REQUEUE))?
-        .ok_or_else(|| Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source '{key}' not found")).retry_after(DEPENDENCY_REQUEUE))?;
+        .map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, format!("failed to get source '{key}': {e}")).retry_after(requeue))?
+        .ok_or_else(|| Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source '{key}' not found")).retry_after(requeue))?;
     repo.status.and_then(|s| s.artifact).ok_or_else(|| {
-        Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source artifact not found, retrying in {}s", DEPENDENCY_REQUEUE.as_secs())).retry_after(DEPENDENCY_REQUEUE)
+        Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source artifact not found, retrying in {}s", requeue.as_secs())).retry_after(requeue)
     })
 }
 
@@ -362,10 +370,15 @@ async fn render(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Pat
             .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string()))?;
     }
     let options = RenderOptions { enable_remote_bases: ctx.options.enable_remote_bases };
+    // A build that runs past the timeout ends as BuildFailed and frees its worker; its thread
+    // (a build cannot be interrupted) finishes in the background and its result is dropped.
+    let limit = timeout(ks);
     let (ks, root, inputs) = (ks.clone(), root.to_owned(), vars.clone());
     let span = tracing::info_span!("render", revision);
-    tokio::task::spawn_blocking(move || span.in_scope(|| render::render(&ks, &root, &dir, &inputs, options)))
+    let build = tokio::task::spawn_blocking(move || span.in_scope(|| render::render(&ks, &root, &dir, &inputs, options)));
+    tokio::time::timeout(limit, build)
         .await
+        .map_err(|_| Failure::new(ks_reason::BUILD_FAILED, format!("kustomize build failed: timeout after {limit:?}")))?
         .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string()))?
         .map_err(|e| Failure::new(e.reason(), e.to_string()))
 }
@@ -470,8 +483,17 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, Re
         Some(DeletionPolicy::Delete) | Some(DeletionPolicy::WaitForTermination) => true,
         Some(DeletionPolicy::MirrorPrune) | None => ks.spec.prune,
     };
-    if delete && ks.spec.suspend != Some(true) {
-        let entries = inventory_entries(ks.status.as_ref().and_then(|s| s.inventory.as_ref()));
+    let entries = inventory_entries(ks.status.as_ref().and_then(|s| s.inventory.as_ref()));
+    if delete && ks.spec.suspend != Some(true) && !entries.is_empty() {
+        if let Some(gone) = impersonated_account_gone(&ks, &ctx).await {
+            // As Flux: with the account gone (its namespace being deleted, typically) pruning
+            // can only fail; the objects are listed and the finalizer goes.
+            let objects = entries.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>().join("\n");
+            warn!(service_account = %gone, "skipping pruning: the ServiceAccount to impersonate is gone");
+            ctx.event(ks.as_ref(), true, ks_reason::PRUNE_FAILED, format!("unable to prune objects, ServiceAccount '{gone}' to impersonate not found:\n{objects}")).await;
+            ctx.metrics.record_status("Kustomization", &ks.namespace().unwrap_or_default(), &ks.name_any(), "Deleted", false);
+            return Ok(Action::await_change());
+        }
         let opts = ApplyOptions { force: false, owner_labels: owner_labels(&ks), wait_timeout: timeout(&ks) };
         let local = applier_for(&ks, &ctx).await.map_err(ReconcileError::Cleanup)?;
         let applier = target_applier(&ks, &ctx, &local).await.map_err(ReconcileError::Cleanup)?;
@@ -488,6 +510,22 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, Re
     }
     ctx.metrics.record_status("Kustomization", &ks.namespace().unwrap_or_default(), &ks.name_any(), "Deleted", false);
     Ok(Action::await_change())
+}
+
+/// The ServiceAccount the Kustomization's cleanup would impersonate (`namespace/name`), when it
+/// no longer exists. `None` when none is impersonated, when it exists, or when that cannot be
+/// told (the prune then runs and reports its own error).
+async fn impersonated_account_gone(ks: &Kustomization, ctx: &Context) -> Option<String> {
+    if ks.spec.kube_config.is_some() {
+        return None;
+    }
+    let ns = ks.namespace().unwrap_or_default();
+    let account = ctx.service_account(ks.spec.service_account_name.as_deref())?;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(ctx.client.clone(), &ns);
+    match accounts.get_opt(account).await {
+        Ok(None) => Some(format!("{ns}/{account}")),
+        Ok(Some(_)) | Err(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -548,8 +586,8 @@ mod tests {
         assert_eq!(done.requeue, Requeue::After(Duration::from_secs(60)));
         assert!(!done.ready, "Ready=False counts as an error");
 
-        let waiting = Failure::new(meta::DEPENDENCY_NOT_READY, "dependency 'flux-system/infra' is not ready").retry_after(DEPENDENCY_REQUEUE);
-        assert_eq!(conclude(&ks, status.clone(), Err(waiting), &now()).requeue, Requeue::After(DEPENDENCY_REQUEUE));
+        let waiting = Failure::new(meta::DEPENDENCY_NOT_READY, "dependency 'flux-system/infra' is not ready").retry_after(Duration::from_secs(30));
+        assert_eq!(conclude(&ks, status.clone(), Err(waiting), &now()).requeue, Requeue::After(Duration::from_secs(30)));
         let unhealthy = conclude(&ks, status, Err(Failure::new(ks_reason::HEALTH_CHECK_FAILED, "timeout")), &now());
         assert!(unhealthy.status.conditions.iter().any(|c| c.type_ == meta::HEALTHY && c.status == "False"));
     }

@@ -29,6 +29,8 @@ use crate::api::source::v1::{GitRepository, GitRepositoryStatus};
 pub const FINALIZER: &str = "finalizers.fluxcd.io";
 /// The first retry after an error, doubled on each further one.
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
+/// The retry after a write conflict.
+const CONFLICT_RETRY: Duration = Duration::from_secs(1);
 /// The longest wait between retries.
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -40,6 +42,11 @@ pub trait Reconciled: Resource<DynamicType = (), Scope = NamespaceResourceScope>
     fn current_status(&self) -> Option<&Self::Status>;
     fn conditions(status: &Self::Status) -> &[Condition];
     fn suspended(&self) -> bool;
+    /// Whether a status is written only over the resourceVersion it was computed from (a 409
+    /// otherwise, and the reconcile runs again on the newer object), so that two instances never
+    /// overwrite each other's newer status. Off where one reconcile writes its status more than
+    /// once (the Kustomization's progress and inventory).
+    const STATUS_WRITE_PRECONDITION: bool = false;
 }
 
 impl Reconciled for Kustomization {
@@ -58,6 +65,7 @@ impl Reconciled for Kustomization {
 
 impl Reconciled for GitRepository {
     const KIND: &'static str = "GitRepository";
+    const STATUS_WRITE_PRECONDITION: bool = true;
     type Status = GitRepositoryStatus;
     fn current_status(&self) -> Option<&GitRepositoryStatus> {
         self.status.as_ref()
@@ -96,6 +104,11 @@ where
     let (ns, name, failures_key) = (object.namespace().unwrap_or_default(), object.name_any(), key(object.as_ref()));
     let started = Instant::now();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    // The watch cache may lag behind what this or another instance wrote last (the inventory a
+    // prune works from, a newer status): decide on the object as it is now.
+    let Some(object) = api.get_opt(&name).await?.map(Arc::new) else {
+        return Ok(Action::await_change());
+    };
     let ready = AtomicBool::new(true);
     let result = finalizer(&api, FINALIZER, object, |event| async {
         match event {
@@ -119,6 +132,13 @@ where
 /// After a reconcile that could not write its status (the API server unreachable, a
 /// conflict): retry with a backoff that doubles per consecutive failure of this object.
 pub fn error_policy<K: Reconciled>(object: &K, error: &ReconcileError, ctx: &Context) -> Action {
+    // A conflict: someone (another instance, a user) wrote the object since it was read; look
+    // again at once instead of backing off.
+    if let ReconcileError::Kube(kube::Error::Api(status)) = error
+        && status.code == 409
+    {
+        return Action::requeue(CONFLICT_RETRY);
+    }
     let failures = ctx.failures.record(&key(object));
     let delay = backoff(failures);
     warn!(%error, failures, retry_in = ?delay, "reconcile failed");
@@ -170,7 +190,12 @@ pub async fn write_status<K: Reconciled>(ctx: &Context, object: &K, status: &K::
         return Ok(());
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await.map(|_| ())
+    let patch = if K::STATUS_WRITE_PRECONDITION {
+        json!({ "metadata": { "resourceVersion": object.resource_version() }, "status": status })
+    } else {
+        json!({ "status": status })
+    };
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await.map(|_| ())
 }
 
 #[cfg(test)]

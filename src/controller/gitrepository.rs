@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::conditions::{self, Status};
+use super::reconciler::{self, Done, write_status};
 use super::{Context, Failure, ReconcileError, now, with_jitter};
 use crate::api::meta::{Artifact, RECONCILE_REQUEST_ANNOTATION, condition as meta, parse_duration};
 use crate::api::source::condition as reason;
@@ -23,7 +22,6 @@ use crate::source::artifact::IgnoreRules;
 use crate::source::git::{self, Credentials, GitRefSpec};
 use crate::source::storage::{ObjectKey, Storage};
 
-pub const FINALIZER: &str = "finalizers.fluxcd.io";
 /// Artifacts kept per GitRepository besides the current one.
 const KEEP_PREVIOUS: usize = 2;
 
@@ -55,48 +53,23 @@ pub fn timeout(repo: &GitRepository) -> Duration {
 
 #[instrument(skip_all, fields(gitrepository = %format!("{}/{}", repo.namespace().unwrap_or_default(), repo.name_any())))]
 pub async fn reconcile(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action, ReconcileError> {
-    let ns = repo.namespace().unwrap_or_default();
-    let name = repo.name_any();
-    let started = std::time::Instant::now();
-    let api: Api<GitRepository> = Api::namespaced(gctx.ctx.client.clone(), &ns);
-    // The watch cache may lag behind what this or another instance wrote last: decide on the
-    // object as it is now.
-    let Some(repo) = api.get_opt(&name).await?.map(Arc::new) else {
-        return Ok(Action::await_change());
-    };
-    let result = finalizer(&api, FINALIZER, repo, |event| async {
-        match event {
-            FinalizerEvent::Apply(repo) => apply(repo, gctx.clone()).await,
-            FinalizerEvent::Cleanup(repo) => cleanup(repo, gctx.clone()).await,
-        }
-    })
-    .await
-    .map_err(|e| ReconcileError::Finalizer(e.to_string()));
-    gctx.ctx.metrics.reconciled("GitRepository", &ns, &name, started.elapsed(), result.is_ok());
-    result
+    let ctx = gctx.ctx.clone();
+    reconciler::reconcile_with_finalizer(&ctx, repo, |repo| apply(repo, gctx.clone()), |repo| cleanup(repo, gctx.clone())).await
 }
 
-pub fn error_policy(_repo: Arc<GitRepository>, error: &ReconcileError, _ctx: Arc<GitContext>) -> Action {
-    // A conflict: someone (another instance, a user) wrote the object since it was read; look
-    // again at once instead of after the error delay.
-    if let ReconcileError::Kube(kube::Error::Api(status)) = error {
-        if status.code == 409 {
-            return Action::requeue(Duration::from_secs(1));
-        }
-    }
-    warn!(%error, "reconcile failed");
-    Action::requeue(Duration::from_secs(10))
+pub fn error_policy(repo: Arc<GitRepository>, error: &ReconcileError, gctx: Arc<GitContext>) -> Action {
+    reconciler::error_policy(repo.as_ref(), error, &gctx.ctx)
 }
 
-async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action, ReconcileError> {
+async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Done, ReconcileError> {
     let mut status = repo.status.clone().unwrap_or_default();
     if let Some(requested) = repo.annotations().get(RECONCILE_REQUEST_ANNOTATION) {
         status.last_handled_reconcile_at = Some(requested.clone());
     }
     if repo.spec.suspend == Some(true) {
         info!("suspended, skipping");
-        write_status(&gctx.ctx, &repo, &status).await?;
-        return Ok(Action::await_change());
+        write_status(&gctx.ctx, repo.as_ref(), &status).await?;
+        return Ok(Done { action: Action::await_change(), ready: true });
     }
     let interval = parse_duration(&repo.spec.interval).unwrap_or(Duration::from_secs(60));
     let generation = repo.meta().generation;
@@ -110,17 +83,16 @@ async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action
             Failure::new(
                 reason::GIT_OPERATION_FAILED,
                 format!("failed to checkout and determine revision: timeout after {timeout:?} waiting for '{}'", repo.spec.url),
-                Duration::ZERO,
             ),
         )),
     };
     // When the conditions change, not when the reconcile started.
     let time = now();
     let mut new_artifact_message = None;
-    match outcome {
+    let ready = match outcome {
         Ok(new_artifact) => {
             let Some(artifact) = status.artifact.clone() else {
-                return Err(ReconcileError::Finalizer("artifact missing after a successful reconcile".into()));
+                return Err(ReconcileError::Internal("artifact missing after a successful reconcile"));
             };
             let message = format!("stored artifact for revision '{}'", artifact.revision);
             status.observed_generation = generation;
@@ -133,6 +105,7 @@ async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action
             if new_artifact {
                 new_artifact_message = Some(message);
             }
+            true
         }
         Err((condition, failure)) => {
             status.observed_generation = generation;
@@ -143,33 +116,21 @@ async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action
                 conditions::set(&mut status.conditions, meta::STALLED, Status::True, failure.reason, &failure.message, generation, &time);
             }
             gctx.ctx.event(repo.as_ref(), true, failure.reason, failure.message.clone()).await;
+            false
         }
-    }
-    write_status(&gctx.ctx, &repo, &status).await?;
+    };
+    write_status(&gctx.ctx, repo.as_ref(), &status).await?;
     // Only after the status says so: an instance whose write lost a conflict announces nothing.
     if let Some(message) = new_artifact_message {
         gctx.ctx.event(repo.as_ref(), false, reason::NEW_ARTIFACT, message).await;
     }
-    Ok(Action::requeue(with_jitter(interval)))
-}
-
-async fn write_status(ctx: &Context, repo: &GitRepository, status: &GitRepositoryStatus) -> Result<(), kube::Error> {
-    let ready = conditions::status_of(&status.conditions, meta::READY);
-    ctx.metrics.record_status("GitRepository", &repo.namespace().unwrap_or_default(), &repo.name_any(), ready, repo.spec.suspend == Some(true));
-    if repo.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default());
-    // Written only over the version it was computed from (409 otherwise, and the reconcile runs
-    // again on the new one): two instances never overwrite each other's newer status.
-    let patch = json!({ "metadata": { "resourceVersion": repo.resource_version() }, "status": status });
-    api.patch_status(&repo.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await.map(|_| ())
+    Ok(Done { action: Action::requeue(with_jitter(interval)), ready })
 }
 
 /// Brings the artifact up to date. `Ok(true)` when a new artifact was stored; on failure, the
 /// condition to set (`FetchFailed` or `StorageOperationFailed`) and why.
 async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepositoryStatus) -> Result<bool, (&'static str, Failure)> {
-    let fetch_failed = |reason: &'static str, message: String| (reason::FETCH_FAILED, Failure::new(reason, message, Duration::ZERO));
+    let fetch_failed = |reason: &'static str, message: String| (reason::FETCH_FAILED, Failure::new(reason, message));
     let ns = repo.namespace().unwrap_or_default();
     let name = repo.name_any();
     let timeout = timeout(repo);
@@ -212,7 +173,7 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
         .map_err(git_failed)?;
     let revision = resolved.revision();
     let key = ObjectKey::git_repository(&ns, &name)
-        .map_err(|e| (reason::STORAGE_OPERATION_FAILED, Failure::new(reason::STORAGE_OPERATION_FAILED, e.to_string(), Duration::ZERO)))?;
+        .map_err(|e| (reason::STORAGE_OPERATION_FAILED, Failure::new(reason::STORAGE_OPERATION_FAILED, e.to_string())))?;
     let unchanged_config = status.observed_ignore == repo.spec.ignore;
     if let Some(current) = &status.artifact {
         if current.revision == revision && unchanged_config && gctx.storage.exists(&key, &resolved.commit) {
@@ -228,7 +189,7 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
     }
 
     // Something changed: fetch the commit, pack it, store it.
-    let storage_failed = |r: &'static str, e: String| (reason::STORAGE_OPERATION_FAILED, Failure::new(r, e, Duration::ZERO));
+    let storage_failed = |r: &'static str, e: String| (reason::STORAGE_OPERATION_FAILED, Failure::new(r, e));
     let work = tempfile::Builder::new()
         .prefix(".checkout-")
         .tempdir_in(gctx.storage.root())
@@ -302,10 +263,8 @@ fn kube_message(e: kube::Error) -> String {
 /// Deleting a GitRepository deletes its artifacts.
 async fn cleanup(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action, ReconcileError> {
     let ns = repo.namespace().unwrap_or_default();
-    let key = ObjectKey::git_repository(&ns, &repo.name_any()).map_err(|e| ReconcileError::Finalizer(e.to_string()))?;
-    gctx.storage
-        .delete_all(&key)
-        .map_err(|e| ReconcileError::Finalizer(format!("failed to remove artifacts: {e}")))?;
+    let key = ObjectKey::git_repository(&ns, &repo.name_any())?;
+    gctx.storage.delete_all(&key)?;
     gctx.ctx.metrics.record_status("GitRepository", &ns, &repo.name_any(), "Deleted", false);
     Ok(Action::await_change())
 }

@@ -9,18 +9,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::{info, instrument, warn};
 
 use super::render::{self, RenderOptions, owner_labels};
 use super::variables::{self, Variables};
 use super::conditions::{self, Status};
 use super::health::{Health, health};
-use super::{Context, Failure, ReconcileError, now, with_jitter};
+use super::reconciler::{self, Done, write_status};
+use super::{Context, Failure, ReconcileError, Retry, now, with_jitter};
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::api::kustomize::v1::{DeletionPolicy, Kustomization, KustomizationStatus, SourceKind};
@@ -31,39 +32,18 @@ use crate::api::meta::{RECONCILE_REQUEST_ANNOTATION, condition as meta, parse_du
 use crate::api::source::v1::GitRepository;
 use crate::apply::{Action as Change, ApplyError, ApplyOptions, Applier, ObjectId};
 
-/// Flux's finalizer name, so objects created by Flux and adopted by ferroflux keep working.
-pub const FINALIZER: &str = "finalizers.fluxcd.io";
-/// How often to look again when the source or a dependency is not ready yet.
-
 #[instrument(skip_all, fields(kustomization = %format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any())))]
 pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let ns = ks.namespace().unwrap_or_default();
-    let name = ks.name_any();
-    let started = std::time::Instant::now();
-    let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
-    // The watch cache may not have seen the status this process wrote a moment ago: the
-    // inventory a reconcile prunes against must be the latest one written, so read it fresh.
-    let Some(ks) = api.get_opt(&name).await?.map(Arc::new) else {
-        return Ok(Action::await_change());
-    };
-    let result = finalizer(&api, FINALIZER, ks, |event| async {
-        match event {
-            FinalizerEvent::Apply(ks) => apply(ks, ctx.clone()).await,
-            FinalizerEvent::Cleanup(ks) => cleanup(ks, ctx.clone()).await,
-        }
-    })
-    .await
-    .map_err(|e| ReconcileError::Finalizer(e.to_string()));
-    ctx.metrics.reconciled("Kustomization", &ns, &name, started.elapsed(), result.is_ok());
-    result
+    reconciler::reconcile_with_finalizer(&ctx, ks, |ks| apply(ks, ctx.clone()), |ks| cleanup(ks, ctx.clone())).await
 }
 
-pub fn error_policy(_ks: Arc<Kustomization>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    warn!(%error, "reconcile failed");
-    Action::requeue(Duration::from_secs(10))
+pub fn error_policy(ks: Arc<Kustomization>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    reconciler::error_policy(ks.as_ref(), error, &ctx)
 }
 
-async fn apply(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+/// One reconcile of a Kustomization that is not being deleted: [`run`], then its outcome into
+/// status, events and the next reconcile ([`conclude`]).
+async fn apply(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Done, ReconcileError> {
     let mut status = ks.status.clone().unwrap_or_default();
     let requested = ks.annotations().get(RECONCILE_REQUEST_ANNOTATION).cloned();
     if requested.is_some() {
@@ -71,64 +51,99 @@ async fn apply(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, Reco
     }
     if ks.spec.suspend == Some(true) {
         info!("suspended, skipping");
-        write_status(&ctx, &ks, &status).await?;
-        return Ok(Action::await_change());
+        write_status(&ctx, ks.as_ref(), &status).await?;
+        return Ok(Done { action: Action::await_change(), ready: true });
     }
+    let outcome = run(&ks, &ctx, &mut status).await;
+    let conclusion = conclude(&ks, status, outcome, &now());
+    for note in conclusion.events {
+        ctx.event(ks.as_ref(), note.warning, note.reason, note.message).await;
+    }
+    write_status(&ctx, ks.as_ref(), &conclusion.status).await?;
+    let action = match conclusion.requeue {
+        Requeue::Interval(interval) => Action::requeue(with_jitter(interval)),
+        Requeue::After(after) => Action::requeue(after),
+    };
+    Ok(Done { action, ready: conclusion.ready })
+}
+
+/// An Event to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// When to reconcile again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// After the interval, with a little jitter.
+    Interval(Duration),
+    /// After exactly this long.
+    After(Duration),
+}
+
+/// What a reconcile's outcome means for the Kustomization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conclusion {
+    pub status: KustomizationStatus,
+    pub events: Vec<Note>,
+    pub requeue: Requeue,
+    /// `Ready=True`: counted as a success in the metrics.
+    pub ready: bool,
+}
+
+/// The outcome of [`run`] as Flux writes it: conditions, `lastAppliedRevision`, the Events and
+/// the next reconcile. Pure: `status` is what `run` left (the inventory, the attempted revision).
+pub fn conclude(ks: &Kustomization, mut status: KustomizationStatus, outcome: Result<Outcome, Failure>, time: &Time) -> Conclusion {
     let interval = parse_duration(&ks.spec.interval).unwrap_or(Duration::from_secs(600));
     let retry = ks.spec.retry_interval.as_deref().and_then(|r| parse_duration(r).ok()).unwrap_or(interval);
-
-    let outcome = run(&ks, &ctx, &mut status).await;
     let generation = ks.meta().generation;
-    let time = now();
-    let action = match outcome {
+    status.observed_generation = generation;
+    let mut events = Vec::new();
+    match outcome {
         Ok(Outcome { revision, changes }) => {
             status.last_applied_revision = Some(revision.clone());
-            status.observed_generation = generation;
             let message = format!("Applied revision: {revision}");
-            conditions::set(&mut status.conditions, meta::READY, Status::True, ks_reason::RECONCILIATION_SUCCEEDED, &message, generation, &time);
+            conditions::set(&mut status.conditions, meta::READY, Status::True, ks_reason::RECONCILIATION_SUCCEEDED, &message, generation, time);
             conditions::remove(&mut status.conditions, meta::RECONCILING);
             conditions::remove(&mut status.conditions, meta::STALLED);
             if ks.spec.wait == Some(true) || ks.spec.health_checks.as_ref().is_some_and(|h| !h.is_empty()) {
-                conditions::set(&mut status.conditions, meta::HEALTHY, Status::True, meta::SUCCEEDED, "Health check passed", generation, &time);
+                conditions::set(&mut status.conditions, meta::HEALTHY, Status::True, meta::SUCCEEDED, "Health check passed", generation, time);
             }
             if !changes.is_empty() {
-                ctx.event(ks.as_ref(), false, meta::PROGRESSING, changes.join("\n")).await;
-                ctx.event(ks.as_ref(), false, ks_reason::RECONCILIATION_SUCCEEDED, format!("Reconciliation finished, next run in {}", ks.spec.interval)).await;
+                events.push(Note { warning: false, reason: meta::PROGRESSING, message: changes.join("\n") });
+                events.push(Note {
+                    warning: false,
+                    reason: ks_reason::RECONCILIATION_SUCCEEDED,
+                    message: format!("Reconciliation finished, next run in {}", ks.spec.interval),
+                });
             }
-            Action::requeue(with_jitter(interval))
+            Conclusion { status, events, requeue: Requeue::Interval(interval), ready: true }
         }
         Err(failure) => {
-            status.observed_generation = generation;
-            conditions::set(&mut status.conditions, meta::READY, Status::False, failure.reason, &failure.message, generation, &time);
+            conditions::set(&mut status.conditions, meta::READY, Status::False, failure.reason, &failure.message, generation, time);
             if failure.reason == ks_reason::HEALTH_CHECK_FAILED {
-                conditions::set(&mut status.conditions, meta::HEALTHY, Status::False, failure.reason, &failure.message, generation, &time);
+                conditions::set(&mut status.conditions, meta::HEALTHY, Status::False, failure.reason, &failure.message, generation, time);
             }
             conditions::remove(&mut status.conditions, meta::RECONCILING);
-            ctx.event(ks.as_ref(), true, failure.reason, failure.message.clone()).await;
-            Action::requeue(if failure.retry.is_zero() { retry } else { failure.retry })
+            events.push(Note { warning: true, reason: failure.reason, message: failure.message });
+            let requeue = Requeue::After(match failure.retry {
+                Retry::RetryInterval => retry,
+                Retry::After(after) => after,
+            });
+            Conclusion { status, events, requeue, ready: false }
         }
-    };
-    write_status(&ctx, &ks, &status).await?;
-    Ok(action)
-}
-
-/// Writes the status when it changed: a no-op reconcile writes nothing.
-async fn write_status(ctx: &Context, ks: &Kustomization, status: &KustomizationStatus) -> Result<(), kube::Error> {
-    let ready = conditions::status_of(&status.conditions, meta::READY);
-    ctx.metrics.record_status("Kustomization", &ks.namespace().unwrap_or_default(), &ks.name_any(), ready, ks.spec.suspend == Some(true));
-    if ks.status.as_ref() == Some(status) {
-        return Ok(());
     }
-    let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ks.namespace().unwrap_or_default());
-    api.patch_status(&ks.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
-        .await
-        .map(|_| ())
 }
 
-struct Outcome {
-    revision: String,
+/// What a reconcile that got through did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub revision: String,
     /// Flux's change lines, e.g. `Deployment/default/app configured`.
-    changes: Vec<String>,
+    pub changes: Vec<String>,
 }
 
 /// One reconcile: revision → objects ([`render`]) → cluster (apply, prune, health). Failure
@@ -147,7 +162,7 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
     status.last_attempted_revision = Some(artifact.revision.clone());
 
     // Held until the build is done: the cache does not evict a tree in use.
-    let tree = ctx.artifacts.fetch(&artifact).await.map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, e.to_string(), Duration::ZERO))?;
+    let tree = ctx.artifacts.fetch(&artifact).await.map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, e.to_string()))?;
     let local = applier_for(ks, ctx).await?;
     let applier = target_applier(ks, ctx, &local).await?;
     let objects = render(ks, ctx, &local, tree.path(), &artifact.revision, vars).await?;
@@ -160,7 +175,7 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
     };
     let mut new_inventory = Vec::with_capacity(objects.len());
     for (index, object) in objects.iter().enumerate() {
-        let (id, version) = ObjectId::of(object, index).map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?;
+        let (id, version) = ObjectId::of(object, index).map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string()))?;
         new_inventory.push((id, version));
     }
     // Objects this revision adds join the inventory before they are applied: when the process
@@ -171,7 +186,7 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
     if new_inventory.iter().any(|(id, _)| !known.contains(id)) {
         status.inventory = Some(inventory(previous.iter().chain(new_inventory.iter())));
         write_status(ctx, ks, status).await.map_err(|e| {
-            Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to record the inventory before applying: {e}"), Duration::ZERO)
+            Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to record the inventory before applying: {e}"))
         })?;
     }
     let key = format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any());
@@ -179,7 +194,7 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
     let applied = applier
         .apply_all_with(objects, &opts, &mut state)
         .await
-        .map_err(|e: ApplyError| Failure::new(ks_reason::RECONCILIATION_FAILED, e.to_string(), Duration::ZERO))?;
+        .map_err(|e: ApplyError| Failure::new(ks_reason::RECONCILIATION_FAILED, e.to_string()))?;
     // Kept only after a successful apply: after a failure, the next reconcile checks everything.
     ctx.applied.lock().await.insert(key, state);
     let mut changes: Vec<String> = applied.iter().filter(|c| c.action != Change::Unchanged).map(ToString::to_string).collect();
@@ -195,7 +210,7 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
             kept_for_retry = failed.iter().map(|(entry, _)| entry.clone()).collect();
             status.inventory = Some(inventory(new_inventory.iter().chain(kept_for_retry.iter())));
             let message = failed.iter().map(|((id, _), e)| format!("{id} prune failed: {e}")).collect::<Vec<_>>().join("\n");
-            return Err(Failure::new(ks_reason::PRUNE_FAILED, message, Duration::ZERO));
+            return Err(Failure::new(ks_reason::PRUNE_FAILED, message));
         }
     }
     status.inventory = Some(inventory(new_inventory.iter().chain(kept_for_retry.iter())));
@@ -210,7 +225,7 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
 async fn applier_for(ks: &Kustomization, ctx: &Context) -> Result<Arc<Applier>, Failure> {
     let ns = ks.namespace().unwrap_or_default();
     ctx.applier_as(&ns, ks.spec.service_account_name.as_deref()).await.map_err(|e| {
-        Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to impersonate ServiceAccount '{ns}/{}': {e}", ctx.service_account(ks.spec.service_account_name.as_deref()).unwrap_or_default()), Duration::ZERO)
+        Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to impersonate ServiceAccount '{ns}/{}': {e}", ctx.service_account(ks.spec.service_account_name.as_deref()).unwrap_or_default()))
     })
 }
 
@@ -222,7 +237,7 @@ async fn target_applier(ks: &Kustomization, ctx: &Context, local: &Arc<Applier>)
         return Ok(local.clone());
     };
     let ns = ks.namespace().unwrap_or_default();
-    let failed = |message: String| Failure::new(ks_reason::RECONCILIATION_FAILED, message, Duration::ZERO);
+    let failed = |message: String| Failure::new(ks_reason::RECONCILIATION_FAILED, message);
     let Some(secret_ref) = &reference.secret_ref else {
         return Err(failed("spec.kubeConfig.configMapRef (workload identity) is not supported by ferroflux: use spec.kubeConfig.secretRef".into()));
     };
@@ -259,7 +274,6 @@ fn check_namespace_access(ks: &Kustomization, ctx: &Context, kind: &str, namespa
         return Err(Failure::new(
             meta::ACCESS_DENIED,
             format!("can't access '{kind}/{namespace}/{name}', cross-namespace references have been blocked"),
-            Duration::ZERO,
         ));
     }
     Ok(())
@@ -308,7 +322,7 @@ async fn check_dependencies(ks: &Kustomization, ctx: &Context) -> Result<(), Fai
         let ns = dep.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default());
         check_namespace_access(ks, ctx, "Kustomization", &ns, &dep.name)?;
         let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
-        let not_ready = |why: &str| Failure::new(meta::DEPENDENCY_NOT_READY, format!("dependency '{ns}/{}' is not ready{why}", dep.name), ctx.options.dependency_requeue());
+        let not_ready = |why: &str| Failure::new(meta::DEPENDENCY_NOT_READY, format!("dependency '{ns}/{}' is not ready{why}", dep.name)).retry_after(ctx.options.dependency_requeue());
         let found = api.get_opt(&dep.name).await.map_err(|e| not_ready(&format!(": {e}")))?.ok_or_else(|| not_ready(": not found"))?;
         let status = found.status.unwrap_or_default();
         let ready = conditions::is_true(&status.conditions, meta::READY)
@@ -327,7 +341,6 @@ async fn source_artifact(ks: &Kustomization, ctx: &Context) -> Result<crate::api
         return Err(Failure::new(
             ks_reason::ARTIFACT_FAILED,
             format!("source kind {:?} is not supported by ferroflux yet: only GitRepository is", source.kind),
-            Duration::ZERO,
         ));
     }
     let ns = source_namespace(ks);
@@ -338,10 +351,10 @@ async fn source_artifact(ks: &Kustomization, ctx: &Context) -> Result<crate::api
     let repo = api
         .get_opt(&source.name)
         .await
-        .map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, format!("failed to get source '{key}': {e}"), requeue))?
-        .ok_or_else(|| Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source '{key}' not found"), requeue))?;
+        .map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, format!("failed to get source '{key}': {e}")).retry_after(requeue))?
+        .ok_or_else(|| Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source '{key}' not found")).retry_after(requeue))?;
     repo.status.and_then(|s| s.artifact).ok_or_else(|| {
-        Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source artifact not found, retrying in {}s", requeue.as_secs()), requeue)
+        Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source artifact not found, retrying in {}s", requeue.as_secs())).retry_after(requeue)
     })
 }
 
@@ -350,11 +363,11 @@ async fn source_artifact(ks: &Kustomization, ctx: &Context) -> Result<crate::api
 /// Kustomization's (impersonated) client, so a ServiceAccount only sees what it may read. Values
 /// from Secrets are recorded in `vars`, to be masked in every message.
 async fn render(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Path, revision: &str, vars: &mut Variables) -> Result<Vec<Value>, Failure> {
-    let dir = render::resolve_path(root, ks.spec.path.as_deref()).map_err(|e| Failure::new(e.reason(), e.to_string(), Duration::ZERO))?;
+    let dir = render::resolve_path(root, ks.spec.path.as_deref()).map_err(|e| Failure::new(e.reason(), e.to_string()))?;
     if let Some(post_build) = &ks.spec.post_build {
         *vars = variables::substitution_vars(applier.client(), &ks.namespace().unwrap_or_default(), post_build)
             .await
-            .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?;
+            .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string()))?;
     }
     let options = RenderOptions { enable_remote_bases: ctx.options.enable_remote_bases };
     // A build that runs past the timeout ends as BuildFailed and frees its worker; its thread
@@ -365,9 +378,9 @@ async fn render(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Pat
     let build = tokio::task::spawn_blocking(move || span.in_scope(|| render::render(&ks, &root, &dir, &inputs, options)));
     tokio::time::timeout(limit, build)
         .await
-        .map_err(|_| Failure::new(ks_reason::BUILD_FAILED, format!("kustomize build failed: timeout after {limit:?}"), Duration::ZERO))?
-        .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?
-        .map_err(|e| Failure::new(e.reason(), e.to_string(), Duration::ZERO))
+        .map_err(|_| Failure::new(ks_reason::BUILD_FAILED, format!("kustomize build failed: timeout after {limit:?}")))?
+        .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string()))?
+        .map_err(|e| Failure::new(e.reason(), e.to_string()))
 }
 
 /// The namespace of the Kustomization's source: its own unless `sourceRef.namespace` says.
@@ -427,7 +440,7 @@ async fn check_health(
                     Health::Current => {}
                     Health::InProgress(why) => pending.push(format!("{id} status: 'InProgress': {why}")),
                     Health::Failed(why) => {
-                        return Err(Failure::new(ks_reason::HEALTH_CHECK_FAILED, format!("health check failed: {id} status: 'Failed': {why}"), Duration::ZERO));
+                        return Err(Failure::new(ks_reason::HEALTH_CHECK_FAILED, format!("health check failed: {id} status: 'Failed': {why}")));
                     }
                 },
                 Ok(None) => pending.push(format!("{id} status: 'NotFound'")),
@@ -449,14 +462,13 @@ async fn check_health(
             return Err(Failure::new(
                 ks_reason::HEALTH_CHECK_CANCELED,
                 format!("health check canceled: new revision {newer} of {source_key} detected while waiting for [{}]", pending.join(", ")),
-                Duration::from_millis(1),
-            ));
+            )
+            .retry_after(Duration::from_millis(1)));
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(Failure::new(
                 ks_reason::HEALTH_CHECK_FAILED,
                 format!("health check failed after {:?}: timeout waiting for: [{}]", timeout(ks), pending.join(", ")),
-                Duration::ZERO,
             ));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -483,8 +495,8 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, Re
             return Ok(Action::await_change());
         }
         let opts = ApplyOptions { force: false, owner_labels: owner_labels(&ks), wait_timeout: timeout(&ks) };
-        let local = applier_for(&ks, &ctx).await.map_err(|f| ReconcileError::Finalizer(f.message))?;
-        let applier = target_applier(&ks, &ctx, &local).await.map_err(|f| ReconcileError::Finalizer(f.message))?;
+        let local = applier_for(&ks, &ctx).await.map_err(ReconcileError::Cleanup)?;
+        let applier = target_applier(&ks, &ctx, &local).await.map_err(ReconcileError::Cleanup)?;
         let (pruned, failed) = applier.prune(&entries, &opts).await;
         let lines: Vec<String> = pruned.iter().filter(|c| c.action == Change::Deleted).map(ToString::to_string).collect();
         if !lines.is_empty() {
@@ -493,7 +505,7 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, Re
         if !failed.is_empty() {
             let message = failed.iter().map(|((id, _), e)| format!("{id} prune failed: {e}")).collect::<Vec<_>>().join("\n");
             ctx.event(ks.as_ref(), true, ks_reason::PRUNE_FAILED, message.clone()).await;
-            return Err(ReconcileError::Finalizer(message));
+            return Err(ReconcileError::Cleanup(Failure::new(ks_reason::PRUNE_FAILED, message)));
         }
     }
     ctx.metrics.record_status("Kustomization", &ks.namespace().unwrap_or_default(), &ks.name_any(), "Deleted", false);
@@ -513,5 +525,70 @@ async fn impersonated_account_gone(ks: &Kustomization, ctx: &Context) -> Option<
     match accounts.get_opt(account).await {
         Ok(None) => Some(format!("{ns}/{account}")),
         Ok(Some(_)) | Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn kustomization(spec: Value) -> Kustomization {
+        let mut fields = json!({"interval": "5m", "prune": true, "sourceRef": {"kind": "GitRepository", "name": "repo"}});
+        if let (Some(fields), Some(extra)) = (fields.as_object_mut(), spec.as_object()) {
+            fields.extend(extra.clone());
+        }
+        serde_json::from_value(json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "metadata": {"name": "apps", "namespace": "flux-system", "generation": 3}, "spec": fields}))
+        .expect("a Kustomization")
+    }
+
+    fn ready(conclusion: &Conclusion) -> (String, String, String) {
+        let c = conclusion.status.conditions.iter().find(|c| c.type_ == meta::READY).expect("Ready");
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    #[test]
+    fn success_records_the_revision_and_tells_only_about_changes() {
+        let ks = kustomization(json!({"wait": true}));
+        let mut status = KustomizationStatus::default();
+        conditions::set(&mut status.conditions, meta::RECONCILING, Status::True, meta::PROGRESSING, "running health checks", Some(3), &now());
+        let outcome = Outcome { revision: "main@sha1:abc".into(), changes: vec!["ConfigMap/default/a created".into()] };
+        let done = conclude(&ks, status.clone(), Ok(outcome), &now());
+        assert_eq!(ready(&done), ("True".into(), ks_reason::RECONCILIATION_SUCCEEDED.into(), "Applied revision: main@sha1:abc".into()));
+        assert_eq!(done.status.last_applied_revision.as_deref(), Some("main@sha1:abc"));
+        assert_eq!(done.status.observed_generation, Some(3));
+        assert!(conditions::is_true(&done.status.conditions, meta::HEALTHY));
+        assert!(!done.status.conditions.iter().any(|c| c.type_ == meta::RECONCILING));
+        assert_eq!(done.events.len(), 2);
+        assert_eq!(done.events[0], Note { warning: false, reason: meta::PROGRESSING, message: "ConfigMap/default/a created".into() });
+        assert_eq!(done.requeue, Requeue::Interval(Duration::from_secs(300)));
+        assert!(done.ready);
+
+        let quiet = conclude(&ks, status, Ok(Outcome { revision: "main@sha1:abc".into(), changes: Vec::new() }), &now());
+        assert!(quiet.events.is_empty(), "a reconcile that changed nothing records no event");
+    }
+
+    #[test]
+    fn failure_keeps_the_last_good_revision_and_inventory_and_retries_as_asked() {
+        let ks = kustomization(json!({"retryInterval": "1m"}));
+        let status = KustomizationStatus {
+            last_applied_revision: Some("main@sha1:good".into()),
+            inventory: Some(ResourceInventory { entries: vec![ResourceRef { id: "default_a__ConfigMap".into(), v: "v1".into() }] }),
+            ..KustomizationStatus::default()
+        };
+        let failure = Failure::new(ks_reason::BUILD_FAILED, "kustomization.yaml: bad");
+        let done = conclude(&ks, status.clone(), Err(failure), &now());
+        assert_eq!(ready(&done), ("False".into(), ks_reason::BUILD_FAILED.into(), "kustomization.yaml: bad".into()));
+        assert_eq!(done.status.last_applied_revision.as_deref(), Some("main@sha1:good"));
+        assert_eq!(done.status.inventory, status.inventory);
+        assert_eq!(done.events, vec![Note { warning: true, reason: ks_reason::BUILD_FAILED, message: "kustomization.yaml: bad".into() }]);
+        assert_eq!(done.requeue, Requeue::After(Duration::from_secs(60)));
+        assert!(!done.ready, "Ready=False counts as an error");
+
+        let waiting = Failure::new(meta::DEPENDENCY_NOT_READY, "dependency 'flux-system/infra' is not ready").retry_after(Duration::from_secs(30));
+        assert_eq!(conclude(&ks, status.clone(), Err(waiting), &now()).requeue, Requeue::After(Duration::from_secs(30)));
+        let unhealthy = conclude(&ks, status, Err(Failure::new(ks_reason::HEALTH_CHECK_FAILED, "timeout")), &now());
+        assert!(unhealthy.status.conditions.iter().any(|c| c.type_ == meta::HEALTHY && c.status == "False"));
     }
 }

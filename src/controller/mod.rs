@@ -11,6 +11,7 @@ pub mod kustomization;
 pub mod leader;
 pub mod manager;
 pub mod metrics;
+pub mod reconciler;
 pub mod substitute;
 pub mod variables;
 
@@ -69,6 +70,8 @@ pub struct Context {
     /// The newest artifact revision of each source (`GitRepository/ns/name`), kept current by
     /// the manager's watch: a running health wait gives way as soon as it changes.
     pub source_revisions: std::sync::RwLock<HashMap<String, String>>,
+    /// Consecutive reconcile errors per object, for the error policy's backoff.
+    pub failures: reconciler::FailureCounts,
 }
 
 impl Context {
@@ -87,6 +90,7 @@ impl Context {
             metrics,
             applied: tokio::sync::Mutex::new(HashMap::new()),
             source_revisions: std::sync::RwLock::new(HashMap::new()),
+            failures: reconciler::FailureCounts::default(),
         }
     }
 
@@ -228,30 +232,56 @@ pub enum RemoteClusterError {
     Refused(String),
 }
 
+/// When to reconcile again after a [`Failure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// After `spec.retryInterval` (default: the interval), as Flux does.
+    RetryInterval,
+    /// After this long (a dependency not ready yet, a health wait given way to a new revision).
+    After(Duration),
+}
+
 /// A reconcile that could not finish: ends as `Ready=False` with this reason and message, an
-/// Event, and a retry after `retry`.
+/// Event, and a retry.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{reason}: {message}")]
 pub struct Failure {
     pub reason: &'static str,
     pub message: String,
-    pub retry: Duration,
+    pub retry: Retry,
 }
 
 impl Failure {
-    pub fn new(reason: &'static str, message: impl Into<String>, retry: Duration) -> Self {
-        Failure { reason, message: message.into(), retry }
+    /// Retried after the retry interval.
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Failure { reason, message: message.into(), retry: Retry::RetryInterval }
+    }
+
+    /// Retried after `after` instead.
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry = Retry::After(after);
+        self
     }
 }
 
-/// The error of a reconcile loop iteration that failed before it could write a status (the API
-/// server unreachable, a conflict): kube-runtime retries it with backoff.
+/// The error of a reconcile that failed before it could write a status (the API server
+/// unreachable, a conflict) or while cleaning up: retried with backoff by
+/// [`reconciler::error_policy`].
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("finalizer: {0}")]
-    Finalizer(String),
+    /// Adding or removing the finalizer failed, or the reconcile inside it.
+    #[error(transparent)]
+    Finalizer(Box<kube::runtime::finalizer::Error<ReconcileError>>),
+    /// Deleting what the object owns failed: the finalizer stays and the deletion is retried.
+    #[error("cleanup: {0}")]
+    Cleanup(#[source] Failure),
+    #[error("artifact storage: {0}")]
+    Storage(#[from] crate::source::storage::StorageError),
+    /// A state the reconciler should never reach.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 /// `metav1.Time` now.
@@ -261,12 +291,7 @@ pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
 
 /// The interval plus up to 5% jitter, so that many objects created at once spread out.
 pub fn with_jitter(interval: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let fraction = f64::from(nanos % 1000) / 1000.0 * 0.05;
-    interval + interval.mul_f64(fraction)
+    interval + interval.mul_f64(fastrand::f64() * 0.05)
 }
 
 #[cfg(test)]

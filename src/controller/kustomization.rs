@@ -133,6 +133,10 @@ async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus
     status.last_attempted_revision = Some(artifact.revision.clone());
 
     let root = ctx.artifacts.fetch(&artifact).await.map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, e.to_string(), Duration::ZERO))?;
+    let inputs = super::unchanged::check(ks, ctx, status, &artifact.revision, &root).await;
+    if inputs.unchanged {
+        return Ok(Outcome { revision: artifact.revision, changes: Vec::new() });
+    }
     let local = applier_for(ks, ctx).await?;
     let applier = target_applier(ks, ctx, &local).await?;
     let objects = build(ks, ctx, &local, &root).await?;
@@ -176,6 +180,7 @@ async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus
 
     let source = source_key("GitRepository", &source_namespace(ks), &ks.spec.source_ref.name);
     check_health(ks, ctx, status, &applier, &new_inventory, (&source, &artifact.revision)).await?;
+    inputs.remember(ctx, &artifact.revision).await;
     Ok(Outcome { revision: artifact.revision, changes })
 }
 

@@ -20,6 +20,7 @@ use super::leader::{LeaderConfig, LeaderElector};
 use super::{Context, ControllerOptions, gitrepository, kustomization};
 use crate::api::kustomize::v1::{Kustomization, SourceKind};
 use crate::api::meta::RECONCILE_REQUEST_ANNOTATION;
+use crate::api::notification::v1::Receiver;
 use crate::api::source::v1::GitRepository;
 use crate::source::storage::Storage;
 
@@ -46,6 +47,10 @@ pub struct ManagerConfig {
     pub watch_label_selector: Option<String>,
     /// Leader election: only the holder of the Lease reconciles and serves artifacts.
     pub leader_election: Option<LeaderConfig>,
+    /// Where the webhook Receiver server listens (`--receiver-addr`).
+    pub receiver_addr: SocketAddr,
+    /// Watch managed objects and put back what others change (`--no-drift-watch` turns it off).
+    pub drift_watch: bool,
     /// Settings of the reconcilers.
     pub options: ControllerOptions,
 }
@@ -100,6 +105,7 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
         storage: storage.clone(),
         advertised_base: format!("http://{}", config.storage_adv_addr.trim_start_matches("http://").trim_end_matches('/')),
     });
+    let (triggers, trigger_streams) = crate::receiver::triggers();
     let controller_config = ControllerConfig::default().concurrency(config.concurrent);
     let watch_config = match &config.watch_label_selector {
         Some(selector) => WatcherConfig::default().labels(selector),
@@ -114,6 +120,7 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
         .applied_objects()
         .predicate_filter(trigger_hash, Default::default());
     let repositories = Controller::for_stream(repo_stream, repo_store)
+        .reconcile_on(trigger_streams.git_repositories)
         .with_config(controller_config.clone())
         .shutdown_on_signal()
         .run(gitrepository::reconcile, gitrepository::error_policy, git_ctx)
@@ -131,6 +138,7 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
         .applied_objects()
         .predicate_filter(trigger_hash, Default::default());
     let dependents = ks_store.clone();
+    let drift = config.drift_watch.then(|| super::drift::DriftWatch::new(ctx.clone(), ks_store.clone(), triggers.kustomizations.clone()));
     let waiting = ks_store.clone();
     let watching_ctx = ctx.clone();
     let kustomizations = Controller::for_stream(ks_stream, ks_store)
@@ -153,7 +161,7 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
         })
         // A dependency that becomes Ready releases its dependents at once, not at their next
         // retry.
-        .watches(Api::<Kustomization>::all(client.clone()), watch_config, move |dependency: Kustomization| {
+        .watches(Api::<Kustomization>::all(client.clone()), watch_config.clone(), move |dependency: Kustomization| {
             let ready = dependency.status.as_ref().is_some_and(|s| super::conditions::is_true(&s.conditions, "Ready"));
             let (dep_ns, dep_name) = (dependency.namespace().unwrap_or_default(), dependency.name_any());
             waiting
@@ -168,7 +176,8 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
                 .map(|ks| ObjectRef::from_obj(ks.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .with_config(controller_config)
+        .reconcile_on(trigger_streams.kustomizations)
+        .with_config(controller_config.clone())
         .shutdown_on_signal()
         .run(kustomization::reconcile, kustomization::error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -177,11 +186,37 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
             }
         });
 
+    // Receivers, and the webhook server that answers for them.
+    let (receiver_store, receiver_writer) = reflector::store::<Receiver>();
+    let receiver_stream = watcher::watcher(Api::<Receiver>::all(client.clone()), watch_config.clone())
+        .default_backoff()
+        .reflect(receiver_writer)
+        .applied_objects()
+        .predicate_filter(trigger_hash, Default::default());
+    let receivers = Controller::for_stream(receiver_stream, receiver_store.clone())
+        .with_config(controller_config)
+        .shutdown_on_signal()
+        .run(crate::receiver::reconciler::reconcile, crate::receiver::reconciler::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "Receiver controller");
+            }
+        });
+    let receiver_server = crate::receiver::server::serve(config.receiver_addr, Arc::new(crate::receiver::server::ReceiverServer::new(ctx.clone(), receiver_store, triggers)));
+    let drift_watch = async move {
+        match drift {
+            Some(drift) => drift.run().await,
+            None => std::future::pending().await,
+        }
+    };
+
     let storage_server = crate::source::server::serve(config.storage_path.clone(), config.storage_addr);
-    info!(storage = %config.storage_addr, health = %config.health_addr, metrics = %config.metrics_addr, "ferroflux controller started");
+    info!(storage = %config.storage_addr, health = %config.health_addr, metrics = %config.metrics_addr, receiver = %config.receiver_addr, drift_watch = config.drift_watch, "ferroflux controller started");
     let outcome = tokio::select! {
         // Both controllers stop on SIGTERM/SIGINT after their in-flight reconciles finish.
-        _ = async { tokio::join!(repositories, kustomizations) } => Ok::<(), anyhow::Error>(()),
+        _ = async { tokio::join!(repositories, kustomizations, receivers) } => Ok::<(), anyhow::Error>(()),
+        result = receiver_server => result,
+        _ = drift_watch => Ok(()),
         result = storage_server => result.map_err(anyhow::Error::from),
         result = lost => result.map_err(anyhow::Error::from),
         result = health_server => result.map_err(anyhow::Error::from).and_then(|r| r),

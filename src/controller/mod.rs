@@ -4,6 +4,7 @@
 pub mod artifact;
 pub mod build;
 pub mod conditions;
+pub mod drift;
 pub mod events;
 pub mod gitrepository;
 pub mod health;
@@ -12,6 +13,7 @@ pub mod leader;
 pub mod manager;
 pub mod metrics;
 pub mod substitute;
+pub mod unchanged;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,6 +57,9 @@ pub struct Context {
     /// The newest artifact revision of each source (`GitRepository/ns/name`), kept current by
     /// the manager's watch: a running health wait gives way as soon as it changes.
     pub source_revisions: std::sync::RwLock<HashMap<String, String>>,
+    /// Per Kustomization: the digest of the files its last successful build could read, so a
+    /// new revision that leaves them unchanged is recorded without building or applying.
+    pub inputs: unchanged::InputsMemo,
 }
 
 impl Context {
@@ -73,6 +78,7 @@ impl Context {
             metrics,
             applied: tokio::sync::Mutex::new(HashMap::new()),
             source_revisions: std::sync::RwLock::new(HashMap::new()),
+            inputs: unchanged::InputsMemo::default(),
         }
     }
 

@@ -4,7 +4,8 @@
 #   hack/git-servers.sh start DIR   start everything, write DIR/env
 #   hack/git-servers.sh stop DIR    stop everything started under DIR (idempotent)
 #
-# What runs (all bound to 127.0.0.1 on free ports, all state inside DIR):
+# What runs (all bound to 127.0.0.1 on free ports, all state inside DIR; GIT_SERVERS_ADDR=IP binds
+# another address instead, e.g. docker0's, where Pods of a local node can reach it):
 #   - nginx + fcgiwrap + git-http-backend over HTTPS with basic auth, certificate signed by a
 #     CA generated here (subjectAltName IP:127.0.0.1), push enabled;
 #   - the same over plain HTTP without auth;
@@ -21,6 +22,7 @@ usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 action=$1
 dir=$2
+addr=${GIT_SERVERS_ADDR:-127.0.0.1}
 
 log() { echo "git-servers: $*" >&2; }
 
@@ -41,13 +43,13 @@ ensure_packages() {
 }
 
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+  python3 -c 'import socket; s = socket.socket(); s.bind(("'"$addr"'", 0)); print(s.getsockname()[1]); s.close()'
 }
 
 wait_for_port() {
   local port=$1 name=$2
   for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    if (exec 3<>"/dev/tcp/$addr/$port") 2>/dev/null; then return 0; fi
     sleep 0.05
   done
   log "$name did not start listening on port $port"
@@ -90,13 +92,13 @@ make_tls() {
     openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 \
       -subj "/CN=ferroflux test $ca" -keyout "$t/$ca.key" -out "$t/$ca.crt" 2>/dev/null
   done
-  openssl req -newkey rsa:2048 -nodes -sha256 -subj "/CN=127.0.0.1" \
+  openssl req -newkey rsa:2048 -nodes -sha256 -subj "/CN=$addr" \
     -keyout "$t/server.key" -out "$t/server.csr" 2>/dev/null
   cat >"$t/server.ext" <<EOF
 basicConstraints = CA:FALSE
 keyUsage = digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectAltName = $([ "$addr" = 127.0.0.1 ] || echo "IP:$addr, ")IP:127.0.0.1, DNS:localhost
 EOF
   openssl x509 -req -sha256 -days 3650 -in "$t/server.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" \
     -CAcreateserial -extfile "$t/server.ext" -out "$t/server.crt" 2>/dev/null
@@ -111,11 +113,11 @@ make_ssh() {
   ssh-keygen -q -t ed25519 -N "$ssh_key_passphrase" -C ferroflux-test-client-pass -f "$s/client_key_pass"
   cat "$s/client_key.pub" "$s/client_key_pass.pub" >"$s/authorized_keys"
   # known_hosts in the form `ssh-keyscan` prints for a non-standard port.
-  echo "[127.0.0.1]:$ssh_port $(cut -d' ' -f1,2 "$s/host_ed25519_key.pub")" >"$s/known_hosts"
-  echo "[127.0.0.1]:$ssh_port $(cut -d' ' -f1,2 "$s/other_host_ed25519_key.pub")" >"$s/other_known_hosts"
+  echo "[$addr]:$ssh_port $(cut -d' ' -f1,2 "$s/host_ed25519_key.pub")" >"$s/known_hosts"
+  echo "[$addr]:$ssh_port $(cut -d' ' -f1,2 "$s/other_host_ed25519_key.pub")" >"$s/other_known_hosts"
   cat >"$s/sshd_config" <<EOF
 Port $ssh_port
-ListenAddress 127.0.0.1
+ListenAddress $addr
 HostKey $s/host_ed25519_key
 PidFile $dir/run/sshd.pid
 AuthorizedKeysFile $s/authorized_keys
@@ -182,19 +184,19 @@ http {
   scgi_temp_path $n/tmp/scgi;
   client_max_body_size 0;
   server {
-    listen 127.0.0.1:$https_port ssl;
+    listen $addr:$https_port ssl;
     ssl_certificate $dir/tls/server.crt;
     ssl_certificate_key $dir/tls/server.key;
     access_log $dir/logs/https-access.log;
 $(git_location "      auth_basic \"git\"; auth_basic_user_file $n/htpasswd;")
   }
   server {
-    listen 127.0.0.1:$http_port;
+    listen $addr:$http_port;
     access_log $dir/logs/http-access.log;
 $(git_location "")
   }
   server {
-    listen 127.0.0.1:$bearer_port;
+    listen $addr:$bearer_port;
     access_log $dir/logs/bearer-access.log;
 $(git_location "      if (\$http_authorization != \"Bearer $bearer_token\") { return 401; }")
   }
@@ -238,10 +240,10 @@ start_all() {
   wait_for_port "$ssh_port" sshd
 
   cat >"$dir/env" <<EOF
-HTTPS_URL_BASE=https://127.0.0.1:$https_port
-HTTP_URL_BASE=http://127.0.0.1:$http_port
-BEARER_URL_BASE=http://127.0.0.1:$bearer_port
-SSH_URL_BASE=ssh://$(id -un)@127.0.0.1:$ssh_port$dir/repos
+HTTPS_URL_BASE=https://$addr:$https_port
+HTTP_URL_BASE=http://$addr:$http_port
+BEARER_URL_BASE=http://$addr:$bearer_port
+SSH_URL_BASE=ssh://$(id -un)@$addr:$ssh_port$dir/repos
 USERNAME=$git_username
 PASSWORD=$git_password
 BEARER_TOKEN=$bearer_token

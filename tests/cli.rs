@@ -194,11 +194,22 @@ async fn suspend_and_resume_change_spec_suspend_and_resume_waits_for_ready() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains(&format!("is suspended; resume it with `ferroflux resume ks hello-world-flask -n {ns}`")), "{}", stderr(&out));
 
-    // Suspended, a push is not applied...
+    // Suspended, a push is not applied... The sync point: a witness Kustomization of the same
+    // source (its objects prefixed) applies the push, so the trigger has fired for both.
+    support::create_object(&client, &ns, json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "witness"},
+        "spec": {"interval": "1h", "path": "./", "prune": true, "targetNamespace": ns, "namePrefix": "witness-",
+                 "sourceRef": {"kind": "GitRepository", "name": "hello-world-flask"}}
+    }))
+    .await
+    .expect("creating the witness Kustomization");
+    wait_ks(&client, &ns, "witness", &format!("main@sha1:{commit}")).await;
     let v1 = repo.commit(&[("deployment.yaml", &DEPLOYMENT.replace(":latest", ":v1"))], "v1");
     support::wait_ready(&repositories, "hello-world-flask", "True", &v1, Duration::from_secs(60), |o| o.status.as_ref().map(|s| &s.conditions)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_ks(&client, &ns, "witness", &format!("main@sha1:{v1}")).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    assert_eq!(image_of(&deployments.get("witness-hello-world-flask").await.expect("witness deployment")), "lyzhang1999/hello-world-flask:v1");
     assert_eq!(image_of(&deployments.get("hello-world-flask").await.expect("deployment")), "lyzhang1999/hello-world-flask:latest");
 
     // ...until resumed: resume waits for the controller and reports the applied revision.

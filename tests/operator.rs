@@ -133,7 +133,12 @@ async fn objects_of_another_shard_are_left_alone() {
     let commit = repo.commit(&[("a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n")], "a");
     git_repository(&client, &ns, "unsharded-elsewhere", &repo.http_url()).await;
     let repositories: Api<GitRepository> = Api::namespaced(client.clone(), &ns);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The sync point: an unlabelled object created after it is reconciled by the main
+    // controller, which by then has seen (and must have ignored) the shard's one.
+    let witness = serde_json::json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "witness"},
+        "spec": {"interval": "1m", "url": repo.http_url(), "ref": {"branch": "main"}}});
+    support::create_object(&client, &ns, witness).await.expect("witness");
+    wait_repository_ready(&client, &ns, "witness", &commit).await;
     let untouched = repositories.get("unsharded-elsewhere").await.expect("get");
     assert!(untouched.status.is_none_or(|s| s.artifact.is_none()), "a shard's object was reconciled by the main controller");
 

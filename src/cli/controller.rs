@@ -51,6 +51,10 @@ pub struct ControllerArgs {
     /// Refuse remote (URL) bases in kustomizations; only the source's own files are built.
     #[arg(long)]
     pub no_remote_bases: bool,
+    /// Send a GitRepository's basic auth or bearer token over plain http:// (refused by default,
+    /// as in Flux's Git library: anyone on the path can read them).
+    #[arg(long)]
+    pub allow_insecure_http_credentials: bool,
     /// Impersonate this ServiceAccount (in each Kustomization's namespace) when
     /// spec.serviceAccountName is empty: the restricted mode, where the controller itself has no
     /// rights on applied objects.
@@ -75,6 +79,10 @@ pub struct ControllerArgs {
     /// How often acquiring or renewing is tried.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub leader_election_retry_period: std::time::Duration,
+    /// After SIGTERM, how long in-flight reconciles may finish before they are abandoned and the
+    /// process exits (the next leader redoes them).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub graceful_shutdown_timeout: std::time::Duration,
 }
 
 /// `HOST:PORT`, or Flux's `:PORT` meaning every address.
@@ -118,10 +126,12 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             renew_deadline: args.leader_election_renew_deadline,
             retry_period: args.leader_election_retry_period,
         }),
+        graceful_shutdown_timeout: args.graceful_shutdown_timeout,
         options: ControllerOptions {
             no_cross_namespace_refs: args.no_cross_namespace_refs,
             default_service_account: args.default_service_account.filter(|s| !s.is_empty()),
             enable_remote_bases: !args.no_remote_bases,
+            allow_insecure_http_credentials: args.allow_insecure_http_credentials,
         },
     })
     .await

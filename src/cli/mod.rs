@@ -64,7 +64,6 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the source and kustomize controllers (in-cluster, or against the current kubeconfig).
-    // Boxed: its many flags would make every other command as large.
     Controller(Box<controller::ControllerArgs>),
     /// Print Flux objects and their status.
     Get(get::GetArgs),
@@ -292,7 +291,7 @@ fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn build_dir(dir: &Path, root: Option<&Path>, enable_remote: bool) -> anyhow::Result<()> {
-    let options = crate::kustomize::BuildOptions { enable_remote, ..crate::kustomize::BuildOptions::default() };
+    let options = crate::kustomize::BuildOptions { enable_remote };
     let objects = crate::kustomize::build(root.unwrap_or(Path::new("/")), dir, &options)?;
     write_stdout(crate::kustomize::to_yaml(&objects).as_bytes())?;
     Ok(())

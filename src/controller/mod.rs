@@ -2,7 +2,7 @@
 //! `Ready=False` with a reason and a message.
 
 pub mod artifact;
-pub mod build;
+pub mod render;
 pub mod conditions;
 pub mod drift;
 pub mod events;
@@ -14,6 +14,7 @@ pub mod manager;
 pub mod metrics;
 pub mod substitute;
 pub mod unchanged;
+pub mod variables;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +36,9 @@ pub struct ControllerOptions {
     pub default_service_account: Option<String>,
     /// Remote (URL) bases in kustomizations; `--no-remote-bases` turns them off.
     pub enable_remote_bases: bool,
+    /// `--allow-insecure-http-credentials`: a GitRepository's credentials may go over plain
+    /// `http://`.
+    pub allow_insecure_http_credentials: bool,
 }
 
 /// Everything a reconcile needs, shared by all reconciles.
@@ -86,7 +90,7 @@ impl Context {
     /// every apply, prune and read of applied objects is authorized as that ServiceAccount), or
     /// the controller's own applier when there is none.
     pub async fn applier_as(&self, namespace: &str, service_account: Option<&str>) -> Result<Arc<Applier>, kube::Error> {
-        let Some(account) = service_account.or(self.options.default_service_account.as_deref()).filter(|a| !a.is_empty()) else {
+        let Some(account) = self.service_account(service_account) else {
             return Ok(self.applier.clone());
         };
         let user = format!("system:serviceaccount:{namespace}:{account}");
@@ -102,6 +106,13 @@ impl Context {
         let applier = Arc::new(Applier::new(Client::try_from(config)?));
         appliers.insert(user, applier.clone());
         Ok(applier)
+    }
+
+    /// The ServiceAccount a Kustomization acts as: its own `serviceAccountName`, else the
+    /// controller's `--default-service-account`. An empty name is unset, exactly like a missing
+    /// one: `serviceAccountName: ""` must never switch restricted mode off.
+    pub fn service_account<'a>(&'a self, requested: Option<&'a str>) -> Option<&'a str> {
+        effective_service_account(requested, self.options.default_service_account.as_deref())
     }
 
     /// Remembers the newest artifact revision of a source.
@@ -128,9 +139,14 @@ impl Context {
         if let Some(applier) = appliers.get(&key) {
             return Ok(applier.clone());
         }
-        let kubeconfig = kube::config::Kubeconfig::from_yaml(kubeconfig)?;
+        // The parser's error quotes the text it failed on, and this text is a Secret's value:
+        // say only that it is not a kubeconfig.
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|e| match e {
+            kube::config::KubeconfigError::Parse(_) => RemoteClusterError::NotYaml,
+            other => RemoteClusterError::Kubeconfig(other),
+        })?;
         refuse_local_references(&kubeconfig)?;
-        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await.map_err(RemoteClusterError::Kubeconfig)?;
         if impersonate.is_some() {
             config.auth_info.impersonate = impersonate;
             config.auth_info.impersonate_groups = None;
@@ -152,6 +168,10 @@ impl Context {
             warn!(error = %e, reason, "failed to record an event");
         }
     }
+}
+
+fn effective_service_account<'a>(requested: Option<&'a str>, default: Option<&'a str>) -> Option<&'a str> {
+    requested.filter(|a| !a.is_empty()).or(default.filter(|a| !a.is_empty()))
 }
 
 fn truncate(mut text: String, max: usize) -> String {
@@ -195,7 +215,9 @@ fn refuse_local_references(kubeconfig: &kube::config::Kubeconfig) -> Result<(), 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteClusterError {
     #[error("invalid kubeconfig: {0}")]
-    Kubeconfig(#[from] kube::config::KubeconfigError),
+    Kubeconfig(kube::config::KubeconfigError),
+    #[error("not a kubeconfig: the value is not valid kubeconfig YAML")]
+    NotYaml,
     #[error("kubeconfig: {0}")]
     Client(#[from] kube::Error),
     #[error("refused kubeconfig: {0}")]
@@ -252,6 +274,24 @@ mod tests {
             "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {{cluster: k, user: u}}\nclusters:\n- name: k\n  cluster:\n    server: https://example.invalid\n{cluster}users:\n- name: u\n  user:\n{user}"
         );
         kube::config::Kubeconfig::from_yaml(&text).expect("kubeconfig")
+    }
+
+    #[test]
+    fn an_empty_service_account_name_is_unset() {
+        assert_eq!(effective_service_account(Some(""), Some("deployer")), Some("deployer"));
+        assert_eq!(effective_service_account(None, Some("deployer")), Some("deployer"));
+        assert_eq!(effective_service_account(Some("app"), Some("deployer")), Some("app"));
+        assert_eq!(effective_service_account(Some(""), Some("")), None);
+        assert_eq!(effective_service_account(Some(""), None), None);
+    }
+
+    #[tokio::test]
+    async fn kubeconfig_parse_errors_never_quote_the_secret() {
+        // A client that is never used: the kubeconfig is refused before any request.
+        let client = Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().expect("url"))).expect("client");
+        let ctx = Context::new(client, None, ControllerOptions::default(), artifact::ArtifactCache::new(std::env::temp_dir()), Default::default());
+        let err = ctx.applier_for_kubeconfig("uid@1", "hunter2-s3cret: [unterminated", None).await.err().expect("refused").to_string();
+        assert!(!err.contains("hunter2") && !err.contains("s3cret"), "{err}");
     }
 
     #[test]

@@ -270,13 +270,17 @@ pub async fn check(ks: &Kustomization, ctx: &Context, status: &KustomizationStat
 }
 
 impl Inputs {
+    /// Digests this revision's inputs unless done already; call while the unpacked tree is
+    /// still there.
+    pub async fn digest(&mut self) {
+        if self.digest.is_none() {
+            self.digest = digest_of(self.root.clone(), self.path.clone(), self.components.clone()).await;
+        }
+    }
+
     /// After a successful reconcile of `revision`: remembers the digest of its inputs.
     pub async fn remember(self, ctx: &Context, revision: &str) {
-        let digest = match self.digest {
-            Some(digest) => Some(digest),
-            None => digest_of(self.root, self.path, self.components).await,
-        };
-        match digest {
+        match self.digest {
             Some(digest) => ctx.inputs.remember(&self.key, revision, self.generation, digest),
             None => ctx.inputs.forget(&self.key),
         }

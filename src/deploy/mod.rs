@@ -108,6 +108,7 @@ pub struct Manifests {
     pub rbac: Vec<Value>,
     pub deployment: Vec<Value>,
     pub service: Vec<Value>,
+    pub network_policies: Vec<Value>,
 }
 
 /// Generates the install manifests.
@@ -123,7 +124,8 @@ pub fn manifests(options: &InstallOptions) -> Result<Manifests, DeployError> {
         crds,
         rbac: objects::rbac(options),
         deployment: vec![objects::deployment(options)],
-        service: vec![objects::service(options)],
+        service: vec![objects::service(options), objects::receiver_service(options)],
+        network_policies: objects::network_policies(options),
     })
 }
 
@@ -136,18 +138,20 @@ pub const KUSTOMIZATION_FILE: &str = "kustomization.yaml";
 pub const INSTALL_FILE: &str = "install.yaml";
 
 impl Manifests {
-    /// Every object, in the order they are applied: namespace, CRDs, RBAC, Deployment, Service.
+    /// Every object, in the order they are applied: namespace, CRDs, RBAC, Deployment, Service,
+    /// NetworkPolicies.
     pub fn all(&self) -> Vec<Value> {
         self.parts().into_iter().flat_map(|(_, objects)| objects.iter().cloned()).collect()
     }
 
-    fn parts(&self) -> [(&'static str, &Vec<Value>); 5] {
+    fn parts(&self) -> [(&'static str, &Vec<Value>); 6] {
         [
             ("namespace.yaml", &self.namespace),
             ("crds.yaml", &self.crds),
             ("rbac.yaml", &self.rbac),
             ("deployment.yaml", &self.deployment),
             ("service.yaml", &self.service),
+            ("network-policies.yaml", &self.network_policies),
         ]
     }
 
@@ -218,7 +222,25 @@ mod tests {
         let secrets = rules.iter().find(|r| r["resources"].as_array().unwrap().iter().any(|x| x == "secrets")).unwrap();
         assert_eq!(secrets["verbs"], serde_json::json!(["get", "list", "watch"]));
         let args = m.deployment[0].pointer("/spec/template/spec/containers/0/args").unwrap();
-        assert!(args.as_array().unwrap().iter().any(|a| a == "--default-service-account=deployer"));
+        // Flux's lockdown: all three flags.
+        for flag in ["--default-service-account=deployer", "--no-cross-namespace-refs", "--no-remote-bases"] {
+            assert!(args.as_array().unwrap().iter().any(|a| a == flag), "{flag}");
+        }
+    }
+
+    #[test]
+    fn network_policies_as_flux_ships_them() {
+        let m = manifests(&InstallOptions::default()).unwrap();
+        assert_eq!(kinds_and_names(&m.network_policies), ["NetworkPolicy/allow-egress", "NetworkPolicy/allow-scraping", "NetworkPolicy/allow-webhooks"]);
+        let egress = &m.network_policies[0]["spec"];
+        assert_eq!(egress["ingress"], serde_json::json!([{"from": [{"podSelector": {}}]}]), "only from the namespace's own Pods");
+        assert_eq!(egress["egress"], serde_json::json!([{}]));
+        let ports = |i: usize| m.network_policies[i].pointer("/spec/ingress/0/ports").cloned().unwrap();
+        assert_eq!(ports(1), serde_json::json!([{"protocol": "TCP", "port": 8080}]));
+        assert_eq!(ports(2), serde_json::json!([{"protocol": "TCP", "port": 9292}]));
+        assert_eq!(m.network_policies[2].pointer("/spec/podSelector/matchLabels/app.kubernetes.io~1name").unwrap(), "ferroflux");
+        let default_args = m.deployment[0].pointer("/spec/template/spec/containers/0/args").unwrap().to_string();
+        assert!(!default_args.contains("--no-remote-bases") && !default_args.contains("--no-cross-namespace-refs"));
     }
 
     #[test]
@@ -260,9 +282,9 @@ mod tests {
     fn files_list_each_part_in_the_kustomization() {
         let files = manifests(&InstallOptions::default()).unwrap().files();
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["namespace.yaml", "crds.yaml", "rbac.yaml", "deployment.yaml", "service.yaml", "kustomization.yaml", "install.yaml"]);
-        let kustomization = &files[5].1;
-        for name in &names[..5] {
+        assert_eq!(names, ["namespace.yaml", "crds.yaml", "rbac.yaml", "deployment.yaml", "service.yaml", "network-policies.yaml", "kustomization.yaml", "install.yaml"]);
+        let kustomization = &files[6].1;
+        for name in &names[..6] {
             assert!(kustomization.contains(&format!("- {name}")), "{kustomization}");
         }
     }

@@ -14,6 +14,8 @@ pub const CONTAINER_NAME: &str = "manager";
 const ARTIFACT_PORT: u16 = 9090;
 const METRICS_PORT: u16 = 8080;
 const HEALTH_PORT: u16 = 9440;
+/// The webhook Receiver's port (Flux's notification-controller listens there too).
+const WEBHOOK_PORT: u16 = 9292;
 
 /// The labels every object carries (Flux's `app.kubernetes.io/*` set).
 fn labels(options: &InstallOptions) -> Value {
@@ -93,6 +95,11 @@ pub fn rbac(options: &InstallOptions) -> Vec<Value> {
                     "resources": ["kustomizations", "kustomizations/status", "kustomizations/finalizers"],
                     "verbs": all_verbs,
                 },
+                {
+                    "apiGroups": ["notification.toolkit.fluxcd.io"],
+                    "resources": ["receivers", "receivers/status", "receivers/finalizers"],
+                    "verbs": all_verbs,
+                },
                 // Sources' credentials (secretRef) and postBuild inputs: read only.
                 {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
@@ -101,6 +108,9 @@ pub fn rbac(options: &InstallOptions) -> Vec<Value> {
                 // A Kustomization with spec.serviceAccountName (or, in restricted mode, every
                 // Kustomization) applies its objects as that ServiceAccount.
                 {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"]},
+                // Deleting such a Kustomization first checks that its ServiceAccount still
+                // exists (as Flux does): when it is gone, pruning is skipped, not retried forever.
+                {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
             ],
         }),
         json!({
@@ -134,7 +144,11 @@ fn controller_args(options: &InstallOptions) -> Vec<String> {
         "--enable-leader-election".to_owned(),
     ];
     if let Some(account) = &options.default_service_account {
+        // Flux's multi-tenancy lockdown sets all three: without the other two a tenant could
+        // still use another namespace's source or pull in a base from any URL.
         args.push(format!("--default-service-account={account}"));
+        args.push("--no-cross-namespace-refs".to_owned());
+        args.push("--no-remote-bases".to_owned());
     }
     args
 }
@@ -175,7 +189,7 @@ pub fn deployment(options: &InstallOptions) -> Value {
                         "imagePullPolicy": "IfNotPresent",
                         "args": controller_args(options),
                         "env": [from_pod_field("RUNTIME_NAMESPACE", "metadata.namespace"), from_pod_field("POD_NAME", "metadata.name")],
-                        "ports": [port("http", ARTIFACT_PORT), port("http-prom", METRICS_PORT), port("healthz", HEALTH_PORT)],
+                        "ports": [port("http", ARTIFACT_PORT), port("http-prom", METRICS_PORT), port("healthz", HEALTH_PORT), port("http-webhook", WEBHOOK_PORT)],
                         "livenessProbe": probe("/healthz"),
                         "readinessProbe": probe("/readyz"),
                         "resources": {
@@ -212,4 +226,53 @@ pub fn service(options: &InstallOptions) -> Value {
             "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}],
         },
     })
+}
+
+/// The webhook Receiver, under Flux's name: point GitHub/GitLab (through your Ingress or load
+/// balancer) at `http://webhook-receiver.<namespace>/<status.webhookPath>`.
+pub fn receiver_service(options: &InstallOptions) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "webhook-receiver", "namespace": options.namespace, "labels": with_selector(options)},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(),
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http-webhook"}],
+        },
+    })
+}
+
+/// Flux's three NetworkPolicies (`manifests/policies` of flux2), for the whole namespace: Pods
+/// there take traffic only from each other, except metrics (from any namespace) and the webhook
+/// Receiver (from anywhere); egress is open (Git servers and the API server are anywhere).
+pub fn network_policies(options: &InstallOptions) -> Vec<Value> {
+    let policy = |name: &str, spec: Value| {
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": options.namespace, "labels": labels(options)},
+            "spec": spec,
+        })
+    };
+    let from_any_namespace_on = |port: u16| json!([{"from": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": port}]}]);
+    vec![
+        policy(
+            "allow-egress",
+            json!({
+                "podSelector": {},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [{"podSelector": {}}]}],
+                "egress": [{}],
+            }),
+        ),
+        policy(
+            "allow-scraping",
+            json!({"podSelector": {}, "policyTypes": ["Ingress"], "ingress": from_any_namespace_on(METRICS_PORT)}),
+        ),
+        policy(
+            "allow-webhooks",
+            json!({"podSelector": {"matchLabels": selector()}, "policyTypes": ["Ingress"], "ingress": from_any_namespace_on(WEBHOOK_PORT)}),
+        ),
+    ]
 }

@@ -22,6 +22,8 @@ mod config;
 pub mod fieldspec;
 pub mod file;
 pub mod generator;
+mod json6902;
+mod limits;
 mod nameref;
 pub mod object;
 mod metadata;
@@ -44,7 +46,7 @@ pub use file::Kustomization;
 pub use object::{Id, Object};
 pub use yaml::{parse_objects, to_yaml};
 
-use object::Resource;
+use object::{ObjectKey, Resource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -72,6 +74,8 @@ pub enum Error {
     Replacement { file: PathBuf, message: String },
     #[error("{}: replicas: {message}", file.display())]
     Replicas { file: PathBuf, message: String },
+    #[error("{}: images: {message}", file.display())]
+    Images { file: PathBuf, message: String },
     #[error("{}: sortOptions: {message}", file.display())]
     SortOptions { file: PathBuf, message: String },
     #[error("remote resource '{url}': remote resources are not enabled")]
@@ -90,72 +94,11 @@ pub enum Error {
     Plugin { file: PathBuf, message: String },
 }
 
-/// Settings of a build beyond the kustomization files: how a caller (Flux's Kustomization spec)
-/// overrides the root kustomization.
+/// Settings of a build beyond the kustomization files.
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
     /// Allow remote git bases and components (cloned into a temporary folder for the build).
     pub enable_remote: bool,
-    pub overlay: Overlay,
-}
-
-/// What Flux merges into the root kustomization: the namespace, prefix and suffix replace the
-/// kustomization's; patches, images and components are appended. (Flux's `commonMetadata` is
-/// applied after the build with [`add_common_metadata`].)
-#[derive(Debug, Clone, Default)]
-pub struct Overlay {
-    pub namespace: Option<String>,
-    pub name_prefix: Option<String>,
-    pub name_suffix: Option<String>,
-    pub patches: Vec<file::Patch>,
-    pub patches_strategic_merge: Vec<Value>,
-    pub patches_json6902: Vec<file::Patch>,
-    pub images: Vec<file::Image>,
-    pub components: Vec<String>,
-}
-
-impl Overlay {
-    /// Merges the overlay into a root kustomization, as Flux edits the kustomization file.
-    pub fn merge_into(&self, k: &mut Kustomization) {
-        if self.namespace.is_some() {
-            k.namespace.clone_from(&self.namespace);
-        }
-        if self.name_prefix.is_some() {
-            k.name_prefix.clone_from(&self.name_prefix);
-        }
-        if self.name_suffix.is_some() {
-            k.name_suffix.clone_from(&self.name_suffix);
-        }
-        k.patches.extend(self.patches.iter().cloned());
-        k.patches_strategic_merge.extend(self.patches_strategic_merge.iter().cloned());
-        k.patches_json6902.extend(self.patches_json6902.iter().cloned());
-        k.images.extend(self.images.iter().cloned());
-        k.components.extend(self.components.iter().cloned());
-    }
-}
-
-/// Flux's `commonMetadata`: labels and annotations on every object's metadata (not in selectors
-/// or templates).
-pub fn add_common_metadata(objects: &mut [Object], labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, String>) {
-    for object in objects.iter_mut() {
-        for (field, pairs) in [("labels", labels), ("annotations", annotations)] {
-            if pairs.is_empty() {
-                continue;
-            }
-            let Some(map) = object.as_object_mut() else { continue };
-            let metadata = map.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
-            let Some(metadata) = metadata.as_object_mut() else { continue };
-            let entry = metadata.entry(field).or_insert_with(|| Value::Object(Default::default()));
-            if !entry.is_object() {
-                *entry = Value::Object(Default::default());
-            }
-            if let Some(entry) = entry.as_object_mut() {
-                for (k, v) in pairs {
-                    entry.insert(k.clone(), Value::String(v.clone()));
-                }
-            }
-        }
-    }
 }
 
 /// Which files a kustomization may read, beside the build root that always bounds a build.
@@ -196,19 +139,33 @@ pub fn build(root: &Path, dir: &Path, options: &BuildOptions) -> Result<Vec<Obje
 
 /// [`build`] with a choice of load restrictions (Flux builds with [`LoadRestrictions::BuildRoot`]).
 pub fn build_with_restrictions(root: &Path, dir: &Path, options: &BuildOptions, restrictions: LoadRestrictions) -> Result<Vec<Object>, Error> {
+    let _budget = limits::Budget::install();
     let (mut builder, dir) = Builder::start(root, dir, options, restrictions)?;
-    let (file, mut kustomization) = load(&dir)?;
-    options.overlay.merge_into(&mut kustomization);
+    let (file, kustomization) = builder.load(&dir)?;
     builder.build_root(&dir, &file, kustomization)
 }
 
-/// Builds a directory without a kustomization file the way Flux does: as if it had one listing
-/// its Kubernetes YAML files and the subdirectories that have a kustomization file.
-pub fn build_generated(root: &Path, dir: &Path, options: &BuildOptions) -> Result<Vec<Object>, Error> {
-    let (mut builder, dir) = Builder::start(root, dir, options, LoadRestrictions::BuildRoot)?;
-    let mut kustomization = generate_kustomization(&dir)?;
-    options.overlay.merge_into(&mut kustomization);
-    let file = dir.join("kustomization.yaml");
+/// Reads the kustomization file of a folder inside the build root, refusing one that leads out
+/// of the root (a symlink) before anything of it is read or quoted.
+pub type RootLoader<'a> = &'a dyn Fn(&Path) -> Result<(PathBuf, Kustomization), Error>;
+
+/// Builds `dir` from the root kustomization `root_kustomization` gives for it (its file and
+/// content), called with `dir` canonical and checked to be inside `root`, and with the build's
+/// own loader for reading kustomization files safely: for callers that edit the root
+/// kustomization before the build or generate one (Flux's controller).
+pub fn build_kustomization(
+    root: &Path,
+    dir: &Path,
+    options: &BuildOptions,
+    restrictions: LoadRestrictions,
+    root_kustomization: impl FnOnce(&Path, RootLoader) -> Result<(PathBuf, Kustomization), Error>,
+) -> Result<Vec<Object>, Error> {
+    let _budget = limits::Budget::install();
+    let (mut builder, dir) = Builder::start(root, dir, options, restrictions)?;
+    let (file, kustomization) = {
+        let loader = |d: &Path| builder.load(d);
+        root_kustomization(&dir, &loader)?
+    };
     builder.build_root(&dir, &file, kustomization)
 }
 
@@ -217,58 +174,78 @@ pub fn has_kustomization(dir: &Path) -> bool {
     file::FILE_NAMES.iter().any(|n| dir.join(n).is_file())
 }
 
-/// Whether a YAML file holds Kubernetes objects (every document has `apiVersion` and `kind`).
-/// Whether a YAML file holds Kubernetes objects. A file that is not valid YAML is an error, as in
-/// Flux ("failed to decode Kubernetes YAML"): skipping it would apply a commit with a broken file
-/// as if the file were not there.
-fn is_kubernetes_yaml(path: &Path) -> Result<bool, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-    let objects = yaml::parse_objects(&text, path)?;
-    Ok(!objects.is_empty() && objects.iter().all(|o| !object::kind(o).is_empty() && !object::api_version(o).is_empty()))
+/// What an entry of `resources` or `components` names.
+enum Entry {
+    Local(PathBuf),
+    Remote(remote::RepoSpec),
 }
 
-/// The kustomization Flux generates for a directory without one: its Kubernetes YAML files,
-/// recursively, and the subdirectories that have a kustomization of their own.
-pub fn generate_kustomization(dir: &Path) -> Result<Kustomization, Error> {
-    fn scan(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Error> {
-        let mut entries: Vec<PathBuf> =
-            std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        entries.sort();
-        for path in entries {
-            let meta = std::fs::symlink_metadata(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-            if meta.file_type().is_symlink() {
-                // Links could point anywhere: not followed.
-                continue;
+/// `path` with `.` and `..` resolved without the file system.
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                normal.pop();
             }
-            let relative = path.strip_prefix(base).unwrap_or(&path).to_string_lossy().into_owned();
-            if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
-                continue;
-            }
-            if meta.is_dir() {
-                if has_kustomization(&path) {
-                    out.push(relative);
-                } else {
-                    scan(base, &path, out)?;
-                }
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") && is_kubernetes_yaml(&path)? {
-                out.push(relative);
-            }
+            other => normal.push(other),
         }
-        Ok(())
     }
-    let mut resources = Vec::new();
-    scan(dir, dir, &mut resources)?;
-    Ok(Kustomization { resources, ..Kustomization::default() })
-}
-
-fn load(dir: &Path) -> Result<(PathBuf, Kustomization), Error> {
-    let file = file::FILE_NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| Error::NoKustomization { dir: dir.to_owned() })?;
-    let text = std::fs::read_to_string(&file).map_err(|source| Error::Io { path: file.clone(), source })?;
-    let kustomization = yaml::parse_kustomization(&text, &file)?;
-    Ok((file, kustomization))
+    normal
 }
 
 impl Builder<'_> {
+    /// The kustomization file of `dir` (which is inside the root), read only when it is inside
+    /// the root itself: a kustomization file may be a symlink, and one leading out of the root is
+    /// refused before anything of it is read or quoted.
+    fn load(&self, dir: &Path) -> Result<(PathBuf, Kustomization), Error> {
+        let mut found = None;
+        for name in file::FILE_NAMES {
+            if let Some(path) = self.locate(&dir.join(name))? {
+                if path.is_file() {
+                    found = Some(path);
+                    break;
+                }
+            }
+        }
+        let file = found.ok_or_else(|| Error::NoKustomization { dir: dir.to_owned() })?;
+        let text = std::fs::read_to_string(&file).map_err(|source| Error::Io { path: file.clone(), source })?;
+        let kustomization = yaml::parse_kustomization(&text, &file)?;
+        Ok((file, kustomization))
+    }
+
+    /// Where `path` leads: `Some` canonical path inside the root, or `None` when nothing is
+    /// there; refused when it leads out of the root. A missing path is judged like an existing
+    /// one (by its deepest existing ancestor, `..` resolved lexically), so that the errors never
+    /// tell whether a file outside the root exists.
+    fn locate(&self, path: &Path) -> Result<Option<PathBuf>, Error> {
+        let escape = || Error::PathEscape { path: path.to_owned(), root: self.root.clone() };
+        let normal = lexically_normal(path);
+        if !normal.starts_with(&self.root) {
+            return Err(escape());
+        }
+        match normal.canonicalize() {
+            Ok(canonical) if canonical.starts_with(&self.root) => return Ok(Some(canonical)),
+            Ok(_) => return Err(escape()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { path: path.to_owned(), source: e }),
+            Err(_) => {}
+        }
+        // Missing: its deepest existing ancestor must be inside the root, and the first missing
+        // part no dangling symlink (its target, wherever it is, stays unknown).
+        let mut missing = normal.as_path();
+        while let Some(parent) = missing.parent() {
+            match parent.canonicalize() {
+                Ok(canonical) if canonical.starts_with(&self.root) => {
+                    return if std::fs::symlink_metadata(missing).is_ok() { Err(escape()) } else { Ok(None) };
+                }
+                Ok(_) => return Err(escape()),
+                Err(_) => missing = parent,
+            }
+        }
+        Err(escape())
+    }
+
     fn start<'a>(root: &Path, dir: &Path, options: &'a BuildOptions, restrictions: LoadRestrictions) -> Result<(Builder<'a>, PathBuf), Error> {
         let root = root.canonicalize().map_err(|source| Error::Io { path: root.to_owned(), source })?;
         let builder = Builder { root, options, restrictions, stack: Vec::new(),
@@ -326,10 +303,7 @@ impl Builder<'_> {
 
     /// A file named in a kustomization, relative to its directory.
     fn read(&self, dir: &Path, relative: &str) -> Result<(PathBuf, Vec<u8>), Error> {
-        let path = dir.join(relative);
-        if !path.exists() {
-            return Err(Error::MissingResource { entry: relative.to_owned(), dir: dir.to_owned() });
-        }
+        let path = self.locate(&dir.join(relative))?.ok_or_else(|| Error::MissingResource { entry: relative.to_owned(), dir: dir.to_owned() })?;
         let path = self.file_inside(dir, &path)?;
         let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
         Ok((path, bytes))
@@ -342,7 +316,7 @@ impl Builder<'_> {
     }
 
     fn build_dir(&mut self, dir: &Path) -> Result<Vec<Resource>, Error> {
-        let (file, kustomization) = load(dir)?;
+        let (file, kustomization) = self.load(dir)?;
         if kustomization.kind.as_deref() == Some("Component") {
             return Err(Error::Component { file, message: "a Component can only be used in 'components', not in 'resources'".into() });
         }
@@ -363,6 +337,12 @@ impl Builder<'_> {
         }
         if self.stack.iter().any(|d| d == dir) {
             return Err(Error::Cycle { dir: dir.to_owned() });
+        }
+        if self.stack.len() >= limits::MAX_NESTING {
+            return Err(Error::InvalidKustomization {
+                file: file.to_owned(),
+                message: format!("kustomizations nest more than {} levels deep (a base of a base of ...)", limits::MAX_NESTING),
+            });
         }
         if let Some(settings) = &k.openapi {
             self.choose_schema(dir, file, settings)?;
@@ -400,7 +380,7 @@ impl Builder<'_> {
 
     /// A component: it transforms what its parent accumulated so far.
     fn accumulate_component(&mut self, component_dir: &Path, resources: Vec<Resource>) -> Result<Vec<Resource>, Error> {
-        let (component_file, component_k) = load(component_dir)?;
+        let (component_file, component_k) = self.load(component_dir)?;
         if component_k.kind.as_deref() != Some("Component") {
             return Err(Error::Component { file: component_file, message: "a kustomization listed in 'components' must have 'kind: Component'".into() });
         }
@@ -408,6 +388,18 @@ impl Builder<'_> {
         let result = self.accumulate(component_dir, &component_file, &component_k, resources, true);
         self.stack.pop();
         result
+    }
+
+    /// What a `resources` or `components` entry of the kustomization in `dir` names: a local
+    /// file or folder (inside the root), else a remote base.
+    fn entry(&self, dir: &Path, entry: &str) -> Result<Entry, Error> {
+        if let Some(path) = self.locate(&dir.join(entry))? {
+            return Ok(Entry::Local(path));
+        }
+        match self.remote_spec(entry)? {
+            Some(spec) => Ok(Entry::Remote(spec)),
+            None => Err(Error::MissingResource { entry: entry.to_owned(), dir: dir.to_owned() }),
+        }
     }
 
     /// The remote base an entry that is not a local path names, if it names one; an error when
@@ -468,13 +460,12 @@ impl Builder<'_> {
         }
     }
 
-    /// Adds resources, refusing a second object with the same id.
-    fn append(resources: &mut Vec<Resource>, found: Vec<Resource>) -> Result<(), Error> {
-        let existing: Vec<Id> = resources.iter().map(Resource::id).collect();
-        let mut seen: std::collections::HashSet<(&str, &str, &str, &str)> = existing.iter().map(Id::object_key).collect();
-        let found_ids: Vec<Id> = found.iter().map(Resource::id).collect();
-        for id in &found_ids {
-            if !seen.insert(id.object_key()) {
+    /// Adds resources, refusing a second object with the same id. `seen` holds the ids of
+    /// `resources`, kept along so that adding many files stays linear.
+    fn append(resources: &mut Vec<Resource>, seen: &mut std::collections::HashSet<ObjectKey>, found: Vec<Resource>) -> Result<(), Error> {
+        for resource in &found {
+            let id = resource.id();
+            if !seen.insert(ObjectKey::of(&id)) {
                 return Err(Error::DuplicateId { id: id.to_string() });
             }
         }
@@ -485,19 +476,16 @@ impl Builder<'_> {
     /// kustomize's accumulation of one kustomization, on top of `resources` (non-empty for a
     /// component, which transforms what its parent accumulated so far).
     fn accumulate(&mut self, dir: &Path, file: &Path, k: &Kustomization, mut resources: Vec<Resource>, component: bool) -> Result<Vec<Resource>, Error> {
+        let mut seen: std::collections::HashSet<ObjectKey> = resources.iter().map(|r| ObjectKey::of(&r.id())).collect();
         for entry in k.resources.iter().chain(k.bases.iter()) {
-            let path = dir.join(entry);
-            if !path.exists()
-                && let Some(spec) = self.remote_spec(entry)?
-            {
-                let found = self.with_remote(&spec, entry, |builder, base_dir| builder.build_dir(base_dir))?;
-                Self::append(&mut resources, found)?;
-                continue;
-            }
-            if !path.exists() {
-                return Err(Error::MissingResource { entry: entry.clone(), dir: dir.to_owned() });
-            }
-            let path = self.inside_root(&path)?;
+            let path = match self.entry(dir, entry)? {
+                Entry::Local(path) => path,
+                Entry::Remote(spec) => {
+                    let found = self.with_remote(&spec, entry, |builder, base_dir| builder.build_dir(base_dir))?;
+                    Self::append(&mut resources, &mut seen, found)?;
+                    continue;
+                }
+            };
             let found = if path.is_dir() {
                 self.locations.push(self.location().join(entry));
                 let built = self.build_dir(&path);
@@ -526,7 +514,7 @@ impl Builder<'_> {
                 }
                 found
             };
-            Self::append(&mut resources, found)?;
+            Self::append(&mut resources, &mut seen, found)?;
         }
         for entry in &k.configurations {
             let (path, text) = self.read_text(dir, entry)?;
@@ -538,18 +526,14 @@ impl Builder<'_> {
         }
         self.generate(dir, file, k, &mut resources)?;
         for entry in &k.components {
-            let path = dir.join(entry);
-            if !path.exists()
-                && let Some(spec) = self.remote_spec(entry)?
-            {
-                let accumulated = std::mem::take(&mut resources);
-                resources = self.with_remote(&spec, entry, |builder, component_dir| builder.accumulate_component(component_dir, accumulated))?;
-                continue;
-            }
-            if !path.exists() {
-                return Err(Error::MissingResource { entry: entry.clone(), dir: dir.to_owned() });
-            }
-            let component_dir = self.inside_root(&path)?;
+            let component_dir = match self.entry(dir, entry)? {
+                Entry::Local(path) => path,
+                Entry::Remote(spec) => {
+                    let accumulated = std::mem::take(&mut resources);
+                    resources = self.with_remote(&spec, entry, |builder, component_dir| builder.accumulate_component(component_dir, accumulated))?;
+                    continue;
+                }
+            };
             self.locations.push(self.location().join(entry));
             let result = self.accumulate_component(&component_dir, std::mem::take(&mut resources));
             self.locations.pop();
@@ -577,8 +561,7 @@ impl Builder<'_> {
             let (source, text) = if inline {
                 (file.to_owned(), entry.clone())
             } else {
-                let path = dir.join(entry);
-                if path.is_dir() {
+                if self.locate(&dir.join(entry))?.is_some_and(|path| path.is_dir()) {
                     return Err(Error::Plugin {
                         file: file.to_owned(),
                         message: format!(
@@ -685,9 +668,12 @@ impl Builder<'_> {
             }
             let mut applied = false;
             let patch_id = Id::of(&document);
+            if let Some(target) = &patch.target {
+                patch::check_patterns(target).map_err(|e| patch_error(e.to_string()))?;
+            }
             for resource in resources.iter_mut().filter(|r| !r.object.is_null()) {
                 let selected = match &patch.target {
-                    Some(target) => patch::selects_patch_target(target, resource),
+                    Some(target) => patch::selects_patch_target(target, resource).map_err(|e| patch_error(e.to_string()))?,
                     None => resource.matches_any_id(&patch_id),
                 };
                 if !selected {
@@ -698,7 +684,8 @@ impl Builder<'_> {
                     json6902_like_kustomize(&mut resource.object, &document).map_err(|e| patch_error(format!("{e} (in {})", resource.id())))?;
                 } else {
                     let schema = self.schema.get_or_init(|| None).as_ref();
-                    patch::strategic_merge_with_schema(&mut resource.object, &without_identity(&document), schema);
+                    patch::strategic_merge_with_schema(&mut resource.object, &without_identity(&document), schema)
+                        .map_err(|e| patch_error(format!("{e} (in {})", resource.id())))?;
                     // With `allowNameChange` / `allowKindChange`, the patch's name and kind win.
                     let allowed = |option: &str| patch.options.as_ref().is_some_and(|o| o.get(option).copied().unwrap_or(false));
                     if allowed("allowNameChange") && !patch_id.name.is_empty() && patch_id.name != object::name(&resource.object) {
@@ -791,7 +778,7 @@ impl Builder<'_> {
             self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("ReplicaCountTransformer"));
         }
         for image in &k.images {
-            transform::set_images(&mut resources, std::slice::from_ref(image), &self.config.images);
+            transform::set_images(&mut resources, std::slice::from_ref(image), &self.config.images).map_err(|message| Error::Images { file: file.to_owned(), message })?;
             self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("ImageTagTransformer"));
         }
         if !k.replacements.is_empty() {
@@ -813,7 +800,7 @@ impl Builder<'_> {
                 }
                 builtin::BuiltinTransformer::PrefixSuffix { prefix, suffix } => transform::add_prefix_suffix(&mut resources, &prefix, &suffix),
                 builtin::BuiltinTransformer::Image { image, specs } => {
-                    transform::set_images(&mut resources, std::slice::from_ref(&image), &specs);
+                    transform::set_images(&mut resources, std::slice::from_ref(&image), &specs).map_err(|message| Error::Images { file: file.to_owned(), message })?;
                 }
                 builtin::BuiltinTransformer::Replicas { replica, specs } => {
                     let specs = if specs.is_empty() { fieldspec::REPLICA_SPECS.clone() } else { specs };
@@ -848,7 +835,7 @@ fn json6902_like_kustomize(object: &mut Value, operations: &Value) -> Result<(),
     if metadata_without_annotations && let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         metadata.insert("annotations".into(), Value::Object(Default::default()));
     }
-    let result = patch::json6902(object, operations);
+    let result = json6902::apply(object, operations);
     if metadata_without_annotations
         && let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut)
         && metadata.get("annotations").and_then(Value::as_object).is_some_and(|a| a.is_empty())
@@ -921,52 +908,6 @@ mod tests {
     const CONFIG_MAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n";
 
     #[test]
-    fn flux_overlay_merges_into_the_root_kustomization() {
-        let dir = tree(&[
-            ("kustomization.yaml", "resources: [cm.yaml, d.yaml]\nnamespace: original\nnamePrefix: a-\n"),
-            ("cm.yaml", CONFIG_MAP),
-            (
-                "d.yaml",
-                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    spec:\n      containers: [{name: c, image: app}]\n",
-            ),
-        ]);
-        let overlay = Overlay {
-            namespace: Some("flux".into()),
-            name_suffix: Some("-s".into()),
-            images: vec![file::Image { name: "app".into(), new_tag: Some("v2".into()), ..file::Image::default() }],
-            patches: vec![file::Patch {
-                patch: Some(r#"[{"op": "add", "path": "/data", "value": {"a": "b"}}]"#.into()),
-                target: Some(file::Selector { kind: Some("ConfigMap".into()), ..file::Selector::default() }),
-                ..file::Patch::default()
-            }],
-            ..Overlay::default()
-        };
-        let objects = build(dir.path(), dir.path(), &BuildOptions { enable_remote: false, overlay }).expect("builds");
-        assert_eq!(objects[0]["metadata"], json!({"name": "a-cm-s", "namespace": "flux"}));
-        assert_eq!(objects[0]["data"], json!({"a": "b"}));
-        assert_eq!(objects[1]["spec"]["template"]["spec"]["containers"][0]["image"], "app:v2");
-    }
-
-    #[test]
-    fn directories_without_a_kustomization_are_generated_like_flux() {
-        let dir = tree(&[
-            ("cm.yaml", CONFIG_MAP),
-            ("notes.yaml", "just: some config\n"),
-            ("sub/more.yml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n"),
-            ("app/kustomization.yaml", "resources: [x.yaml]\n"),
-            ("app/x.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n"),
-            (".hidden/y.yaml", CONFIG_MAP),
-        ]);
-        let error = build(dir.path(), dir.path(), &BuildOptions::default()).expect_err("no kustomization file");
-        assert!(error.to_string().contains("no kustomization file found"), "{error}");
-        let generated = generate_kustomization(dir.path()).expect("generates");
-        assert_eq!(generated.resources, vec!["app", "cm.yaml", "sub/more.yml"]);
-        let objects = build_generated(dir.path(), dir.path(), &BuildOptions::default()).expect("builds");
-        let kinds: Vec<&str> = objects.iter().map(object::kind).collect();
-        assert_eq!(kinds, vec!["ConfigMap", "Secret", "Service"]);
-    }
-
-    #[test]
     fn out_of_scope_fields_and_remote_resources_are_refused_by_name() {
         for (field, text) in [
             ("external plugin", "transformers:\n- |\n  apiVersion: example.com/v1\n  kind: Sed\n  metadata: {name: x}\n"),
@@ -982,7 +923,7 @@ mod tests {
         let error = build(dir.path(), dir.path(), &BuildOptions::default()).expect_err("refused");
         assert!(error.to_string().contains("not enabled"), "{error}");
         let dir = tree(&[("kustomization.yaml", "resources: [https://example.com/manifests/app.yaml]\n")]);
-        let error = build(dir.path(), dir.path(), &BuildOptions { enable_remote: true, ..BuildOptions::default() }).expect_err("refused");
+        let error = build(dir.path(), dir.path(), &BuildOptions { enable_remote: true }).expect_err("refused");
         assert!(error.to_string().contains("single files over HTTP"), "{error}");
     }
 
@@ -1012,17 +953,6 @@ mod tests {
         assert!(build(dir.path(), &app, &BuildOptions::default()).is_err());
         let objects = build_with_restrictions(dir.path(), &app, &BuildOptions::default(), LoadRestrictions::BuildRoot).expect("builds");
         assert_eq!(objects.len(), 1);
-    }
-
-    #[test]
-    fn common_metadata_goes_on_metadata_only() {
-        let mut objects =
-            vec![json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "b"}}}})];
-        let labels = BTreeMap::from([("team".to_owned(), "x".to_owned())]);
-        add_common_metadata(&mut objects, &labels, &BTreeMap::new());
-        assert_eq!(objects[0]["metadata"]["labels"], json!({"team": "x"}));
-        assert_eq!(objects[0]["spec"]["selector"]["matchLabels"], json!({"a": "b"}));
-        assert!(objects[0]["metadata"].get("annotations").is_none());
     }
 
     #[test]

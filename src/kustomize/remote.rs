@@ -1,17 +1,19 @@
 //! Remote bases: kustomize's git URLs in `resources` and `components`
 //! (`https://host/org/repo//path?ref=v1`, `github.com/org/repo/path?ref=v1`,
 //! `git@host:org/repo//path`, `ssh://git@host/org/repo`, `file:///srv/repo.git//path`), parsed
-//! as kustomize v5.5 parses them and cloned shallowly with libgit2 into a temporary folder,
-//! which becomes the build root of that base.
+//! as kustomize v5.5 parses them and cloned shallowly into a temporary folder, which becomes the
+//! build root of that base. The clone is the source controller's Git session
+//! ([`crate::source::git::clone_remote_base`]): its own deadline (`?timeout=`, at most
+//! [`crate::source::git::remote::MAX_REMOTE_BASE_TIMEOUT`]), size limits, host checks and
+//! scrubbed errors. Unlike kustomize, submodules are fetched only with `?submodules=true`.
 //!
 //! Single files over HTTP (`https://host/raw/deploy.yaml`) are not fetched: they are refused with
 //! an error naming the git URL form to use instead.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use git2::build::CheckoutBuilder;
-use git2::{Cred, CredentialType, Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
+use crate::source::git::{CloneOptions, clone_remote_base};
 
 /// kustomize's default for `?timeout=`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(27);
@@ -25,7 +27,9 @@ pub struct RepoSpec {
     pub root_path: String,
     /// `?ref=` (or `?version=`): a branch, tag or commit; empty for the remote's HEAD.
     pub reference: String,
+    /// `?timeout=`, capped (see [`CloneOptions::new`]).
     pub timeout: Duration,
+    /// `?submodules=true`; off by default (kustomize's default is on).
     pub submodules: bool,
 }
 
@@ -59,7 +63,7 @@ fn parse_query(query: &str) -> (String, Duration, bool) {
     let mut reference = String::new();
     let mut version = String::new();
     let mut timeout = DEFAULT_TIMEOUT;
-    let mut submodules = true;
+    let mut submodules = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
@@ -82,7 +86,7 @@ fn parse_query(query: &str) -> (String, Duration, bool) {
     if !version.is_empty() {
         reference = version;
     }
-    (reference, timeout, submodules)
+    (reference, timeout.min(crate::source::git::remote::MAX_REMOTE_BASE_TIMEOUT), submodules)
 }
 
 /// Seconds (`30`) or a Go duration of one unit (`1m`, `90s`, `500ms`).
@@ -174,100 +178,13 @@ fn split_path(path: &str, file: bool) -> Result<(String, String), String> {
     Ok((format!("{org}/{repo}"), segments.next().unwrap_or("").to_owned()))
 }
 
-/// Clones the spec's ref, depth 1, into the empty folder `into` (with submodules unless
-/// `?submodules=false`), within the spec's timeout.
+/// Clones the spec's ref, depth 1, into the empty folder `into` (with submodules only for
+/// `?submodules=true`), within the spec's timeout and the remote-base size limits.
 pub fn clone(spec: &RepoSpec, into: &Path) -> Result<(), String> {
-    let deadline = Instant::now() + spec.timeout;
-    let repo = Repository::init(into).map_err(|e| format!("creating a repository: {}", e.message()))?;
-    if let Ok(mut config) = repo.config() {
-        let _ = config.set_bool("core.autocrlf", false);
-    }
-    let mut remote = repo.remote_anonymous(&spec.clone_url).map_err(|e| e.message().to_owned())?;
-    let advertised: Vec<(String, Oid)> = {
-        let connection = remote.connect_auth(Direction::Fetch, Some(callbacks(deadline)), None).map_err(|e| e.message().to_owned())?;
-        connection.list().map_err(|e| e.message().to_owned())?.iter().map(|head| (head.name().to_owned(), head.oid())).collect()
-    };
-    let wanted = choose_ref(&advertised, &spec.reference)
-        .ok_or_else(|| if spec.reference.is_empty() { "the repository has no HEAD".to_owned() } else { format!("ref '{}' not found", spec.reference) })?;
-    let local = "refs/kustomize/fetched";
-    let refspec = format!("+{wanted}:{local}");
-    let fetch = |depth: Option<i32>, remote: &mut git2::Remote| {
-        let mut options = FetchOptions::new();
-        options.remote_callbacks(callbacks(deadline));
-        if let Some(depth) = depth {
-            options.depth(depth);
-        }
-        remote.fetch(&[refspec.as_str()], Some(&mut options), None)
-    };
-    // Shallow where the transport allows it; some (local ones) do not.
-    if let Err(shallow_error) = fetch(Some(1), &mut remote) {
-        if Instant::now() >= deadline {
-            return Err(format!("timed out after {:?}", spec.timeout));
-        }
-        fetch(None, &mut remote).map_err(|e| format!("fetching '{wanted}': {} (shallow: {})", e.message(), shallow_error.message()))?;
-    }
-    let commit = repo.find_reference(local).and_then(|r| r.peel_to_commit()).map_err(|e| format!("fetched '{wanted}': {}", e.message()))?;
-    repo.set_head_detached(commit.id()).map_err(|e| e.message().to_owned())?;
-    let mut checkout = CheckoutBuilder::new();
-    checkout.force();
-    repo.checkout_tree(commit.as_object(), Some(&mut checkout)).map_err(|e| format!("checking out: {}", e.message()))?;
-    if spec.submodules {
-        update_submodules(&repo, deadline, 0)?;
-    }
-    Ok(())
-}
-
-/// The advertised ref to fetch for `reference`: HEAD when empty, else a full ref name, a branch,
-/// a tag or a full commit id (as `git fetch origin <ref>` takes them).
-fn choose_ref(advertised: &[(String, Oid)], reference: &str) -> Option<String> {
-    let has = |name: &str| advertised.iter().any(|(n, _)| n == name);
-    if reference.is_empty() {
-        return has("HEAD").then(|| "HEAD".to_owned());
-    }
-    let candidates = [reference.to_owned(), format!("refs/heads/{reference}"), format!("refs/tags/{reference}")];
-    if let Some(found) = candidates.into_iter().find(|c| c.starts_with("refs/") && has(c)) {
-        return Some(found);
-    }
-    // A commit id: fetched by id (servers allow it for advertised tips, local ones for any).
-    (reference.len() == 40 && reference.chars().all(|c| c.is_ascii_hexdigit())).then(|| reference.to_ascii_lowercase())
-}
-
-fn callbacks<'a>(deadline: Instant) -> RemoteCallbacks<'a> {
-    let mut callbacks = RemoteCallbacks::new();
-    let mut credential_attempts = 0;
-    callbacks.credentials(move |_url, username, allowed| {
-        credential_attempts += 1;
-        if credential_attempts > 3 || Instant::now() >= deadline {
-            return Err(git2::Error::from_str("authentication failed (ferroflux uses the SSH agent or no credentials for remote bases)"));
-        }
-        if allowed.contains(CredentialType::USERNAME) {
-            return Cred::username(username.unwrap_or("git"));
-        }
-        if allowed.contains(CredentialType::SSH_KEY) {
-            return Cred::ssh_key_from_agent(username.unwrap_or("git"));
-        }
-        Cred::default()
-    });
-    callbacks.transfer_progress(move |_| Instant::now() < deadline);
-    callbacks.sideband_progress(move |_| Instant::now() < deadline);
-    callbacks
-}
-
-fn update_submodules(repo: &Repository, deadline: Instant, depth: usize) -> Result<(), String> {
-    if depth > 8 {
-        return Err("submodules nested too deep".into());
-    }
-    for mut submodule in repo.submodules().map_err(|e| e.message().to_owned())? {
-        let mut options = git2::SubmoduleUpdateOptions::new();
-        let mut fetch = FetchOptions::new();
-        fetch.remote_callbacks(callbacks(deadline));
-        options.fetch(fetch);
-        let name = submodule.name().unwrap_or("").to_owned();
-        submodule.update(true, Some(&mut options)).map_err(|e| format!("submodule '{name}': {}", e.message()))?;
-        let inner = submodule.open().map_err(|e| format!("submodule '{name}': {}", e.message()))?;
-        update_submodules(&inner, deadline, depth + 1)?;
-    }
-    Ok(())
+    let options = CloneOptions::new(spec.timeout, spec.submodules);
+    clone_remote_base(&spec.clone_url, &spec.reference, &options, into)
+        .map(|_commit| ())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -295,6 +212,10 @@ mod tests {
         }
         let timeouts = parse("https://h/o/r?timeout=2m&submodules=0").expect("parses");
         assert_eq!((timeouts.timeout, timeouts.submodules), (Duration::from_secs(120), false));
+        // Submodules only when asked; `?timeout=` capped.
+        assert!(!parse("https://h/o/r").expect("parses").submodules);
+        assert!(parse("https://h/o/r?submodules=true").expect("parses").submodules);
+        assert_eq!(parse("https://h/o/r?timeout=1000h").expect("parses").timeout, crate::source::git::remote::MAX_REMOTE_BASE_TIMEOUT);
         assert_eq!(parse("https://h/o/r?timeout=10").expect("parses").timeout, Duration::from_secs(10));
         assert_eq!(parse("https://h/o/r?timeout=junk").expect("parses").timeout, DEFAULT_TIMEOUT);
     }

@@ -6,6 +6,7 @@
 //! (mtime 0, uid/gid 0, no user or group names, mode 0644 or 0755) and entries sorted by path,
 //! so the same tree always gives the same bytes and digest.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -80,19 +81,20 @@ pub const DEFAULT_PATTERNS: &[&str] = &[
     "**/.flux.yaml",
 ];
 
-/// One source of patterns, anchored at a directory of the tree.
-struct DomainMatcher {
-    /// Relative to the tree root; empty for the root.
-    domain: PathBuf,
-    matcher: Gitignore,
-}
-
 /// Ignore rules for one tree, with Flux's precedence: later sources win (VCS patterns, then
 /// the defaults, then `.sourceignore` files from the root down, then `spec.ignore`), and as in
 /// Flux any `.sourceignore` file or a set `spec.ignore` replaces the defaults (but never the
 /// VCS patterns). A path is matched with its parent directories, like Flux's matcher.
+///
+/// Only the `.sourceignore` files of a path's own folders can apply to it, so they are found by
+/// folder (one lookup per level) rather than tried one after another: a tree with a
+/// `.sourceignore` in each of 10,000 folders would otherwise cost files × folders matches.
 pub struct IgnoreRules {
-    sources: Vec<DomainMatcher>,
+    /// VCS patterns, then the defaults when they apply; anchored at the root.
+    base: Vec<Gitignore>,
+    /// `.sourceignore` files by the folder (relative to the root) that holds them.
+    by_folder: HashMap<PathBuf, Gitignore>,
+    spec: Option<Gitignore>,
     has_negations: bool,
 }
 
@@ -101,56 +103,75 @@ impl IgnoreRules {
     /// `spec.ignore`, `None` when unset).
     pub fn load(root: &Path, spec_ignore: Option<&str>) -> Result<Self, ArtifactError> {
         let mut file_sources = Vec::new();
-        collect_sourceignore_files(root, Path::new(""), &mut file_sources)?;
-        let mut sources = vec![build_matcher(
+        collect_sourceignore_files(root, Path::new(""), 0, &mut file_sources)?;
+        let mut base = vec![build_matcher(
             root,
             Path::new(""),
             VCS_PATTERNS.iter().copied(),
             "VCS defaults",
         )?];
         if file_sources.is_empty() && spec_ignore.is_none() {
-            sources.push(build_matcher(
+            base.push(build_matcher(
                 root,
                 Path::new(""),
                 DEFAULT_PATTERNS.iter().copied(),
                 "defaults",
             )?);
         }
-        for (domain, content) in &file_sources {
-            let origin = domain.join(SOURCE_IGNORE_FILE).display().to_string();
-            sources.push(build_matcher(root, domain, content.lines(), &origin)?);
+        let mut by_folder = HashMap::new();
+        for (folder, content) in &file_sources {
+            let origin = folder.join(SOURCE_IGNORE_FILE).display().to_string();
+            let matcher = build_matcher(root, folder, content.lines(), &origin)?;
+            by_folder.insert(folder.clone(), matcher);
         }
-        if let Some(spec) = spec_ignore {
-            sources.push(build_matcher(
-                root,
-                Path::new(""),
-                spec.lines(),
-                "spec.ignore",
-            )?);
-        }
-        let has_negations = sources.iter().any(|s| s.matcher.num_whitelists() > 0);
+        let spec = spec_ignore
+            .map(|spec| build_matcher(root, Path::new(""), spec.lines(), "spec.ignore"))
+            .transpose()?;
+        let has_negations = base
+            .iter()
+            .chain(by_folder.values())
+            .chain(spec.iter())
+            .any(|m| m.num_whitelists() > 0);
         Ok(IgnoreRules {
-            sources,
+            base,
+            by_folder,
+            spec,
             has_negations,
         })
     }
 
     /// Whether `relative` (a path inside the tree, `/`-separated components) is excluded.
     pub fn is_ignored(&self, relative: &Path, is_dir: bool) -> bool {
-        for source in self.sources.iter().rev() {
-            let Ok(inside) = relative.strip_prefix(&source.domain) else {
+        if relative.as_os_str().is_empty() {
+            return false;
+        }
+        let verdict = |matcher: &Gitignore, inside: &Path| {
+            match matcher.matched_path_or_any_parents(inside, is_dir) {
+                Match::Ignore(_) => Some(true),
+                Match::Whitelist(_) => Some(false),
+                Match::None => None,
+            }
+        };
+        if let Some(verdict) = self.spec.as_ref().and_then(|m| verdict(m, relative)) {
+            return verdict;
+        }
+        // The deepest folder's `.sourceignore` first: it came last in Flux's order.
+        for folder in relative.ancestors().skip(1) {
+            let Some(matcher) = self.by_folder.get(folder) else {
                 continue;
             };
-            if inside.as_os_str().is_empty() {
+            let Ok(inside) = relative.strip_prefix(folder) else {
                 continue;
-            }
-            match source.matcher.matched_path_or_any_parents(inside, is_dir) {
-                Match::Ignore(_) => return true,
-                Match::Whitelist(_) => return false,
-                Match::None => {}
+            };
+            if let Some(verdict) = verdict(matcher, inside) {
+                return verdict;
             }
         }
-        false
+        self.base
+            .iter()
+            .rev()
+            .find_map(|m| verdict(m, relative))
+            .unwrap_or(false)
     }
 }
 
@@ -159,7 +180,7 @@ fn build_matcher<'a>(
     domain: &Path,
     lines: impl Iterator<Item = &'a str>,
     origin: &str,
-) -> Result<DomainMatcher, ArtifactError> {
+) -> Result<Gitignore, ArtifactError> {
     let mut builder = GitignoreBuilder::new(root.join(domain));
     for line in lines {
         builder
@@ -169,13 +190,9 @@ fn build_matcher<'a>(
                 message: e.to_string(),
             })?;
     }
-    let matcher = builder.build().map_err(|e| ArtifactError::IgnorePattern {
+    builder.build().map_err(|e| ArtifactError::IgnorePattern {
         origin: origin.to_owned(),
         message: e.to_string(),
-    })?;
-    Ok(DomainMatcher {
-        domain: domain.to_path_buf(),
-        matcher,
     })
 }
 
@@ -183,8 +200,16 @@ fn build_matcher<'a>(
 fn collect_sourceignore_files(
     root: &Path,
     relative: &Path,
+    depth: usize,
     out: &mut Vec<(PathBuf, String)>,
 ) -> Result<(), ArtifactError> {
+    // The packer refuses such trees anyway; this keeps the walk's recursion bounded.
+    if depth > TreeLimits::default().max_depth {
+        return Err(ArtifactError::LimitExceeded {
+            what: "folder levels",
+            limit: TreeLimits::default().max_depth as u64,
+        });
+    }
     let dir = root.join(relative);
     let candidate = dir.join(SOURCE_IGNORE_FILE);
     if fs::symlink_metadata(&candidate).is_ok_and(|m| m.is_file()) {
@@ -196,7 +221,7 @@ fn collect_sourceignore_files(
     }
     for (name, kind) in sorted_entries(&dir)? {
         if kind == EntryKind::Dir && name != ".git" {
-            collect_sourceignore_files(root, &relative.join(&name), out)?;
+            collect_sourceignore_files(root, &relative.join(&name), depth + 1, out)?;
         }
     }
     Ok(())
@@ -206,6 +231,7 @@ fn collect_sourceignore_files(
 enum EntryKind {
     File {
         executable: bool,
+        size: u64,
     },
     Dir,
     /// Symlinks, sockets, devices: never archived.
@@ -223,6 +249,7 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(std::ffi::OsString, EntryKind)>, Ar
         let kind = if metadata.is_file() {
             EntryKind::File {
                 executable: metadata.permissions().mode() & 0o111 != 0,
+                size: metadata.len(),
             }
         } else if metadata.is_dir() {
             EntryKind::Dir
@@ -241,11 +268,41 @@ struct PackedFile {
     executable: bool,
 }
 
+/// What [`collect_files`] has gathered so far, against the limits.
+struct Collected<'a> {
+    files: Vec<PackedFile>,
+    entries: u64,
+    bytes: u64,
+    limits: &'a TreeLimits,
+}
+
+impl Collected<'_> {
+    fn count(&mut self, relative: &Path, size: u64) -> Result<(), ArtifactError> {
+        let limits = self.limits;
+        self.entries += 1;
+        self.bytes = self.bytes.saturating_add(size);
+        let exceeded = |what: &'static str, limit: u64| Err(ArtifactError::LimitExceeded { what, limit });
+        if self.entries > limits.max_entries {
+            return exceeded("files and folders", limits.max_entries);
+        }
+        if relative.components().count() > limits.max_depth {
+            return exceeded("folder levels", limits.max_depth as u64);
+        }
+        if size > limits.max_file_bytes {
+            return exceeded("bytes in one file", limits.max_file_bytes);
+        }
+        if self.bytes > limits.max_total_bytes {
+            return exceeded("bytes in all files", limits.max_total_bytes);
+        }
+        Ok(())
+    }
+}
+
 fn collect_files(
     root: &Path,
     relative: &Path,
     rules: &IgnoreRules,
-    out: &mut Vec<PackedFile>,
+    out: &mut Collected<'_>,
 ) -> Result<(), ArtifactError> {
     for (name, kind) in sorted_entries(&root.join(relative))? {
         let path = relative.join(&name);
@@ -255,12 +312,14 @@ fn collect_files(
                 let prune =
                     name == ".git" || (!rules.has_negations && rules.is_ignored(&path, true));
                 if !prune {
+                    out.count(&path, 0)?;
                     collect_files(root, &path, rules, out)?;
                 }
             }
-            EntryKind::File { executable } => {
+            EntryKind::File { executable, size } => {
                 if !rules.is_ignored(&path, false) {
-                    out.push(PackedFile {
+                    out.count(&path, size)?;
+                    out.files.push(PackedFile {
                         relative: path,
                         executable,
                     });
@@ -282,14 +341,31 @@ pub struct PackSummary {
     pub files: u64,
 }
 
-/// Writes `root` as a deterministic `.tar.gz` to `out`.
+/// Writes `root` as a deterministic `.tar.gz` to `out`, within the default [`TreeLimits`].
 pub fn pack<W: Write>(
     root: &Path,
     rules: &IgnoreRules,
     out: W,
 ) -> Result<PackSummary, ArtifactError> {
-    let mut files = Vec::new();
-    collect_files(root, Path::new(""), rules, &mut files)?;
+    pack_within(root, rules, &TreeLimits::default(), out)
+}
+
+/// [`pack`] with other limits: a tree beyond them is refused before anything is written (what
+/// is packed can always be unpacked with the same limits).
+pub fn pack_within<W: Write>(
+    root: &Path,
+    rules: &IgnoreRules,
+    limits: &TreeLimits,
+    out: W,
+) -> Result<PackSummary, ArtifactError> {
+    let mut collected = Collected {
+        files: Vec::new(),
+        entries: 0,
+        bytes: 0,
+        limits,
+    };
+    collect_files(root, Path::new(""), rules, &mut collected)?;
+    let mut files = collected.files;
     // Sorting by full path (not per directory) gives the same order whatever the walk did.
     files.sort_by(|a, b| {
         a.relative
@@ -388,19 +464,35 @@ impl<R: Read> Read for ExactReader<R> {
     }
 }
 
-/// Bounds for [`unpack`].
+/// Bounds on a tree: what the packer packs, the unpacker unpacks and a Git checkout writes.
+/// Every byte of an artifact comes from a Git author, and the controller is shared: a tree
+/// beyond these fails cleanly instead of filling the disk or the memory of every tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnpackLimits {
-    /// Decompressed bytes of the whole tar stream (headers included): bounds gzip bombs.
-    pub max_total_bytes: u64,
+pub struct TreeLimits {
+    /// Files and folders.
     pub max_entries: u64,
+    /// The bytes of all files. [`unpack`] also bounds the decompressed tar stream (gzip bombs)
+    /// by this plus [`TAR_OVERHEAD_PER_ENTRY`] per entry.
+    pub max_total_bytes: u64,
+    pub max_file_bytes: u64,
+    /// Folder levels below the root (`a/b/c.yaml` is 3).
+    pub max_depth: usize,
 }
 
-impl Default for UnpackLimits {
+/// What a tar stream may hold beyond file contents, per entry: its header, padding, and long
+/// names (GNU or PAX records).
+pub const TAR_OVERHEAD_PER_ENTRY: u64 = 8 * 1024;
+
+/// The limits of [`unpack`] are the tree's.
+pub type UnpackLimits = TreeLimits;
+
+impl Default for TreeLimits {
     fn default() -> Self {
-        UnpackLimits {
-            max_total_bytes: 512 * 1024 * 1024,
+        TreeLimits {
             max_entries: 100_000,
+            max_total_bytes: 512 * 1024 * 1024,
+            max_file_bytes: 128 * 1024 * 1024,
+            max_depth: 64,
         }
     }
 }
@@ -434,14 +526,19 @@ pub fn unpack<R: Read>(
             source: io::Error::new(io::ErrorKind::AlreadyExists, "directory not empty"),
         });
     }
+    let stream_limit = limits
+        .max_total_bytes
+        .saturating_add(limits.max_entries.saturating_mul(TAR_OVERHEAD_PER_ENTRY));
     let limited = LimitedReader {
         inner: GzDecoder::new(archive),
-        remaining: limits.max_total_bytes,
-        limit: limits.max_total_bytes,
+        remaining: stream_limit,
+        limit: stream_limit,
     };
     let mut tar = tar::Archive::new(limited);
     let mut summary = UnpackSummary { files: 0, bytes: 0 };
     let mut entry_count = 0u64;
+    // Folders this unpack created: checked once, not again for every file in them.
+    let mut known_dirs: HashSet<PathBuf> = HashSet::new();
     for entry in tar.entries().map_err(map_read_error)? {
         let mut entry = entry.map_err(map_read_error)?;
         entry_count += 1;
@@ -457,12 +554,32 @@ pub fn unpack<R: Read>(
             path: shown.clone(),
             reason: "path is absolute or leaves the target directory",
         })?;
+        if relative.components().count() > limits.max_depth {
+            return Err(ArtifactError::LimitExceeded {
+                what: "folder levels",
+                limit: limits.max_depth as u64,
+            });
+        }
+        // The header's size is checked before a byte is written; the copy below is bounded by
+        // it (the tar reader never yields more than an entry's size).
+        if entry.size() > limits.max_file_bytes {
+            return Err(ArtifactError::LimitExceeded {
+                what: "bytes in one file",
+                limit: limits.max_file_bytes,
+            });
+        }
+        if summary.bytes.saturating_add(entry.size()) > limits.max_total_bytes {
+            return Err(ArtifactError::LimitExceeded {
+                what: "bytes in all files",
+                limit: limits.max_total_bytes,
+            });
+        }
         let entry_type = entry.header().entry_type();
         let target = into_dir.join(&relative);
         match entry_type {
             tar::EntryType::Directory => {
                 if !relative.as_os_str().is_empty() {
-                    create_dirs_inside(into_dir, &relative)?;
+                    create_dirs_inside(into_dir, &relative, &mut known_dirs)?;
                 }
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -473,7 +590,7 @@ pub fn unpack<R: Read>(
                     });
                 }
                 if let Some(parent) = relative.parent() {
-                    create_dirs_inside(into_dir, parent)?;
+                    create_dirs_inside(into_dir, parent, &mut known_dirs)?;
                 }
                 let executable = entry
                     .header()
@@ -553,7 +670,14 @@ fn safe_relative_path(path: &Path) -> Option<PathBuf> {
 
 /// Creates `relative`'s directories under `root`, refusing to pass through anything that is
 /// not a real directory (a symlink could point outside).
-fn create_dirs_inside(root: &Path, relative: &Path) -> Result<(), ArtifactError> {
+fn create_dirs_inside(
+    root: &Path,
+    relative: &Path,
+    known_dirs: &mut HashSet<PathBuf>,
+) -> Result<(), ArtifactError> {
+    if relative.as_os_str().is_empty() || known_dirs.contains(relative) {
+        return Ok(());
+    }
     let mut current = root.to_path_buf();
     for component in relative.components() {
         current.push(component);
@@ -568,6 +692,7 @@ fn create_dirs_inside(root: &Path, relative: &Path) -> Result<(), ArtifactError>
             Err(_) => fs::create_dir(&current).map_err(io_error("creating", &current))?,
         }
     }
+    known_dirs.insert(relative.to_path_buf());
     Ok(())
 }
 
@@ -830,6 +955,7 @@ mod tests {
         let limits = UnpackLimits {
             max_total_bytes: 1024 * 1024,
             max_entries: 10,
+            ..TreeLimits::default()
         };
         let result = unpack(bomb.as_slice(), &target, limits);
         assert!(
@@ -865,5 +991,101 @@ mod tests {
             "{result:?}"
         );
         fs::remove_dir_all(&target).unwrap();
+    }
+
+    #[test]
+    fn unpack_refuses_big_files_and_deep_trees_before_writing() {
+        let limits = TreeLimits {
+            max_file_bytes: 1000,
+            max_depth: 3,
+            ..TreeLimits::default()
+        };
+        let big = vec![b'x'; 1001];
+        let target = scratch("big-file");
+        let result = unpack(
+            tar_gz(&[("big", tar::EntryType::Regular, &big, None)]).as_slice(),
+            &target,
+            limits,
+        );
+        assert!(
+            matches!(result, Err(ArtifactError::LimitExceeded { what: "bytes in one file", .. })),
+            "{result:?}"
+        );
+        assert!(!target.join("big").exists(), "nothing is written for a refused entry");
+        fs::remove_dir_all(&target).unwrap();
+
+        let target = scratch("deep");
+        let result = unpack(
+            tar_gz(&[("a/b/c/d.yaml", tar::EntryType::Regular, b"x", None)]).as_slice(),
+            &target,
+            limits,
+        );
+        assert!(
+            matches!(result, Err(ArtifactError::LimitExceeded { what: "folder levels", .. })),
+            "{result:?}"
+        );
+        assert!(!target.join("a").exists());
+        fs::remove_dir_all(&target).unwrap();
+    }
+
+    #[test]
+    fn pack_enforces_limits_and_what_it_packs_unpacks() {
+        let root = scratch("pack-limits");
+        write(&root, "a/b/c.yaml", "c");
+        write(&root, "big.yaml", &"x".repeat(2000));
+        let rules = IgnoreRules::load(&root, None).unwrap();
+        let limit = |limits: TreeLimits| pack_within(&root, &rules, &limits, io::sink());
+        let base = TreeLimits::default();
+        for (limits, what) in [
+            (TreeLimits { max_entries: 3, ..base }, "files and folders"),
+            (TreeLimits { max_depth: 2, ..base }, "folder levels"),
+            (TreeLimits { max_file_bytes: 1999, ..base }, "bytes in one file"),
+            (TreeLimits { max_total_bytes: 2000, ..base }, "bytes in all files"),
+        ] {
+            let result = limit(limits);
+            assert!(
+                matches!(&result, Err(ArtifactError::LimitExceeded { what: w, .. }) if *w == what),
+                "{what}: {result:?}"
+            );
+        }
+        let exact = TreeLimits {
+            max_entries: 4,
+            max_depth: 3,
+            max_file_bytes: 2000,
+            max_total_bytes: 2001,
+        };
+        let mut archive = Vec::new();
+        pack_within(&root, &rules, &exact, &mut archive).unwrap();
+        let target = scratch("pack-limits-out");
+        unpack(archive.as_slice(), &target, exact).unwrap_or_else(|e| panic!("{e}"));
+        fs::remove_dir_all(&target).unwrap();
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A `.sourceignore` in each of many folders: each file is matched against its own
+    /// folders' rules only (this took files × folders matches before).
+    #[test]
+    fn many_sourceignore_files_stay_linear() {
+        let root = scratch("many-ignores");
+        for i in 0..2000 {
+            write(&root, &format!("d{i}/.sourceignore"), "*.tmp\n");
+            write(&root, &format!("d{i}/keep.yaml"), "k");
+            write(&root, &format!("d{i}/drop.tmp"), "t");
+        }
+        write(&root, "sub/.sourceignore", "!*.tmp\n");
+        write(&root, "sub/inner/.sourceignore", "*.tmp\n");
+        write(&root, "sub/x.tmp", "x");
+        write(&root, "sub/inner/y.tmp", "y");
+        let rules = IgnoreRules::load(&root, Some("d1999/\n")).unwrap();
+        let (archive, summary) = pack_to_vec(&root, Some("d1999/\n"));
+        let names: Vec<String> = listing(&archive).into_iter().map(|e| e.0).collect();
+        assert!(names.contains(&"d0/keep.yaml".to_owned()));
+        assert!(!names.contains(&"d0/drop.tmp".to_owned()));
+        assert!(!names.iter().any(|n| n.starts_with("d1999/")), "spec.ignore wins");
+        assert!(names.contains(&"sub/x.tmp".to_owned()), "a negation in its folder");
+        assert!(!names.contains(&"sub/inner/y.tmp".to_owned()), "the deeper file wins");
+        assert!(rules.is_ignored(Path::new("d5/drop.tmp"), false));
+        assert_eq!(summary.files as usize, names.len());
+        fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -131,22 +131,14 @@ fn request_components(raw_path: &str) -> Result<Vec<String>, PathRejection> {
     Ok(components)
 }
 
+/// Decodes one segment; `None` when it is not UTF-8 or still holds a '%' afterwards: a
+/// malformed escape (which `percent-encoding` keeps as text) or a double-encoded one
+/// (`%252e`). No artifact path has a '%' (they are Kubernetes names and commit ids).
 fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let text = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(text, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    let decoded = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()?;
+    (!decoded.contains('%')).then(|| decoded.into_owned())
 }
 
 fn status(code: StatusCode) -> Response {
@@ -208,28 +200,13 @@ async fn serve_file(State(state): State<ServerState>, request: Request) -> Respo
 
 /// The file as a stream of chunks, never more than `length` bytes (the size announced in
 /// Content-Length, even if the file grew meanwhile; artifacts are replaced by rename, so an
-/// open file does not change in practice).
+/// open file does not change in practice, and one that shrank ends the body short, which the
+/// HTTP server reports by closing the connection).
 fn file_chunks(
     file: tokio::fs::File,
     length: u64,
-) -> impl futures::Stream<Item = io::Result<Vec<u8>>> + Send {
-    const CHUNK: usize = 64 * 1024;
-    futures::stream::try_unfold((file, length), |(mut file, remaining)| async move {
-        if remaining == 0 {
-            return Ok(None);
-        }
-        let size = CHUNK.min(usize::try_from(remaining).unwrap_or(CHUNK));
-        let mut buffer = vec![0u8; size];
-        let n = file.read(&mut buffer).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "artifact shrank while being served",
-            ));
-        }
-        buffer.truncate(n);
-        Ok(Some((buffer, (file, remaining - n as u64))))
-    })
+) -> tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>> {
+    tokio_util::io::ReaderStream::with_capacity(file.take(length), 64 * 1024)
 }
 
 #[cfg(test)]
@@ -257,6 +234,9 @@ mod tests {
             "/a%00",
             "/%zz",
             "/a%2fb",
+            "/%252e%252e/x",
+            "/a%",
+            "/a%4",
         ] {
             assert_eq!(
                 request_components(bad),

@@ -19,6 +19,9 @@ pub struct Credentials {
     /// PEM bundle whose certificates are the only trust anchors for HTTPS when set.
     pub ca_pem: Option<Vec<u8>>,
     pub ssh: Option<SshCredentials>,
+    /// Not from the secret: the controller's `--allow-insecure-http-credentials`. Without it,
+    /// basic auth and bearer tokens are refused over plain `http://`, as in Flux's Git library.
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Clone)]
@@ -46,6 +49,7 @@ impl fmt::Debug for Credentials {
             )
             .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
             .field("ssh", &self.ssh.as_ref().map(|_| "<redacted>"))
+            .field("allow_insecure_http", &self.allow_insecure_http)
             .finish()
     }
 }
@@ -55,6 +59,8 @@ impl fmt::Debug for Credentials {
 pub enum CredentialsError {
     #[error("secret key '{0}' is not valid UTF-8")]
     NotUtf8(&'static str),
+    #[error("secret key '{0}' holds a line break or another control character")]
+    ControlCharacter(&'static str),
     #[error("secret has '{present}' but not '{missing}'")]
     Incomplete {
         present: &'static str,
@@ -95,13 +101,27 @@ impl Credentials {
                     .map_err(|_| CredentialsError::NotUtf8(key)),
             }
         };
+        // These go into an HTTP header: a line break would add headers of the secret author's
+        // choosing, and a NUL byte cannot be passed to libgit2 at all.
+        let header_value = |key: &'static str| -> Result<Option<String>, CredentialsError> {
+            match text(key)? {
+                Some(v) if v.chars().any(char::is_control) => {
+                    Err(CredentialsError::ControlCharacter(key))
+                }
+                other => Ok(other),
+            }
+        };
         if data.contains_key(KEY_TLS_CERT) || data.contains_key(KEY_TLS_KEY) {
             return Err(CredentialsError::ClientCertificateUnsupported);
         }
         let mut creds = Credentials::default();
         let identity = text(KEY_IDENTITY)?.filter(|s| !s.trim().is_empty());
-        let username = text(KEY_USERNAME)?;
-        let password = text(KEY_PASSWORD)?;
+        let username = header_value(KEY_USERNAME)?;
+        let password = if identity.is_some() {
+            text(KEY_PASSWORD)?
+        } else {
+            header_value(KEY_PASSWORD)?
+        };
         if let Some(identity) = identity {
             let known_hosts = text(KEY_KNOWN_HOSTS)?.ok_or(CredentialsError::MissingKnownHosts)?;
             creds.ssh = Some(SshCredentials {
@@ -129,7 +149,7 @@ impl Credentials {
                 (None, None) => {}
             }
         }
-        creds.bearer_token = text(KEY_BEARER)?.filter(|t| !t.is_empty());
+        creds.bearer_token = header_value(KEY_BEARER)?.filter(|t| !t.is_empty());
         if creds.bearer_token.is_some() && creds.basic_auth.is_some() {
             return Err(CredentialsError::ConflictingHttpAuth);
         }
@@ -269,8 +289,9 @@ fn host_patterns_match(patterns: &str, wanted: &str) -> bool {
     matched
 }
 
-/// OpenSSH hashed names are `|1|base64(salt)|base64(HMAC-SHA1(salt, name))`. `sha2` has no
-/// SHA-1, so this small SHA-1 + HMAC lives here; it is used only to match names, not for trust.
+/// OpenSSH hashed names are `|1|base64(salt)|base64(HMAC-SHA1(salt, name))`. SHA-1 here only
+/// matches names (it is how OpenSSH hashes them), it decides no trust; `ring` is already linked
+/// for TLS and verifies the MAC in constant time.
 fn hashed_host_matches(hashed: &str, wanted: &str) -> bool {
     let Some((salt_b64, mac_b64)) = hashed.split_once('|') else {
         return false;
@@ -278,103 +299,65 @@ fn hashed_host_matches(hashed: &str, wanted: &str) -> bool {
     let (Some(salt), Some(mac)) = (base64_decode(salt_b64), base64_decode(mac_b64)) else {
         return false;
     };
-    hmac_sha1(&salt, wanted.as_bytes()).as_slice() == mac.as_slice()
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &salt);
+    ring::hmac::verify(&key, wanted.as_bytes(), &mac).is_ok()
 }
 
-fn wildcard_match(pattern: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match (p.first(), t.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &t[1..]),
-            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => go(&p[1..], &t[1..]),
-            _ => false,
+/// OpenSSH's `*` (any run, also empty) and `?` (one character) host pattern, ASCII
+/// case-insensitive. OpenSSH matches these recursively, which is exponential in the number of
+/// stars (a tenant's `known_hosts` with 60 stars ran for hours inside libgit2's certificate
+/// callback). This is the usual greedy matcher that only ever backtracks to the last star:
+/// O(pattern × name) steps, and names are at most a few hundred bytes. Hand-written because the
+/// `regex` crate would need the pattern escaped and compiled per line, per connection.
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0usize, 0usize);
+    // Where the last `*` was, and the text position it currently stands for the end of.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(b'?') => {
+                pi += 1;
+                ti += 1;
+            }
+            Some(c) if c.eq_ignore_ascii_case(&t[ti]) => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                // Let the last star swallow one more character and retry from just after it.
+                Some((star_pi, star_ti)) => {
+                    pi = star_pi + 1;
+                    ti = star_ti + 1;
+                    star = Some((star_pi, star_ti + 1));
+                }
+                None => return false,
+            },
         }
     }
-    go(pattern.as_bytes(), text.as_bytes())
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// Standard base64 (with or without padding). `None` on any invalid character.
 pub fn base64_decode(input: &str) -> Option<Vec<u8>> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD_NO_PAD.decode(input.trim_end_matches('=')).ok()
-}
-
-fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
-    let mut message = data.to_vec();
-    let bit_len = (data.len() as u64).wrapping_mul(8);
-    message.push(0x80);
-    while message.len() % 64 != 56 {
-        message.push(0);
-    }
-    message.extend_from_slice(&bit_len.to_be_bytes());
-    for block in message.chunks_exact(64) {
-        let mut w = [0u32; 80];
-        for (i, word) in block.chunks_exact(4).enumerate() {
-            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-        }
-        for i in 16..80 {
-            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e] = h;
-        for (i, wi) in w.iter().enumerate() {
-            let (f, k) = match i {
-                0..=19 => ((b & c) | (!b & d), 0x5A827999),
-                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
-                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
-                _ => (b ^ c ^ d, 0xCA62C1D6),
-            };
-            let temp = a
-                .rotate_left(5)
-                .wrapping_add(f)
-                .wrapping_add(e)
-                .wrapping_add(k)
-                .wrapping_add(*wi);
-            e = d;
-            d = c;
-            c = b.rotate_left(30);
-            b = a;
-            a = temp;
-        }
-        for (state, value) in h.iter_mut().zip([a, b, c, d, e]) {
-            *state = state.wrapping_add(value);
-        }
-    }
-    let mut out = [0u8; 20];
-    for (chunk, word) in out.chunks_exact_mut(4).zip(h) {
-        chunk.copy_from_slice(&word.to_be_bytes());
-    }
-    out
-}
-
-fn hmac_sha1(key: &[u8], message: &[u8]) -> [u8; 20] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..20].copy_from_slice(&sha1(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
-    inner.extend_from_slice(message);
-    let mut outer: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
-    outer.extend_from_slice(&sha1(&inner));
-    sha1(&outer)
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(input.trim_end_matches('='))
+        .ok()
 }
 
 /// SHA-256 fingerprint in OpenSSH's display form, for error messages about host keys.
 pub fn ssh_fingerprint(key_blob: &[u8]) -> String {
+    use base64::Engine;
     let digest = Sha256::digest(key_blob);
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::from("SHA256:");
-    for chunk in digest.chunks(3) {
-        let n =
-            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
+    format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+    )
 }
 
 impl From<CredentialsError> for GitError {
@@ -443,21 +426,82 @@ mod tests {
             .unwrap_err(),
             CredentialsError::ConflictingHttpAuth
         );
+        // Header injection and NUL bytes (git2 would panic on the latter).
+        for (key, value) in [
+            ("bearerToken", "t\r\nX-Evil: 1"),
+            ("bearerToken", "t\0"),
+            ("password", "p\nq"),
+        ] {
+            let mut pairs = vec![(key, value)];
+            if key == "password" {
+                pairs.push(("username", "u"));
+            }
+            let err = Credentials::from_secret_data(&data(&pairs)).unwrap_err();
+            assert_eq!(err, CredentialsError::ControlCharacter(key));
+            assert!(!err.to_string().contains(value));
+        }
+
+    }
+
+    fn hmac_sha1(key: &[u8], message: &[u8]) -> Vec<u8> {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
+        ring::hmac::sign(&key, message).as_ref().to_vec()
     }
 
     #[test]
-    fn base64_and_sha1() {
+    fn base64_and_hashed_names() {
         assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
         assert_eq!(base64_decode("aGVsbG8").unwrap(), b"hello");
         assert_eq!(base64_decode("a*"), None);
-        assert_eq!(
-            hex::encode(sha1(b"abc")),
-            "a9993e364706816aba3e25717850c26c9cd0d89d"
-        );
         // RFC 2202 test case 2.
         assert_eq!(
             hex::encode(hmac_sha1(b"Jefe", b"what do ya want for nothing?")),
             "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+        );
+        // `ssh-keygen -lf` of an all-zero blob's SHA-256 is unpadded base64.
+        let fingerprint = ssh_fingerprint(b"");
+        assert_eq!(
+            fingerprint,
+            "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
+        );
+    }
+
+    #[test]
+    fn wildcards() {
+        for (pattern, name, expected) in [
+            ("*", "", true),
+            ("*", "github.com", true),
+            ("*.example.org", "git.example.org", true),
+            ("*.example.org", "example.org", false),
+            ("g?thub.com", "github.com", true),
+            ("g?thub.com", "gthub.com", false),
+            ("GitHub.COM", "github.com", true),
+            ("[127.0.0.1]:*", "[127.0.0.1]:2222", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("**a", "bba", true),
+            ("", "", true),
+            ("", "x", false),
+        ] {
+            assert_eq!(wildcard_match(pattern, name), expected, "{pattern} vs {name}");
+        }
+    }
+
+    /// Finding 11.9: 60 stars and a non-matching tail ran for hours with the recursive matcher;
+    /// here it is O(pattern × name) steps, a handful of microseconds. No timing assertion (the
+    /// machine is shared): the test simply would not end before.
+    #[test]
+    fn many_stars_do_not_blow_up() {
+        let pattern = format!("{}Z", "*".repeat(60));
+        let name = "a".repeat(253);
+        assert!(!wildcard_match(&pattern, &name));
+        let long_pattern = "*a".repeat(100_000);
+        assert!(!wildcard_match(&long_pattern, &"a".repeat(300)));
+        let key = b"k";
+        let known_hosts = format!("{pattern} ssh-ed25519 aw==\n").repeat(1000);
+        assert_eq!(
+            check_host_key(&known_hosts, &name, 22, key),
+            HostKeyCheck::Unknown
         );
     }
 

@@ -17,7 +17,11 @@
 //!
 //! Limits of libgit2 that show through: protocol v0/v1 only; no TLS client certificates
 //! (a secret with `tls.crt`/`tls.key` is refused with [`CredentialsError::ClientCertificateUnsupported`]);
-//! connect and read timeouts are process-wide settings (see [`remote`]).
+//! connect and read timeouts are process-wide settings, so they are fixed inactivity bounds here
+//! and each call's own deadline is enforced apart from them (see [`remote`]).
+//!
+//! The same session (deadline, size limits, host checks, credential scrubbing) clones
+//! kustomize remote bases: [`clone_remote_base`].
 //!
 //! # Blocking
 //! Everything here is synchronous and may block for up to the given timeout: call it from
@@ -34,7 +38,10 @@ pub use auth::{Credentials, CredentialsError};
 pub use refs::{
     FetchPlan, GitRefSpec, RefSelector, RemoteRef, ResolvedRef, format_revision, resolve,
 };
-pub use remote::{FetchedCommit, fetch, ls_remote, resolve_remote};
+pub use crate::source::artifact::TreeLimits;
+pub use remote::{
+    CloneOptions, FetchedCommit, clone_remote_base, fetch, ls_remote, resolve_remote,
+};
 pub use url::{GitUrl, redact_url};
 
 /// Why a Git operation failed, as the reconciler reports it in a condition's reason.
@@ -88,6 +95,14 @@ pub enum GitError {
     Timeout { url: String, seconds: u64 },
     #[error("unable to clone '{url}': {message}")]
     Operation { url: String, message: String },
+    #[error("unable to clone '{url}': {what} exceeds the limit of {limit}")]
+    TooLarge {
+        url: String,
+        what: &'static str,
+        limit: u64,
+    },
+    #[error("refusing to send credentials to '{url}': {message}")]
+    InsecureCredentials { url: String, message: String },
     #[error("{action} '{}': {source}", path.display())]
     Io {
         action: &'static str,
@@ -101,7 +116,9 @@ impl GitError {
     pub fn reason(&self) -> FailureReason {
         match self {
             GitError::InvalidUrl { .. } => FailureReason::UrlInvalid,
-            GitError::InvalidCredentials(_) | GitError::AuthenticationFailed { .. } => {
+            GitError::InvalidCredentials(_)
+            | GitError::AuthenticationFailed { .. }
+            | GitError::InsecureCredentials { .. } => {
                 FailureReason::AuthenticationFailed
             }
             _ => FailureReason::GitOperationFailed,

@@ -1,22 +1,35 @@
-//! The network side: `ls-remote` and shallow fetch + checkout with libgit2.
+//! The network side: `ls-remote`, shallow fetch + checkout, and kustomize remote-base clones,
+//! with libgit2.
 //!
-//! Every call is bounded by a timeout three ways: libgit2's connect and socket-read timeouts
-//! (process-wide settings, set from the call's timeout before each operation, so concurrent
-//! calls with different timeouts share the last one set), and a deadline checked in the
-//! progress and credential callbacks, which abort the transfer once it has passed.
+//! Every call is bounded by its own deadline, whatever other calls run at the same time:
+//! - the libgit2 work runs on a thread of its own and the caller waits for it at most the
+//!   call's timeout ([`within_deadline`]); a call that overruns is answered `Timeout` at its
+//!   deadline, and its thread ends at the next callback or socket timeout;
+//! - the progress and credential callbacks abort the transfer once the deadline has passed;
+//! - libgit2's connect and socket-read timeouts are process-wide, so they are set once, to fixed
+//!   inactivity bounds, and never from a call (one tenant's `spec.timeout: 1ms` used to become
+//!   everybody's).
+//!
+//! Sizes are bounded too: the bytes received per transfer, and the tree to check out (entries,
+//! total and per-file bytes, depth, read from object headers before anything is written).
+//! Credentials go only to the configured host: with credentials, libgit2 follows no redirect to
+//! another host, and plain `http://` gets none unless the user opted in (as Flux's Git library
+//! refuses them: `basic auth cannot be sent over HTTP`).
 
 use std::cell::RefCell;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::mpsc::{RecvTimeoutError, sync_channel};
 use std::time::{Duration, Instant};
 
 use git2::build::CheckoutBuilder;
 use git2::{
     AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, ErrorClass, ErrorCode,
-    FetchOptions, Remote, RemoteCallbacks, Repository,
+    FetchOptions, ObjectType, Remote, RemoteCallbacks, RemoteRedirect, Repository, TreeWalkMode,
+    TreeWalkResult,
 };
+
+use crate::source::artifact::TreeLimits;
 
 use super::auth::{HostKeyCheck, check_host_key, ssh_fingerprint, verify_server_cert};
 use super::refs::{
@@ -36,7 +49,14 @@ pub fn ls_remote(
     timeout: Duration,
 ) -> Result<Vec<RemoteRef>, GitError> {
     let parsed = GitUrl::parse(url)?;
-    let session = Session::new(&parsed, creds, timeout);
+    let (url, creds) = (url.to_owned(), creds.clone());
+    within_deadline(&parsed.clone(), timeout, move || {
+        let session = Session::new(&parsed, &creds, timeout, Policy::git_repository())?;
+        ls_remote_in_session(&url, &session)
+    })
+}
+
+fn ls_remote_in_session(url: &str, session: &Session<'_>) -> Result<Vec<RemoteRef>, GitError> {
     let headers = session.preemptive_headers();
     let mut refs = if headers.is_empty() {
         let mut remote = Remote::create_detached(url).map_err(|e| session.classify(e))?;
@@ -52,8 +72,15 @@ pub fn ls_remote(
             })
             .collect::<Vec<_>>()
     } else {
-        let scratch = ScratchDir::create()?;
-        let repo = Repository::init_bare(&scratch.path).map_err(|e| session.classify(e))?;
+        let scratch = tempfile::Builder::new()
+            .prefix("ferroflux-ls-remote-")
+            .tempdir()
+            .map_err(|source| GitError::Io {
+                action: "creating scratch directory",
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let repo = Repository::init_bare(scratch.path()).map_err(|e| session.classify(e))?;
         let mut remote = repo
             .remote_anonymous(url)
             .map_err(|e| session.classify(e))?;
@@ -114,19 +141,32 @@ pub fn fetch(
     into_dir: &Path,
 ) -> Result<FetchedCommit, GitError> {
     let parsed = GitUrl::parse(url)?;
-    let session = Session::new(&parsed, creds, timeout);
     prepare_empty_dir(into_dir)?;
-    let git_dir = into_dir.join(".git");
-    let result = fetch_and_checkout(url, &session, resolved, into_dir);
-    // The work tree is what the caller wants; the objects were only the way there.
+    let (url, creds, resolved, into_dir) = (
+        url.to_owned(),
+        creds.clone(),
+        resolved.clone(),
+        into_dir.to_path_buf(),
+    );
+    within_deadline(&parsed.clone(), timeout, move || {
+        let session = Session::new(&parsed, &creds, timeout, Policy::git_repository())?;
+        let git_dir = into_dir.join(".git");
+        let result = fetch_and_checkout(&url, &session, &resolved, &into_dir);
+        // The work tree is what the caller wants; the objects were only the way there.
+        remove_git_dir(&git_dir)?;
+        result
+    })
+}
+
+fn remove_git_dir(git_dir: &Path) -> Result<(), GitError> {
     if git_dir.exists() {
-        fs::remove_dir_all(&git_dir).map_err(|source| GitError::Io {
+        fs::remove_dir_all(git_dir).map_err(|source| GitError::Io {
             action: "removing fetch repository",
-            path: git_dir.clone(),
+            path: git_dir.to_path_buf(),
             source,
         })?;
     }
-    result
+    Ok(())
 }
 
 fn fetch_and_checkout(
@@ -191,11 +231,7 @@ fn fetch_and_checkout(
     };
 
     let oid = git2::Oid::from_str(&commit).map_err(|e| session.classify(e))?;
-    let commit_object = repo.find_commit(oid).map_err(|e| session.classify(e))?;
-    let mut checkout = CheckoutBuilder::new();
-    checkout.force().recreate_missing(true);
-    repo.checkout_tree(commit_object.as_object(), Some(&mut checkout))
-        .map_err(|e| session.classify(e))?;
+    checkout_within_limits(&repo, oid, session)?;
     Ok(FetchedCommit {
         revision: format_revision(resolved.revision_name.as_deref(), &commit),
         commit,
@@ -240,6 +276,312 @@ fn local_ref_for(remote_ref: &str) -> String {
     )
 }
 
+/// Checks the commit's tree against the session's limits (from object headers: nothing is
+/// inflated or written), then checks it out into the repository's work tree.
+fn checkout_within_limits(
+    repo: &Repository,
+    commit: git2::Oid,
+    session: &Session<'_>,
+) -> Result<(), GitError> {
+    let commit_object = repo.find_commit(commit).map_err(|e| session.classify(e))?;
+    let tree = commit_object.tree().map_err(|e| session.classify(e))?;
+    check_tree(repo, &tree, session)?;
+    let mut checkout = CheckoutBuilder::new();
+    checkout.force().recreate_missing(true);
+    repo.checkout_tree(commit_object.as_object(), Some(&mut checkout))
+        .map_err(|e| session.classify(e))
+}
+
+/// Counts entries, bytes and depth of `tree` as a checkout would write it; `TooLarge` on the
+/// first limit passed. A tiny pack can hold a huge tree (zlib-compressed zeros, one blob
+/// referenced from thousands of paths), so the received-bytes limit alone does not bound disk.
+fn check_tree(repo: &Repository, tree: &git2::Tree<'_>, session: &Session<'_>) -> Result<(), GitError> {
+    let limits = session.policy.tree;
+    let odb = repo.odb().map_err(|e| session.classify(e))?;
+    let mut entries = 0u64;
+    let mut total = 0u64;
+    let mut exceeded: Option<(&'static str, u64)> = None;
+    let mut failure: Option<git2::Error> = None;
+    let walked = tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
+        entries += 1;
+        // `parent` is "" at the root and "a/b/" below: one '/' per level.
+        let depth = parent.bytes().filter(|&b| b == b'/').count() + 1;
+        if entries > limits.max_entries {
+            exceeded = Some(("the number of files and folders", limits.max_entries));
+        } else if depth > limits.max_depth {
+            exceeded = Some(("the folder depth", limits.max_depth as u64));
+        } else if entry.kind() == Some(ObjectType::Blob) {
+            match odb.read_header(entry.id()) {
+                Ok((size, _)) => {
+                    let size = size as u64;
+                    total = total.saturating_add(size);
+                    if size > limits.max_file_bytes {
+                        exceeded = Some(("the size of one file (bytes)", limits.max_file_bytes));
+                    } else if total > limits.max_total_bytes {
+                        exceeded = Some(("the size of the tree (bytes)", limits.max_total_bytes));
+                    }
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        if exceeded.is_some() || failure.is_some() || !session.before_deadline() {
+            TreeWalkResult::Abort
+        } else {
+            TreeWalkResult::Ok
+        }
+    });
+    if let Some((what, limit)) = exceeded {
+        return Err(GitError::TooLarge {
+            url: session.url.redacted.clone(),
+            what,
+            limit,
+        });
+    }
+    if let Some(e) = failure {
+        return Err(session.classify(e));
+    }
+    walked.map_err(|e| session.classify(e))
+}
+
+/// How a kustomize remote base is cloned: [`clone_remote_base`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloneOptions {
+    /// The whole clone (listing, fetch, checkout, submodules).
+    pub timeout: Duration,
+    /// Fetch submodules too (kustomize's `?submodules=`). Off unless asked: a submodule URL
+    /// is one more repository chosen by whoever wrote `.gitmodules`.
+    pub submodules: bool,
+    /// Bytes received per transfer.
+    pub max_received_bytes: u64,
+    pub tree: TreeLimits,
+}
+
+/// The longest a remote base clone may take, whatever `?timeout=` says.
+pub const MAX_REMOTE_BASE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The most a remote base's transfer may bring.
+pub const MAX_REMOTE_BASE_BYTES: u64 = 256 * 1024 * 1024;
+/// The most a `GitRepository` fetch may bring.
+pub const MAX_FETCH_BYTES: u64 = 1024 * 1024 * 1024;
+/// How deep submodules of submodules go.
+const MAX_SUBMODULE_DEPTH: usize = 4;
+
+impl CloneOptions {
+    /// `timeout` capped at [`MAX_REMOTE_BASE_TIMEOUT`], the default size limits.
+    pub fn new(timeout: Duration, submodules: bool) -> Self {
+        CloneOptions {
+            timeout: timeout.min(MAX_REMOTE_BASE_TIMEOUT),
+            submodules,
+            max_received_bytes: MAX_REMOTE_BASE_BYTES,
+            tree: TreeLimits::default(),
+        }
+    }
+}
+
+/// Clones `reference` of a kustomize remote base (`https://`, `ssh://`, scp-like `git@host:…`,
+/// `file://`) into the empty folder `into`, shallowly where the transport allows, with the work
+/// tree checked out and `.git` left in place. `reference` is empty for the remote's HEAD, else a
+/// full ref name, a branch, a tag or a full commit id, as `git fetch origin <ref>` takes them.
+/// No secret of the controller is used: SSH goes through the user's SSH agent and host keys are
+/// checked by libgit2 against the user's `known_hosts`. Returns the commit checked out.
+pub fn clone_remote_base(
+    url: &str,
+    reference: &str,
+    options: &CloneOptions,
+    into: &Path,
+) -> Result<String, GitError> {
+    let parsed = GitUrl::parse_remote_base(url)?;
+    prepare_empty_dir(into)?;
+    let (url, reference, options, into) = (
+        url.to_owned(),
+        reference.to_owned(),
+        *options,
+        into.to_path_buf(),
+    );
+    within_deadline(&parsed.clone(), options.timeout, move || {
+        let creds = Credentials::default();
+        let policy = Policy {
+            remote_base: true,
+            max_received_bytes: options.max_received_bytes,
+            tree: options.tree,
+        };
+        let session = Session::new(&parsed, &creds, options.timeout, policy)?;
+        clone_in_session(&url, &reference, options.submodules, &session, &into)
+    })
+}
+
+fn clone_in_session(
+    url: &str,
+    reference: &str,
+    submodules: bool,
+    session: &Session<'_>,
+    into: &Path,
+) -> Result<String, GitError> {
+    let repo = Repository::init(into).map_err(|e| session.classify(e))?;
+    if let Ok(mut config) = repo.config() {
+        let _ = config.set_bool("core.autocrlf", false);
+    }
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(|e| session.classify(e))?;
+    let advertised: Vec<RemoteRef> = {
+        let connection = remote
+            .connect_auth(Direction::Fetch, Some(session.callbacks()), None)
+            .map_err(|e| session.classify(e))?;
+        connection
+            .list()
+            .map_err(|e| session.classify(e))?
+            .iter()
+            .map(|head| RemoteRef {
+                name: head.name().to_owned(),
+                oid: head.oid().to_string(),
+            })
+            .collect()
+    };
+    let wanted =
+        choose_remote_base_ref(&advertised, reference).ok_or_else(|| GitError::Operation {
+            url: session.url.redacted.clone(),
+            message: if reference.is_empty() {
+                "the repository has no HEAD".to_owned()
+            } else {
+                format!("ref '{reference}' not found (no such branch, tag or commit)")
+            },
+        })?;
+    let local = "refs/ferroflux/remote-base";
+    let refspec = format!("+{wanted}:{local}");
+    let headers = session.preemptive_headers();
+    let mut shallow = session.fetch_options(&headers);
+    shallow.depth(1);
+    // Shallow where the transport allows it; some (local ones) do not.
+    if let Err(shallow_error) = remote.fetch(&[refspec.as_str()], Some(&mut shallow), None) {
+        let shallow_error = session.classify(shallow_error);
+        if matches!(
+            shallow_error,
+            GitError::Timeout { .. } | GitError::TooLarge { .. } | GitError::HostKeyRejected { .. }
+        ) {
+            return Err(shallow_error);
+        }
+        let mut full = session.fetch_options(&headers);
+        remote
+            .fetch(&[refspec.as_str()], Some(&mut full), None)
+            .map_err(|e| session.classify(e))?;
+    }
+    let commit = repo
+        .find_reference(local)
+        .and_then(|r| r.peel_to_commit())
+        .map_err(|e| session.classify(e))?
+        .id();
+    repo.set_head_detached(commit)
+        .map_err(|e| session.classify(e))?;
+    checkout_within_limits(&repo, commit, session)?;
+    if submodules {
+        update_submodules(&repo, session, 0)?;
+    }
+    Ok(commit.to_string())
+}
+
+/// The advertised ref to fetch for a remote base's `reference`: HEAD when empty, else a full ref
+/// name, a branch, a tag or a full commit id (fetched by id: servers allow it for advertised
+/// tips, local transports for any commit).
+fn choose_remote_base_ref(advertised: &[RemoteRef], reference: &str) -> Option<String> {
+    let has = |name: &str| advertised.iter().any(|r| r.name == name);
+    if reference.is_empty() {
+        return has("HEAD").then(|| "HEAD".to_owned());
+    }
+    let candidates = [
+        reference.to_owned(),
+        format!("refs/heads/{reference}"),
+        format!("refs/tags/{reference}"),
+    ];
+    if let Some(found) = candidates
+        .into_iter()
+        .find(|c| c.starts_with("refs/") && has(c))
+    {
+        return Some(found);
+    }
+    (reference.len() == 40 && reference.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| reference.to_ascii_lowercase())
+}
+
+fn update_submodules(repo: &Repository, session: &Session<'_>, depth: usize) -> Result<(), GitError> {
+    if depth >= MAX_SUBMODULE_DEPTH {
+        return Err(GitError::TooLarge {
+            url: session.url.redacted.clone(),
+            what: "the nesting of submodules",
+            limit: MAX_SUBMODULE_DEPTH as u64,
+        });
+    }
+    for mut submodule in repo.submodules().map_err(|e| session.classify(e))? {
+        let mut options = git2::SubmoduleUpdateOptions::new();
+        options.fetch(session.fetch_options(&[]));
+        submodule
+            .update(true, Some(&mut options))
+            .map_err(|e| session.classify(e))?;
+        let inner = submodule.open().map_err(|e| session.classify(e))?;
+        update_submodules(&inner, session, depth + 1)?;
+    }
+    Ok(())
+}
+
+/// libgit2's connect timeout: process-wide, so fixed here and never taken from a call.
+const SOCKET_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// libgit2's socket-read timeout (no byte for this long ends a transfer): process-wide, fixed.
+const SOCKET_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long past its deadline a call waits for its worker's own, more precise error.
+const DEADLINE_GRACE: Duration = Duration::from_millis(500);
+
+fn set_socket_timeouts_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: these store an integer in libgit2's global settings, once per process,
+        // before any of our Git calls runs (every call goes through `within_deadline`).
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis(
+                SOCKET_CONNECT_TIMEOUT,
+            ));
+            let _ = git2::opts::set_server_timeout_in_milliseconds(millis(SOCKET_READ_TIMEOUT));
+        }
+    });
+}
+
+/// Runs `work` (which must give up by itself once `timeout` has passed, through the session's
+/// callbacks) on a thread of its own, and waits for it at most `timeout`: a socket libgit2 is
+/// blocked on cannot be interrupted, so a stalled server would otherwise hold the caller until
+/// the process-wide read timeout. An abandoned worker ends at its next callback or that timeout;
+/// whatever it writes is inside the folder the caller gave it and is discarding.
+fn within_deadline<T: Send + 'static>(
+    url: &GitUrl,
+    timeout: Duration,
+    work: impl FnOnce() -> Result<T, GitError> + Send + 'static,
+) -> Result<T, GitError> {
+    set_socket_timeouts_once();
+    let (sender, receiver) = sync_channel(1);
+    let span = tracing::Span::current();
+    let spawned = std::thread::Builder::new()
+        .name("ferroflux-git".to_owned())
+        .spawn(move || {
+            let _entered = span.enter();
+            let _ = sender.send(work());
+        });
+    if let Err(source) = spawned {
+        return Err(GitError::Operation {
+            url: url.redacted.clone(),
+            message: format!("cannot start a thread for the Git operation: {source}"),
+        });
+    }
+    match receiver.recv_timeout(timeout.saturating_add(DEADLINE_GRACE)) {
+        Ok(result) => result,
+        Err(RecvTimeoutError::Timeout) => Err(GitError::Timeout {
+            url: url.redacted.clone(),
+            seconds: timeout.as_secs(),
+        }),
+        Err(RecvTimeoutError::Disconnected) => Err(GitError::Operation {
+            url: url.redacted.clone(),
+            message: "the Git operation ended without a result".to_owned(),
+        }),
+    }
+}
+
 fn prepare_empty_dir(dir: &Path) -> Result<(), GitError> {
     let io = |action, source| GitError::Io {
         action,
@@ -263,42 +605,78 @@ enum CallbackFailure {
     HostKey(String),
     Certificate(String),
     Timeout,
+    TooLarge(u64),
+}
+
+/// What a session may do beyond its URL and credentials.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    /// A kustomize remote base: no secret, so SSH uses the user's agent and libgit2 checks host
+    /// keys against the user's `known_hosts`.
+    remote_base: bool,
+    max_received_bytes: u64,
+    tree: TreeLimits,
+}
+
+impl Policy {
+    fn git_repository() -> Self {
+        Policy {
+            remote_base: false,
+            max_received_bytes: MAX_FETCH_BYTES,
+            tree: TreeLimits::default(),
+        }
+    }
 }
 
 /// Per-call state shared by the callbacks.
 struct Session<'a> {
     url: &'a GitUrl,
     creds: &'a Credentials,
+    policy: Policy,
     timeout: Duration,
     deadline: Instant,
     credential_attempts: RefCell<u32>,
     failure: RefCell<Option<CallbackFailure>>,
 }
 
-/// Serialises writes of libgit2's process-wide timeout options.
-static TIMEOUT_SETTINGS: Mutex<()> = Mutex::new(());
-
 impl<'a> Session<'a> {
-    fn new(url: &'a GitUrl, creds: &'a Credentials, timeout: Duration) -> Self {
-        let millis = i32::try_from(timeout.as_millis())
-            .unwrap_or(i32::MAX)
-            .max(1);
-        if let Ok(_guard) = TIMEOUT_SETTINGS.lock() {
-            // SAFETY: these only store an integer in libgit2's global settings; the mutex keeps
-            // our writers from interleaving.
-            unsafe {
-                let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis);
-                let _ = git2::opts::set_server_timeout_in_milliseconds(millis);
+    /// Refuses credentials over plain HTTP unless the user opted in
+    /// ([`Credentials::allow_insecure_http`]), with the messages of Flux's Git library.
+    fn new(
+        url: &'a GitUrl,
+        creds: &'a Credentials,
+        timeout: Duration,
+        policy: Policy,
+    ) -> Result<Self, GitError> {
+        if url.scheme == Scheme::Http && !creds.allow_insecure_http {
+            let refuse = |message: &str| {
+                Err(GitError::InsecureCredentials {
+                    url: url.redacted.clone(),
+                    message: format!(
+                        "{message} (use https, or start the controller with \
+                         --allow-insecure-http-credentials)"
+                    ),
+                })
+            };
+            if url.redacted.contains('@') {
+                return refuse("URL cannot contain credentials when using HTTP");
+            }
+            if creds.basic_auth.is_some() {
+                return refuse("basic auth cannot be sent over HTTP");
+            }
+            if creds.bearer_token.is_some() {
+                return refuse("bearer token cannot be sent over HTTP");
             }
         }
-        Session {
+        Ok(Session {
             url,
             creds,
+            policy,
             timeout,
             deadline: Instant::now() + timeout,
             credential_attempts: RefCell::new(0),
             failure: RefCell::new(None),
-        }
+        })
     }
 
     fn is_http(&self) -> bool {
@@ -314,8 +692,9 @@ impl<'a> Session<'a> {
             return vec![format!("Authorization: Bearer {token}")];
         }
         if let Some(basic) = &self.creds.basic_auth {
-            let encoded =
-                base64_encode(format!("{}:{}", basic.username, basic.password).as_bytes());
+            use base64::Engine;
+            let encoded = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", basic.username, basic.password));
             return vec![format!("Authorization: Basic {encoded}")];
         }
         Vec::new()
@@ -337,12 +716,24 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Whether a transfer may go on after `received` bytes.
+    fn within_limits(&self, received: usize) -> bool {
+        if received as u64 > self.policy.max_received_bytes {
+            self.record(CallbackFailure::TooLarge(self.policy.max_received_bytes));
+            return false;
+        }
+        self.before_deadline()
+    }
+
     fn fetch_options(&'a self, headers: &[String]) -> FetchOptions<'a> {
         let mut options = FetchOptions::new();
         options.remote_callbacks(self.callbacks());
         options.download_tags(AutotagOption::None);
         options.update_fetchhead(false);
         if !headers.is_empty() {
+            // libgit2 sends custom headers with every request, redirected ones included: with
+            // credentials in them, follow no redirect to another host.
+            options.follow_redirects(RemoteRedirect::None);
             let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
             options.custom_headers(&header_refs);
         }
@@ -351,11 +742,11 @@ impl<'a> Session<'a> {
 
     fn callbacks(&'a self) -> RemoteCallbacks<'a> {
         let mut callbacks = RemoteCallbacks::new();
-        callbacks.credentials(move |_url, username_from_url, allowed| {
-            self.credentials(username_from_url, allowed)
+        callbacks.credentials(move |url, username_from_url, allowed| {
+            self.credentials(url, username_from_url, allowed)
         });
         callbacks.certificate_check(move |cert, host| self.check_certificate(cert, host));
-        callbacks.transfer_progress(move |_| self.before_deadline());
+        callbacks.transfer_progress(move |stats| self.within_limits(stats.received_bytes()));
         callbacks.sideband_progress(move |_| self.before_deadline());
         callbacks.pack_progress(move |_, _, _| {
             let _ = self.before_deadline();
@@ -365,6 +756,7 @@ impl<'a> Session<'a> {
 
     fn credentials(
         &self,
+        asking_url: &str,
         username_from_url: Option<&str>,
         allowed: CredentialType,
     ) -> Result<Cred, git2::Error> {
@@ -374,6 +766,15 @@ impl<'a> Session<'a> {
         };
         if !self.before_deadline() {
             return Err(git2::Error::from_str("timed out"));
+        }
+        // A redirect may have moved the conversation elsewhere: credentials are for our host.
+        let asking_host = GitUrl::parse_remote_base(asking_url).map(|u| u.host);
+        if asking_host.as_deref().is_ok_and(|host| host != self.url.host) {
+            return refuse(format!(
+                "'{}' asks for credentials, which are only sent to '{}'",
+                super::redact_url(asking_url),
+                self.url.host
+            ));
         }
         let ssh_user = username_from_url
             .map(str::to_owned)
@@ -391,6 +792,14 @@ impl<'a> Session<'a> {
         let already_sent = !self.preemptive_headers().is_empty();
         if attempts > 1 || already_sent {
             return refuse("credentials were rejected".to_owned());
+        }
+        if allowed.contains(CredentialType::SSH_KEY) && self.policy.remote_base {
+            return Cred::ssh_key_from_agent(&ssh_user).or_else(|e| {
+                refuse(format!(
+                    "remote bases over SSH use the SSH agent: {}",
+                    e.message()
+                ))
+            });
         }
         if allowed.contains(CredentialType::SSH_KEY) {
             return match &self.creds.ssh {
@@ -432,6 +841,10 @@ impl<'a> Session<'a> {
             Err(git2::Error::from_str(message))
         };
         if let Some(hostkey) = cert.as_hostkey() {
+            if self.policy.remote_base {
+                // No secret to pin keys with: libgit2 checks the user's known_hosts.
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            }
             let Some(ssh) = &self.creds.ssh else {
                 let message =
                     "no known_hosts given: refusing to trust an unverified SSH host key".to_owned();
@@ -521,6 +934,11 @@ impl<'a> Session<'a> {
                     url,
                     seconds: self.timeout.as_secs(),
                 },
+                CallbackFailure::TooLarge(limit) => GitError::TooLarge {
+                    url,
+                    what: "the transfer (bytes received)",
+                    limit,
+                },
             };
         }
         if Instant::now() >= self.deadline || message.contains("timed out") {
@@ -558,55 +976,21 @@ impl<'a> Session<'a> {
                     reason: message,
                 }
             }
+            _ if lower.contains("redirect") => GitError::Operation {
+                url,
+                message: format!(
+                    "{message} (with credentials, ferroflux follows no redirect to another \
+                     host: put the URL it redirects to in spec.url)"
+                ),
+            },
             _ => GitError::Operation { url, message },
         }
-    }
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// A private temporary directory removed on drop.
-struct ScratchDir {
-    path: PathBuf,
-}
-
-impl ScratchDir {
-    fn create() -> Result<Self, GitError> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let unique = format!(
-            "ferroflux-ls-remote-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = std::env::temp_dir().join(unique);
-        fs::create_dir(&path).map_err(|source| GitError::Io {
-            action: "creating scratch directory",
-            path: path.clone(),
-            source,
-        })?;
-        Ok(ScratchDir { path })
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_encoding() {
-        assert_eq!(base64_encode(b"user:pass"), "dXNlcjpwYXNz");
-        assert_eq!(base64_encode(b"a"), "YQ==");
-        assert_eq!(base64_encode(b"ab"), "YWI=");
-    }
 
     #[test]
     fn local_refs_mirror_remote_names() {

@@ -8,6 +8,8 @@ pub enum Scheme {
     Http,
     Https,
     Ssh,
+    /// `file://` — only for kustomize remote bases, never for a `GitRepository`.
+    File,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +27,54 @@ pub struct GitUrl {
 const REDACTED: &str = "redacted";
 
 impl GitUrl {
+    /// A remote base's clone URL as kustomize accepts it: what [`GitUrl::parse`] takes, plus
+    /// scp-like `user@host:path` (SSH, port 22) and `file://` (a repository on this machine).
+    pub fn parse_remote_base(url: &str) -> Result<Self, GitError> {
+        let invalid = |reason: &str| GitError::InvalidUrl {
+            url: redact_url(url),
+            reason: reason.to_owned(),
+        };
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid("contains whitespace or control characters"));
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(invalid("missing repository path"));
+            }
+            return Ok(GitUrl {
+                scheme: Scheme::File,
+                host: String::new(),
+                port: 0,
+                username: None,
+                redacted: url.to_owned(),
+            });
+        }
+        if url.contains("://") {
+            return GitUrl::parse(url);
+        }
+        // scp-like: `[user@]host:path`, the host ending at the first ':'.
+        let (authority, path) = url
+            .split_once(':')
+            .ok_or_else(|| invalid("missing scheme"))?;
+        let (username, host) = match authority.rsplit_once('@') {
+            Some((user, host)) => (Some(user.to_owned()).filter(|u| !u.is_empty()), host),
+            None => (None, authority),
+        };
+        if host.is_empty() || host.contains('/') {
+            return Err(invalid("missing host"));
+        }
+        if path.is_empty() {
+            return Err(invalid("missing repository path"));
+        }
+        Ok(GitUrl {
+            scheme: Scheme::Ssh,
+            host: host.to_owned(),
+            port: 22,
+            username,
+            redacted: redact_url(url),
+        })
+    }
+
     pub fn parse(url: &str) -> Result<Self, GitError> {
         let invalid = |reason: &str| GitError::InvalidUrl {
             url: redact_url(url),
@@ -149,6 +199,22 @@ mod tests {
         }
         let err = GitUrl::parse("https://user:s3cret@h:notaport/r").unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn remote_base_urls() {
+        let u = GitUrl::parse_remote_base("git@github.com:org/repo").unwrap();
+        assert_eq!(
+            (u.scheme, u.host.as_str(), u.port, u.username.as_deref()),
+            (Scheme::Ssh, "github.com", 22, Some("git"))
+        );
+        let u = GitUrl::parse_remote_base("file:///srv/repo.git").unwrap();
+        assert_eq!(u.scheme, Scheme::File);
+        let u = GitUrl::parse_remote_base("https://h/org/repo").unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::Https, 443));
+        for bad in ["file://", "noscheme/path", "git@:path", "git@host:", "https://h/r r"] {
+            assert!(GitUrl::parse_remote_base(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::core::crd::{MergeError, merge_crds};
 use kube::CustomResourceExt;
 
-use super::{kustomize, source};
+use super::{kustomize, notification, source};
 
 /// Every CRD ferroflux serves, each with all its versions (`v1` stored).
 pub fn all() -> Result<Vec<CustomResourceDefinition>, MergeError> {
@@ -20,6 +20,7 @@ pub fn all() -> Result<Vec<CustomResourceDefinition>, MergeError> {
             vec![kustomize::v1::Kustomization::crd(), kustomize::v1beta2::Kustomization::crd()],
             "v1",
         )?,
+        notification::v1::Receiver::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

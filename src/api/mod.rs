@@ -10,6 +10,7 @@
 pub mod crd;
 pub mod kustomize;
 pub mod meta;
+pub mod notification;
 pub mod source;
 
 pub use kustomize::v1::{Kustomization, KustomizationSpec, KustomizationStatus};

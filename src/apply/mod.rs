@@ -118,6 +118,12 @@ impl AppliedState {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// The resourceVersion `id` had right after ferroflux last applied (or checked) it: a watch
+    /// event carrying it is our own write.
+    pub fn resource_version(&self, id: &ObjectId) -> Option<&str> {
+        self.entries.get(id).map(|(_, version)| version.as_str())
+    }
 }
 
 fn manifest_digest(object: &Value) -> String {

@@ -24,6 +24,13 @@ pub struct ControllerArgs {
     /// The address Prometheus /metrics is served on.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: std::net::SocketAddr,
+    /// The address the webhook Receiver server listens on (Flux's notification-controller port).
+    #[arg(long, default_value = "0.0.0.0:9292", value_parser = parse_listen_addr)]
+    pub receiver_addr: std::net::SocketAddr,
+    /// Do not watch applied objects for changes made by others: drift is then corrected at each
+    /// Kustomization's interval only, as in Flux.
+    #[arg(long)]
+    pub no_drift_watch: bool,
     /// How many objects of each kind are reconciled at once.
     #[arg(long, default_value_t = 4)]
     pub concurrent: u16,
@@ -83,6 +90,12 @@ pub struct ControllerArgs {
     pub graceful_shutdown_timeout: std::time::Duration,
 }
 
+/// `HOST:PORT`, or Flux's `:PORT` meaning every address.
+fn parse_listen_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    let text = if text.starts_with(':') { format!("0.0.0.0{text}") } else { text.to_owned() };
+    text.parse().map_err(|e| format!("{text}: {e}"))
+}
+
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     crate::api::meta::parse_duration(text).map_err(|e| e.to_string())
 }
@@ -103,6 +116,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         health_addr: args.health_addr,
         metrics_addr: args.metrics_addr,
         concurrent: args.concurrent,
+        receiver_addr: args.receiver_addr,
+        drift_watch: !args.no_drift_watch,
         artifact_cache,
         watch_label_selector: args.watch_label_selector.filter(|s| !s.is_empty()),
         leader_election: args.enable_leader_election.then(|| LeaderConfig {

@@ -28,6 +28,12 @@ pub enum What {
         /// Only this one.
         name: Option<String>,
     },
+    /// Webhook Receivers.
+    #[command(alias = "receiver", alias = "rcv")]
+    Receivers {
+        /// Only this one.
+        name: Option<String>,
+    },
     /// Sources and Kustomizations.
     All,
 }
@@ -51,6 +57,7 @@ pub async fn run(cluster: &ClusterArgs, args: GetArgs) -> Result<(), CliError> {
     let sections: Vec<(FluxKind, Option<String>)> = match args.what {
         What::Sources(Sources::Git { name }) => vec![(FluxKind::GitRepository, name)],
         What::Kustomizations { name } => vec![(FluxKind::Kustomization, name)],
+        What::Receivers { name } => vec![(FluxKind::Receiver, name)],
         What::Sources(Sources::All) => vec![(FluxKind::GitRepository, None)],
         What::All => vec![(FluxKind::GitRepository, None), (FluxKind::Kustomization, None)],
     };
@@ -84,9 +91,14 @@ pub async fn run(cluster: &ClusterArgs, args: GetArgs) -> Result<(), CliError> {
 }
 
 /// The rows of one kind: `[NAMESPACE] NAME REVISION SUSPENDED READY MESSAGE`, names prefixed
-/// with the lower-case kind (`kustomization/apps`) in `get all`.
+/// with the lower-case kind (`kustomization/apps`) in `get all`; Receivers, which have no
+/// revision, as `flux get receivers`: `NAME SUSPENDED READY MESSAGE`.
 pub fn table(kind: FluxKind, objects: &[Value], with_namespace: bool, with_kind: bool) -> String {
+    let revisioned = kind != FluxKind::Receiver;
     let mut headers = vec!["Name", "Revision", "Suspended", "Ready", "Message"];
+    if !revisioned {
+        headers.remove(1);
+    }
     if with_namespace {
         headers.insert(0, "Namespace");
     }
@@ -98,6 +110,9 @@ pub fn table(kind: FluxKind, objects: &[Value], with_namespace: bool, with_kind:
             let (ready, message) = status::ready_status(object);
             let suspended = if status::is_suspended(object) { "True" } else { "False" };
             let mut row = vec![name, output::truncate_hex(&kind.revision(object)), suspended.to_owned(), ready, output::truncate_hex(&message)];
+            if !revisioned {
+                row.remove(1);
+            }
             if with_namespace {
                 row.insert(0, status::namespace_of(object).to_owned());
             }
@@ -126,6 +141,12 @@ mod tests {
             "NAME   \tREVISION          \tSUSPENDED\tREADY\tMESSAGE\n\
              podinfo\tmain@sha1:01234567\tTrue     \tTrue \tstored artifact for revision 'main@sha1:01234567'\n\
              new    \t                  \tFalse    \tFalse\twaiting to be reconciled\n"
+        );
+        let receivers = vec![json!({"metadata": {"name": "github", "namespace": "flux-system"}, "spec": {},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "message": "Receiver initialized for path: /hook/abc"}]}})];
+        assert_eq!(
+            table(FluxKind::Receiver, &receivers, false, false),
+            "NAME  \tSUSPENDED\tREADY\tMESSAGE\ngithub\tFalse    \tTrue \tReceiver initialized for path: /hook/abc\n"
         );
         let all = table(FluxKind::GitRepository, &objects, true, true);
         let mut lines = all.lines();

@@ -26,6 +26,9 @@ pub enum ReconcileTarget {
         #[arg(long)]
         with_source: bool,
     },
+    /// A webhook Receiver (re-reads its Secret and publishes its path).
+    #[command(alias = "receivers")]
+    Receiver { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,6 +59,7 @@ pub async fn run(cluster: &ClusterArgs, target: ReconcileTarget) -> Result<(), C
             }
             reconcile(&client, FluxKind::Kustomization, ns, &name, cluster.timeout).await
         }
+        ReconcileTarget::Receiver { name } => reconcile(&client, FluxKind::Receiver, ns, &name, cluster.timeout).await,
     }
 }
 

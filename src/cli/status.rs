@@ -1,10 +1,11 @@
-//! Our two kinds as the CLI sees them, and what their status says (pure; no I/O): the Ready
+//! Our kinds as the CLI sees them, and what their status says (pure; no I/O): the Ready
 //! condition, suspension, the revision, and whether a requested reconciliation has finished.
 
 use kube::core::ApiResource;
 use serde_json::Value;
 
 use crate::api::meta::{RECONCILE_REQUEST_ANNOTATION, condition as meta};
+use crate::api::notification::v1::Receiver;
 use crate::api::{GitRepository, Kustomization};
 
 /// The Flux kinds ferroflux serves.
@@ -12,6 +13,7 @@ use crate::api::{GitRepository, Kustomization};
 pub enum FluxKind {
     GitRepository,
     Kustomization,
+    Receiver,
 }
 
 impl FluxKind {
@@ -19,6 +21,7 @@ impl FluxKind {
         match self {
             FluxKind::GitRepository => ApiResource::erase::<GitRepository>(&()),
             FluxKind::Kustomization => ApiResource::erase::<Kustomization>(&()),
+            FluxKind::Receiver => ApiResource::erase::<Receiver>(&()),
         }
     }
 
@@ -26,6 +29,7 @@ impl FluxKind {
         match self {
             FluxKind::GitRepository => "GitRepository",
             FluxKind::Kustomization => "Kustomization",
+            FluxKind::Receiver => "Receiver",
         }
     }
 
@@ -34,6 +38,7 @@ impl FluxKind {
         match self {
             FluxKind::GitRepository => "sources git",
             FluxKind::Kustomization => "ks",
+            FluxKind::Receiver => "receivers",
         }
     }
 
@@ -42,6 +47,7 @@ impl FluxKind {
         match self {
             FluxKind::GitRepository => "source git",
             FluxKind::Kustomization => "ks",
+            FluxKind::Receiver => "receiver",
         }
     }
 
@@ -50,6 +56,7 @@ impl FluxKind {
         match self {
             FluxKind::GitRepository => "source git",
             FluxKind::Kustomization => "kustomization",
+            FluxKind::Receiver => "receiver",
         }
     }
 
@@ -57,6 +64,7 @@ impl FluxKind {
         match kind.to_ascii_lowercase().as_str() {
             "gitrepository" | "gitrepositories" => Some(FluxKind::GitRepository),
             "kustomization" | "kustomizations" | "ks" => Some(FluxKind::Kustomization),
+            "receiver" | "receivers" => Some(FluxKind::Receiver),
             _ => None,
         }
     }
@@ -66,6 +74,8 @@ impl FluxKind {
         let pointer = match self {
             FluxKind::GitRepository => "/status/artifact/revision",
             FluxKind::Kustomization => "/status/lastAppliedRevision",
+            // A Receiver has no revision.
+            FluxKind::Receiver => return String::new(),
         };
         str_at(object, pointer).to_owned()
     }
@@ -75,6 +85,7 @@ impl FluxKind {
         match self {
             FluxKind::GitRepository => format!("fetched revision {}", self.revision(object)),
             FluxKind::Kustomization => format!("applied revision {}", self.revision(object)),
+            FluxKind::Receiver => "Receiver reconciliation completed".to_owned(),
         }
     }
 }

@@ -163,9 +163,15 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
 
     // Held until the build is done: the cache does not evict a tree in use.
     let tree = ctx.artifacts.fetch(&artifact).await.map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, e.to_string()))?;
+    let mut inputs = super::unchanged::check(ks, ctx, status, &artifact.revision, tree.path()).await;
+    if inputs.unchanged {
+        return Ok(Outcome { revision: artifact.revision, changes: Vec::new() });
+    }
     let local = applier_for(ks, ctx).await?;
     let applier = target_applier(ks, ctx, &local).await?;
     let objects = render(ks, ctx, &local, tree.path(), &artifact.revision, vars).await?;
+    // While the tree is still held.
+    inputs.digest().await;
     drop(tree);
 
     let opts = ApplyOptions {
@@ -217,6 +223,7 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
 
     let source = source_key("GitRepository", &source_namespace(ks), &ks.spec.source_ref.name);
     check_health(ks, ctx, status, &applier, &new_inventory, (&source, &artifact.revision)).await?;
+    inputs.remember(ctx, &artifact.revision).await;
     Ok(Outcome { revision: artifact.revision, changes })
 }
 

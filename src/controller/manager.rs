@@ -25,6 +25,7 @@ use super::leader::{LeaderConfig, LeaderElector};
 use super::{Context, ControllerOptions, ReconcileError, gitrepository, kustomization};
 use crate::api::kustomize::v1::{Kustomization, SourceKind};
 use crate::api::meta::RECONCILE_REQUEST_ANNOTATION;
+use crate::api::notification::v1::Receiver;
 use crate::api::source::v1::GitRepository;
 use crate::source::storage::Storage;
 
@@ -51,6 +52,10 @@ pub struct ManagerConfig {
     pub watch_label_selector: Option<String>,
     /// Leader election: only the holder of the Lease reconciles and serves artifacts.
     pub leader_election: Option<LeaderConfig>,
+    /// Where the webhook Receiver server listens (`--receiver-addr`).
+    pub receiver_addr: SocketAddr,
+    /// Watch managed objects and put back what others change (`--no-drift-watch` turns it off).
+    pub drift_watch: bool,
     /// `--graceful-shutdown-timeout`: how long in-flight reconciles may run on after SIGTERM
     /// before they are abandoned (the next leader redoes them).
     pub graceful_shutdown_timeout: Duration,
@@ -204,6 +209,7 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
     let controller_config = ControllerConfig::default().concurrency(0);
     let workers = usize::from(config.concurrent.max(1));
     let (repo_workers, ks_workers) = (Arc::new(Semaphore::new(workers)), Arc::new(Semaphore::new(workers)));
+    let (triggers, trigger_streams) = crate::receiver::triggers();
     let watch_config = match &config.watch_label_selector {
         Some(selector) => WatcherConfig::default().labels(selector),
         None => WatcherConfig::default(),
@@ -217,6 +223,7 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
         .applied_objects()
         .predicate_filter(trigger_hash, Default::default());
     let repositories = Controller::for_stream(repo_stream, repo_store)
+        .reconcile_on(trigger_streams.git_repositories)
         .with_config(controller_config.clone())
         .trigger_backoff(watch_backoff())
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
@@ -244,6 +251,7 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
         .applied_objects()
         .predicate_filter(trigger_hash, Default::default());
     let dependents = ks_store.clone();
+    let drift = config.drift_watch.then(|| super::drift::DriftWatch::new(ctx.clone(), ks_store.clone(), triggers.kustomizations.clone()));
     let waiting = ks_store.clone();
     let watching_ctx = ctx.clone();
     let kustomizations = Controller::for_stream(ks_stream, ks_store)
@@ -266,7 +274,7 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
         })
         // A dependency that becomes Ready releases its dependents at once, not at their next
         // retry.
-        .watches(Api::<Kustomization>::all(client.clone()), watch_config, move |dependency: Kustomization| {
+        .watches(Api::<Kustomization>::all(client.clone()), watch_config.clone(), move |dependency: Kustomization| {
             let ready = dependency.status.as_ref().is_some_and(|s| super::conditions::is_true(&s.conditions, "Ready"));
             let (dep_ns, dep_name) = (dependency.namespace().unwrap_or_default(), dependency.name_any());
             waiting
@@ -281,7 +289,8 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
                 .map(|ks| ObjectRef::from_obj(ks.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .with_config(controller_config)
+        .reconcile_on(trigger_streams.kustomizations)
+        .with_config(controller_config.clone())
         .trigger_backoff(watch_backoff())
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(
@@ -301,9 +310,33 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
             }
         });
 
+    // Receivers, and the webhook server that answers for them.
+    let (receiver_store, receiver_writer) = reflector::store::<Receiver>();
+    let receiver_stream = watcher::watcher(Api::<Receiver>::all(client.clone()), watch_config.clone())
+        .reflect(receiver_writer)
+        .applied_objects()
+        .predicate_filter(trigger_hash, Default::default());
+    let receivers = Controller::for_stream(receiver_stream, receiver_store.clone())
+        .with_config(controller_config)
+        .trigger_backoff(watch_backoff())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(crate::receiver::reconciler::reconcile, crate::receiver::reconciler::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "Receiver controller");
+            }
+        });
+    let receiver_server = crate::receiver::server::serve(config.receiver_addr, Arc::new(crate::receiver::server::ReceiverServer::new(ctx.clone(), receiver_store, triggers)));
+    let drift_watch = async move {
+        match drift {
+            Some(drift) => drift.run().await,
+            None => std::future::pending().await,
+        }
+    };
+
     let storage_server = crate::source::server::serve(config.storage_path.clone(), config.storage_addr);
-    info!(storage = %config.storage_addr, health = %config.health_addr, metrics = %config.metrics_addr, "ferroflux controller started");
-    let controllers = async { tokio::join!(repositories, kustomizations) };
+    info!(storage = %config.storage_addr, health = %config.health_addr, metrics = %config.metrics_addr, receiver = %config.receiver_addr, drift_watch = config.drift_watch, "ferroflux controller started");
+    let controllers = async { tokio::join!(repositories, kustomizations, receivers) };
     tokio::pin!(controllers);
     let outcome = tokio::select! {
         _ = &mut controllers => Ok::<(), anyhow::Error>(()),
@@ -311,6 +344,8 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
             drain(&mut controllers, config.graceful_shutdown_timeout).await;
             Ok(())
         }
+        result = receiver_server => result,
+        _ = drift_watch => Ok(()),
         result = storage_server => result.map_err(anyhow::Error::from),
         result = lost => result.map_err(anyhow::Error::from),
         result = health_server => result.map_err(anyhow::Error::from).and_then(|r| r),

@@ -4,6 +4,7 @@
 pub mod artifact;
 pub mod render;
 pub mod conditions;
+pub mod drift;
 pub mod events;
 pub mod gitrepository;
 pub mod health;
@@ -13,6 +14,7 @@ pub mod manager;
 pub mod metrics;
 pub mod reconciler;
 pub mod substitute;
+pub mod unchanged;
 pub mod variables;
 
 use std::collections::HashMap;
@@ -72,6 +74,9 @@ pub struct Context {
     pub source_revisions: std::sync::RwLock<HashMap<String, String>>,
     /// Consecutive reconcile errors per object, for the error policy's backoff.
     pub failures: reconciler::FailureCounts,
+    /// Per Kustomization: the digest of the files its last successful build could read, so a
+    /// new revision that leaves them unchanged is recorded without building or applying.
+    pub inputs: unchanged::InputsMemo,
 }
 
 impl Context {
@@ -91,6 +96,7 @@ impl Context {
             applied: tokio::sync::Mutex::new(HashMap::new()),
             source_revisions: std::sync::RwLock::new(HashMap::new()),
             failures: reconciler::FailureCounts::default(),
+            inputs: unchanged::InputsMemo::default(),
         }
     }
 

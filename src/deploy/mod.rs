@@ -124,7 +124,7 @@ pub fn manifests(options: &InstallOptions) -> Result<Manifests, DeployError> {
         crds,
         rbac: objects::rbac(options),
         deployment: vec![objects::deployment(options)],
-        service: vec![objects::service(options)],
+        service: vec![objects::service(options), objects::receiver_service(options)],
         network_policies: objects::network_policies(options),
     })
 }

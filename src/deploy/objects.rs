@@ -95,6 +95,11 @@ pub fn rbac(options: &InstallOptions) -> Vec<Value> {
                     "resources": ["kustomizations", "kustomizations/status", "kustomizations/finalizers"],
                     "verbs": all_verbs,
                 },
+                {
+                    "apiGroups": ["notification.toolkit.fluxcd.io"],
+                    "resources": ["receivers", "receivers/status", "receivers/finalizers"],
+                    "verbs": all_verbs,
+                },
                 // Sources' credentials (secretRef) and postBuild inputs: read only.
                 {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
@@ -184,7 +189,7 @@ pub fn deployment(options: &InstallOptions) -> Value {
                         "imagePullPolicy": "IfNotPresent",
                         "args": controller_args(options),
                         "env": [from_pod_field("RUNTIME_NAMESPACE", "metadata.namespace"), from_pod_field("POD_NAME", "metadata.name")],
-                        "ports": [port("http", ARTIFACT_PORT), port("http-prom", METRICS_PORT), port("healthz", HEALTH_PORT)],
+                        "ports": [port("http", ARTIFACT_PORT), port("http-prom", METRICS_PORT), port("healthz", HEALTH_PORT), port("http-webhook", WEBHOOK_PORT)],
                         "livenessProbe": probe("/healthz"),
                         "readinessProbe": probe("/readyz"),
                         "resources": {
@@ -219,6 +224,21 @@ pub fn service(options: &InstallOptions) -> Value {
             "type": "ClusterIP",
             "selector": selector(),
             "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}],
+        },
+    })
+}
+
+/// The webhook Receiver, under Flux's name: point GitHub/GitLab (through your Ingress or load
+/// balancer) at `http://webhook-receiver.<namespace>/<status.webhookPath>`.
+pub fn receiver_service(options: &InstallOptions) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "webhook-receiver", "namespace": options.namespace, "labels": with_selector(options)},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(),
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http-webhook"}],
         },
     })
 }

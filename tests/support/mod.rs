@@ -381,6 +381,8 @@ impl TestRepo {
 pub struct ControllerProcess {
     pub storage_base: String,
     pub metrics_url: String,
+    /// `http://127.0.0.1:<port>` of the webhook Receiver server.
+    pub receiver_base: String,
     pub log: PathBuf,
 }
 
@@ -399,6 +401,8 @@ pub struct SpawnedController {
     pub storage_base: String,
     pub health_url: String,
     pub metrics_url: String,
+    /// `http://127.0.0.1:<port>` of the webhook Receiver server.
+    pub receiver_base: String,
     pub log: PathBuf,
     pub dir: tempfile::TempDir,
 }
@@ -429,6 +433,7 @@ pub fn spawn_controller(extra: &[&str]) -> SpawnedController {
     let storage_port = free_port();
     let health_port = free_port();
     let metrics_port = free_port();
+    let receiver_port = free_port();
     let log = dir.path().join("controller.log");
     let log_file = std::fs::File::create(&log).expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_ferroflux"))
@@ -441,6 +446,8 @@ pub fn spawn_controller(extra: &[&str]) -> SpawnedController {
         .arg(format!("127.0.0.1:{health_port}"))
         .arg("--metrics-addr")
         .arg(format!("127.0.0.1:{metrics_port}"))
+        .arg("--receiver-addr")
+        .arg(format!("127.0.0.1:{receiver_port}"))
         .args(extra)
         .env("KUBECONFIG", kubeconfig())
         .env("RUST_LOG", "info,ferroflux=debug")
@@ -455,6 +462,7 @@ pub fn spawn_controller(extra: &[&str]) -> SpawnedController {
         storage_base: format!("http://127.0.0.1:{storage_port}"),
         health_url: format!("http://127.0.0.1:{health_port}"),
         metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+        receiver_base: format!("http://127.0.0.1:{receiver_port}"),
         log,
         dir,
     }
@@ -472,6 +480,7 @@ pub fn controller() -> &'static ControllerProcess {
         let process = ControllerProcess {
             storage_base: spawned.storage_base.clone(),
             metrics_url: spawned.metrics_url.clone(),
+            receiver_base: spawned.receiver_base.clone(),
             log: spawned.log.clone(),
         };
         // Lives as long as the test process; the exit hook kills it.

@@ -139,22 +139,33 @@ pub fn build(root: &Path, dir: &Path, options: &BuildOptions) -> Result<Vec<Obje
 
 /// [`build`] with a choice of load restrictions (Flux builds with [`LoadRestrictions::BuildRoot`]).
 pub fn build_with_restrictions(root: &Path, dir: &Path, options: &BuildOptions, restrictions: LoadRestrictions) -> Result<Vec<Object>, Error> {
-    build_kustomization(root, dir, options, restrictions, load)
+    let _budget = limits::Budget::install();
+    let (mut builder, dir) = Builder::start(root, dir, options, restrictions)?;
+    let (file, kustomization) = builder.load(&dir)?;
+    builder.build_root(&dir, &file, kustomization)
 }
 
+/// Reads the kustomization file of a folder inside the build root, refusing one that leads out
+/// of the root (a symlink) before anything of it is read or quoted.
+pub type RootLoader<'a> = &'a dyn Fn(&Path) -> Result<(PathBuf, Kustomization), Error>;
+
 /// Builds `dir` from the root kustomization `root_kustomization` gives for it (its file and
-/// content), called with `dir` canonical and checked to be inside `root`: for callers that edit
-/// the root kustomization before the build or generate one (Flux's controller).
+/// content), called with `dir` canonical and checked to be inside `root`, and with the build's
+/// own loader for reading kustomization files safely: for callers that edit the root
+/// kustomization before the build or generate one (Flux's controller).
 pub fn build_kustomization(
     root: &Path,
     dir: &Path,
     options: &BuildOptions,
     restrictions: LoadRestrictions,
-    root_kustomization: impl FnOnce(&Path) -> Result<(PathBuf, Kustomization), Error>,
+    root_kustomization: impl FnOnce(&Path, RootLoader) -> Result<(PathBuf, Kustomization), Error>,
 ) -> Result<Vec<Object>, Error> {
     let _budget = limits::Budget::install();
     let (mut builder, dir) = Builder::start(root, dir, options, restrictions)?;
-    let (file, kustomization) = root_kustomization(&dir)?;
+    let (file, kustomization) = {
+        let loader = |d: &Path| builder.load(d);
+        root_kustomization(&dir, &loader)?
+    };
     builder.build_root(&dir, &file, kustomization)
 }
 

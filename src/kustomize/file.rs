@@ -14,62 +14,68 @@ pub struct Kustomization {
     pub api_version: Option<String>,
     pub kind: Option<String>,
     pub metadata: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub resources: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub bases: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub components: Vec<String>,
     pub namespace: Option<String>,
     pub name_prefix: Option<String>,
     pub name_suffix: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub common_labels: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub labels: Vec<Labels>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub common_annotations: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub images: Vec<Image>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub replicas: Vec<Replica>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub patches: Vec<Patch>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub patches_strategic_merge: Vec<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub patches_json6902: Vec<Patch>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub config_map_generator: Vec<Generator>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub secret_generator: Vec<Generator>,
     pub generator_options: Option<GeneratorOptions>,
     pub sort_options: Option<SortOptions>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub replacements: Vec<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub vars: Vec<Value>,
     /// OpenAPI definition files of custom types (name references, label and annotation fields).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub crds: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub configurations: Vec<String>,
     /// `path` (a custom schema) or `version` (a builtin one).
     pub openapi: Option<BTreeMap<String, String>>,
     /// `originAnnotations`, `transformerAnnotations`, `managedByLabel`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub build_metadata: Vec<String>,
     // Known to kustomize, out of scope for ferroflux: refused with a clear error when set.
     pub helm_charts: Option<Value>,
     pub helm_globals: Option<Value>,
     pub helm_chart_inflation_generator: Option<Value>,
     /// Builtin generator configurations (files or inline YAML); plugins are refused.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub generators: Vec<String>,
     /// Builtin transformer configurations (files or inline YAML); plugins are refused.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub transformers: Vec<String>,
     pub validators: Option<Value>,
+}
+
+/// A field written with no value (`patches:` followed only by commented-out entries, as in
+/// every kubebuilder scaffold) is YAML's null: kustomize reads it as empty.
+fn null_as_default<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(deserializer: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl Kustomization {

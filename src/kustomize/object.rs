@@ -148,7 +148,14 @@ pub struct Resource {
 }
 
 impl Resource {
-    pub fn new(object: Value) -> Resource {
+    /// A resource read from a file. `metadata.annotations: null` is dropped, as kustomize does
+    /// when it reads a resource (it keeps `labels: null`).
+    pub fn new(mut object: Value) -> Resource {
+        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut)
+            && metadata.get("annotations").is_some_and(Value::is_null)
+        {
+            metadata.remove("annotations");
+        }
         Resource { object, previous: Vec::new(), needs_hash: false, behavior: None, origin: None, transformations: Vec::new() }
     }
 

@@ -59,12 +59,14 @@ enum Step {
     All,
 }
 
-/// `spec.template.spec.containers.[name=app].image`; dots inside brackets or escaped (`\.`)
-/// do not split.
-fn parse_field_path(path: &str) -> Vec<Step> {
-    let mut raw = Vec::new();
+/// `spec.template.spec.containers.[name=app].image`, split as kustomize's
+/// `SmarterPathSplitter` does: at dots not escaped (`\.`); a bracketed part holding dots stays
+/// one part, a list matcher (`[name=app]`) when it has a `=`, else a key with the brackets
+/// removed (`metadata.annotations.[cert-manager.io/inject-ca-from]`). A bracketed part without
+/// dots or `=` (`[x]`) is refused, as kustomize refuses it.
+fn parse_field_path(path: &str) -> Result<Vec<Step>, String> {
+    let mut split = Vec::new();
     let mut current = String::new();
-    let mut depth = 0;
     let mut chars = path.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
@@ -72,39 +74,58 @@ fn parse_field_path(path: &str) -> Vec<Step> {
                 current.push('.');
                 chars.next();
             }
-            '[' => {
-                depth += 1;
-                current.push(c);
-            }
-            ']' => {
-                depth -= 1;
-                current.push(c);
-            }
-            '.' if depth == 0 => raw.push(std::mem::take(&mut current)),
+            '.' => split.push(std::mem::take(&mut current)),
             _ => current.push(c),
         }
     }
-    raw.push(current);
-    raw.into_iter()
-        .filter(|s| !s.is_empty())
-        .map(|segment| {
-            if segment == "*" || segment == "[*]" {
-                return Step::All;
-            }
-            if let Some(inner) = segment.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-                if let Some((k, v)) = inner.split_once('=') {
-                    return Step::Matching(k.to_owned(), v.to_owned());
-                }
-                if let Ok(i) = inner.parse() {
-                    return Step::Index(i);
+    split.push(current);
+    let mut parts = Vec::new();
+    let mut pieces = split.into_iter();
+    while let Some(piece) = pieces.next() {
+        if piece.starts_with('[') && !piece.ends_with(']') {
+            let mut bracketed = vec![piece];
+            for next in pieces.by_ref() {
+                let closes = next.ends_with(']');
+                bracketed.push(next);
+                if closes {
+                    break;
                 }
             }
-            match segment.parse::<usize>() {
-                Ok(i) => Step::Index(i),
-                Err(_) => Step::Key(segment),
+            let joined = bracketed.join(".");
+            if joined.contains('=') {
+                parts.push((joined, true));
+            } else {
+                parts.push((joined.trim_matches(|c| c == '[' || c == ']').to_owned(), false));
             }
-        })
-        .collect()
+        } else {
+            parts.push((piece, true));
+        }
+    }
+    let mut steps = Vec::new();
+    for (part, as_written) in parts {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        if !as_written {
+            steps.push(Step::Key(part.to_owned()));
+            continue;
+        }
+        if part == "*" || part == "[*]" {
+            steps.push(Step::All);
+            continue;
+        }
+        if let Some(inner) = part.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            let (k, v) = inner.split_once('=').ok_or("list path element must contain fieldName=fieldValue for element to match")?;
+            steps.push(Step::Matching(k.to_owned(), v.to_owned()));
+            continue;
+        }
+        steps.push(match part.parse::<usize>() {
+            Ok(i) => Step::Index(i),
+            Err(_) => Step::Key(part.to_owned()),
+        });
+    }
+    Ok(steps)
 }
 
 fn scalar_text(value: &Value) -> Option<String> {
@@ -137,6 +158,10 @@ fn visit(value: &mut Value, steps: &[Step], create: bool, apply: &mut dyn FnMut(
                 if !create {
                     return Ok(());
                 }
+                // kustomize creates lists for some of these and refuses others: not guessed.
+                if rest.first().is_some_and(|next| !matches!(next, Step::Key(_))) {
+                    return Err(format!("cannot create the list '{k}' (ferroflux's engine creates only mappings)"));
+                }
                 map.insert(k.clone(), if rest.is_empty() { Value::Null } else { Value::Object(Map::new()) });
             }
             match map.get_mut(k) {
@@ -160,11 +185,22 @@ fn visit(value: &mut Value, steps: &[Step], create: bool, apply: &mut dyn FnMut(
             }
             Ok(())
         }
-        (_, value @ Value::Null) if create => {
+        (Step::Key(_), value @ Value::Null) if create => {
             *value = Value::Object(Map::new());
             visit(value, steps, create, apply)
         }
+        // A path through a value of another kind: kustomize fails to create it.
+        (_, other) if create => Err(format!("wrong node kind: the path goes through {}", kind_name(other))),
         _ => Ok(()),
+    }
+}
+
+fn kind_name(value: &Value) -> &'static str {
+    match value {
+        Value::Object(_) => "a mapping",
+        Value::Array(_) => "a list",
+        Value::Null => "null",
+        _ => "a scalar",
     }
 }
 
@@ -210,7 +246,8 @@ pub fn apply(entries: &[Value], resources: &mut [Resource], read: &mut dyn FnMut
             _ => return Err(format!("multiple matches for the replacement source {}", describe(&selector))),
         };
         let field_path = source.field_path.as_deref().unwrap_or("metadata.name");
-        let mut value = get(&source_resource.object, &parse_field_path(field_path))
+        let source_steps = parse_field_path(field_path).map_err(|e| format!("error looking up replacement source: {e}"))?;
+        let mut value = get(&source_resource.object, &source_steps)
             .cloned()
             .ok_or_else(|| format!("fieldPath `{field_path}` is missing for the replacement source {}", describe(&selector)))?;
         if let Some(options) = &source.options
@@ -233,7 +270,7 @@ pub fn apply(entries: &[Value], resources: &mut [Resource], read: &mut dyn FnMut
                     continue;
                 }
                 for path in &target.field_paths {
-                    let steps = parse_field_path(path);
+                    let steps = parse_field_path(path).map_err(|e| format!("unable to find or create field \"{path}\" in replacement target: {e}"))?;
                     // The walk recurses per step, and `create` makes as many levels.
                     if steps.len() > limits::MAX_DEPTH {
                         return Err(format!("fieldPath \"{path}\" has more than {} parts", limits::MAX_DEPTH));
@@ -246,7 +283,8 @@ pub fn apply(entries: &[Value], resources: &mut [Resource], read: &mut dyn FnMut
                         limits::charge(limits::nodes(&new))?;
                         *field = new;
                         Ok(())
-                    })?;
+                    })
+                    .map_err(|e| format!("unable to find or create field \"{path}\" in replacement target {}: {e}", resource.id()))?;
                     if options.create {
                         limits::check_depth(&resource.object, "the replacement's target")?;
                     }
@@ -287,12 +325,18 @@ mod tests {
     fn field_paths_with_selectors_and_escapes() {
         assert_eq!(
             parse_field_path("spec.containers.[name=a.b].image"),
-            vec![Step::Key("spec".into()), Step::Key("containers".into()), Step::Matching("name".into(), "a.b".into()), Step::Key("image".into())]
+            Ok(vec![Step::Key("spec".into()), Step::Key("containers".into()), Step::Matching("name".into(), "a.b".into()), Step::Key("image".into())])
         );
         assert_eq!(
             parse_field_path("metadata.annotations.a\\.io/x"),
-            vec![Step::Key("metadata".into()), Step::Key("annotations".into()), Step::Key("a.io/x".into())]
+            Ok(vec![Step::Key("metadata".into()), Step::Key("annotations".into()), Step::Key("a.io/x".into())])
         );
+        // kubebuilder's CA injection: a bracketed key holding dots is the key, brackets removed.
+        assert_eq!(
+            parse_field_path("metadata.annotations.[cert-manager.io/inject-ca-from]"),
+            Ok(vec![Step::Key("metadata".into()), Step::Key("annotations".into()), Step::Key("cert-manager.io/inject-ca-from".into())])
+        );
+        assert!(parse_field_path("data.[x]").is_err(), "kustomize refuses a bracketed part without '=' or dots");
     }
 
     #[test]

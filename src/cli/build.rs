@@ -3,7 +3,6 @@
 //! commonMetadata, `postBuild.substitute` and `substituteFrom`, Flux's owner labels) and print
 //! the objects.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
@@ -13,6 +12,8 @@ use serde_json::Value;
 use super::status::FluxKind;
 use super::{ClusterArgs, CliError};
 use crate::api::Kustomization;
+use crate::controller::render::{self, RenderOptions};
+use crate::controller::variables::{self, Variables};
 
 #[derive(Subcommand, Debug)]
 pub enum BuildTarget {
@@ -33,18 +34,23 @@ pub struct LocalBuild {
     /// the source artifact (default: the Git work tree holding --path, else --path itself).
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// Allow remote (Git URL) bases and components, as the controller does unless it runs with
+    /// `--no-remote-bases`; without it they are refused, so a build reads only local files.
+    #[arg(long)]
+    pub enable_remote: bool,
 }
 
 pub async fn run(cluster: &ClusterArgs, target: BuildTarget) -> Result<(), CliError> {
     let BuildTarget::Kustomization(local) = target;
     let client = super::client(cluster).await?;
-    let (_, objects) = build(&client, &cluster.namespace, &local).await?;
+    let (_, objects, _) = build(&client, &cluster.namespace, &local).await?;
     print!("{}", crate::kustomize::to_yaml(&objects));
     Ok(())
 }
 
-/// Reads the Kustomization and builds the local directory with its settings.
-pub async fn build(client: &Client, ns: &str, local: &LocalBuild) -> Result<(Kustomization, Vec<Value>), CliError> {
+/// Reads the Kustomization and builds the local directory with its settings; also returns the
+/// variables it substituted (to mask the Secret values among them in messages).
+pub async fn build(client: &Client, ns: &str, local: &LocalBuild) -> Result<(Kustomization, Vec<Value>, Variables), CliError> {
     let object = super::get_object(client, FluxKind::Kustomization, ns, &local.name).await?;
     let ks: Kustomization = serde_json::from_value(object)
         .map_err(|e| CliError::Usage(format!("Kustomization '{}' in namespace '{ns}' cannot be read: {e}", local.name)))?;
@@ -60,11 +66,12 @@ pub async fn build(client: &Client, ns: &str, local: &LocalBuild) -> Result<(Kus
     // `substituteFrom` is read from the cluster with the caller's rights, as the controller reads
     // it with the Kustomization's.
     let vars = match &ks.spec.post_build {
-        Some(post_build) => crate::controller::kustomization::substitution_vars(&ks, client, post_build).await.map_err(|f| CliError::Usage(f.message))?,
-        None => BTreeMap::new(),
+        Some(post_build) => variables::substitution_vars(client, ns, post_build).await.map_err(|e| CliError::Usage(e.to_string()))?,
+        None => Variables::default(),
     };
-    let objects = build_local(&ks, &root, &dir, &vars)?;
-    Ok((ks, objects))
+    let options = RenderOptions { enable_remote_bases: local.enable_remote };
+    let objects = build_local(&ks, &root, &dir, &vars, options)?;
+    Ok((ks, objects, vars))
 }
 
 /// The folder files may be read from: the Git work tree holding `dir` (what the source artifact
@@ -73,16 +80,9 @@ pub fn default_root(dir: &Path) -> PathBuf {
     dir.ancestors().find(|d| d.join(".git").exists()).unwrap_or(dir).to_path_buf()
 }
 
-/// The controller's build, on a local folder: the Flux overlay, `postBuild` with `vars` (the
-/// resolved `substitute` and `substituteFrom`), owner labels.
-pub fn build_local(ks: &Kustomization, root: &Path, dir: &Path, vars: &BTreeMap<String, String>) -> Result<Vec<Value>, CliError> {
-    let objects = crate::controller::render::build(root, dir, &ks.spec)
-        .map_err(|e| CliError::Usage(format!("building {}: {e}", dir.display())))?;
-    let objects = match &ks.spec.post_build {
-        None => objects,
-        Some(_) => crate::controller::substitute::substitute_objects(objects, vars).map_err(|e| CliError::Usage(e.to_string()))?,
-    };
-    Ok(crate::controller::render::add_labels(objects, &crate::controller::render::owner_labels(ks)))
+/// The controller's render, on a local folder. Errors never show values read from Secrets.
+pub fn build_local(ks: &Kustomization, root: &Path, dir: &Path, vars: &Variables, options: RenderOptions) -> Result<Vec<Value>, CliError> {
+    render::render(ks, root, dir, vars, options).map_err(|e| CliError::Usage(vars.mask(&format!("building {}: {e}", dir.display()))))
 }
 
 #[cfg(test)]
@@ -105,8 +105,8 @@ mod tests {
                      "targetNamespace": "prod", "namePrefix": "p-", "postBuild": {"substitute": {"cluster": "eu-1"}}}
         }))
         .expect("a Kustomization");
-        let vars = ks.spec.post_build.as_ref().and_then(|p| p.substitute.clone()).unwrap_or_default();
-        let objects = build_local(&ks, dir.path(), dir.path(), &vars).expect("built");
+        let vars = Variables::plain(ks.spec.post_build.as_ref().and_then(|p| p.substitute.clone()).unwrap_or_default());
+        let objects = build_local(&ks, dir.path(), dir.path(), &vars, RenderOptions::default()).expect("built");
         assert_eq!(objects.len(), 1);
         assert_eq!(objects[0]["metadata"]["name"], "p-settings");
         assert_eq!(objects[0]["metadata"]["namespace"], "prod");

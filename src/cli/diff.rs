@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::build::LocalBuild;
 use super::{ClusterArgs, CliError};
 use crate::apply::{Applier, DryRun, ObjectId, comparable};
+use crate::controller::variables::MASK;
 
 #[derive(Subcommand, Debug)]
 pub enum DiffTarget {
@@ -44,7 +45,7 @@ pub enum ObjectDiff {
 pub async fn run(cluster: &ClusterArgs, target: DiffTarget) -> anyhow::Result<ExitCode> {
     let DiffTarget::Kustomization(local) = target;
     let client = super::client(cluster).await?;
-    let (ks, objects) = super::build::build(&client, &cluster.namespace, &local).await?;
+    let (ks, objects, vars) = super::build::build(&client, &cluster.namespace, &local).await?;
     let built: BTreeSet<ObjectId> = objects.iter().enumerate().filter_map(|(i, o)| ObjectId::of(o, i).ok().map(|(id, _)| id)).collect();
     let new_namespaces: Vec<String> = objects
         .iter()
@@ -83,7 +84,8 @@ pub async fn run(cluster: &ClusterArgs, target: DiffTarget) -> anyhow::Result<Ex
     let (text, changed, failures) = report(&diffs);
     print!("{text}");
     if !failures.is_empty() {
-        return Err(CliError::Usage(format!("the dry-run failed for {} object(s):\n{}", failures.len(), failures.join("\n"))).into());
+        // The API server's messages may quote substituted values: those from Secrets are masked.
+        return Err(CliError::Usage(vars.mask(&format!("the dry-run failed for {} object(s):\n{}", failures.len(), failures.join("\n")))).into());
     }
     Ok(if changed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
@@ -102,8 +104,29 @@ pub fn classify(dry_run: &DryRun) -> ObjectDiff {
         (_, Err(message)) => ObjectDiff::Failed(message.clone()),
         (None, Ok(_)) => ObjectDiff::Created,
         (Some(live), Ok(applied)) => {
-            let changes = field_diff(&comparable(live.clone()), &comparable(applied.clone()));
+            let (mut live, mut applied) = (comparable(live.clone()), comparable(applied.clone()));
+            if dry_run.id.kind == "Secret" && dry_run.id.group.is_empty() {
+                mask_secret_data(&mut live, &mut applied);
+            }
+            let changes = field_diff(&live, &applied);
             if changes.is_empty() { ObjectDiff::Unchanged } else { ObjectDiff::Drifted(changes) }
+        }
+    }
+}
+
+/// A Secret's values replaced as Flux's diff does: `***` where both sides agree or only one has
+/// the key, `*** (before)` / `*** (after)` where they differ, so a change shows without its
+/// content.
+pub fn mask_secret_data(live: &mut Value, applied: &mut Value) {
+    for field in ["data", "stringData"] {
+        let before = live.get(field).and_then(Value::as_object).cloned().unwrap_or_default();
+        let after = applied.get(field).and_then(Value::as_object).cloned().unwrap_or_default();
+        for (side, own, other, changed) in [(&mut *live, &before, &after, "*** (before)"), (&mut *applied, &after, &before, "*** (after)")] {
+            let Some(map) = side.get_mut(field).and_then(Value::as_object_mut) else { continue };
+            for (key, value) in map.iter_mut() {
+                let differs = other.get(key).is_some_and(|o| Some(o) != own.get(key));
+                *value = Value::String(if differs { changed } else { MASK }.to_owned());
+            }
         }
     }
 }
@@ -269,6 +292,19 @@ mod tests {
         assert!(failures.is_empty());
         let (text, changed, _) = report(&[(id("Deployment", "same"), ObjectDiff::Unchanged)]);
         assert!(text.is_empty() && !changed);
+    }
+
+    #[test]
+    fn secret_values_are_masked_and_changes_still_shown() {
+        let live = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"same": "c2FtZQ==", "old": "b2xk", "gone": "eA=="}});
+        let applied = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"same": "c2FtZQ==", "old": "bmV3", "added": "eQ=="}});
+        let secret = ObjectId { namespace: "default".into(), name: "s".into(), group: "".into(), kind: "Secret".into() };
+        let ObjectDiff::Drifted(changes) = classify(&DryRun { id: secret.clone(), live: Some(live), result: Ok(applied) }) else { panic!("drifted") };
+        let (text, _, _) = report(&[(secret, ObjectDiff::Drifted(changes))]);
+        assert_eq!(text, "► Secret/default/s drifted\n  data.gone\n    - ***\n  data.old\n    - *** (before)\n    + *** (after)\n  data.added\n    + ***\n");
+        for content in ["c2FtZQ", "b2xk", "bmV3", "eA==", "eQ=="] {
+            assert!(!text.contains(content), "{text}");
+        }
     }
 
     #[test]

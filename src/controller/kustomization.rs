@@ -4,8 +4,8 @@
 //! Every failure a user can cause ends as `Ready=False` with Flux's reason and a message, and an
 //! Event; nothing of a failed stage is written and the inventory (the last good revision) stays.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Component, Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,14 +16,14 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::{info, instrument, warn};
 
-use super::render::owner_labels;
+use super::render::{self, RenderOptions, owner_labels};
+use super::variables::{self, Variables};
 use super::conditions::{self, Status};
 use super::health::{Health, health};
 use super::{Context, Failure, ReconcileError, now, with_jitter};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 
 use crate::api::kustomize::v1::{DeletionPolicy, Kustomization, KustomizationStatus, SourceKind};
-use crate::api::kustomize::{PostBuild, SubstituteKind};
 use crate::api::kustomize::{
     ResourceInventory, ResourceRef, condition as ks_reason,
 };
@@ -34,7 +34,6 @@ use crate::apply::{Action as Change, ApplyError, ApplyOptions, Applier, ObjectId
 /// Flux's finalizer name, so objects created by Flux and adopted by ferroflux keep working.
 pub const FINALIZER: &str = "finalizers.fluxcd.io";
 /// How often to look again when the source or a dependency is not ready yet.
-const DEPENDENCY_REQUEUE: Duration = Duration::from_secs(30);
 
 #[instrument(skip_all, fields(kustomization = %format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any())))]
 pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -42,6 +41,11 @@ pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Acti
     let name = ks.name_any();
     let started = std::time::Instant::now();
     let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
+    // The watch cache may not have seen the status this process wrote a moment ago: the
+    // inventory a reconcile prunes against must be the latest one written, so read it fresh.
+    let Some(ks) = api.get_opt(&name).await?.map(Arc::new) else {
+        return Ok(Action::await_change());
+    };
     let result = finalizer(&api, FINALIZER, ks, |event| async {
         match event {
             FinalizerEvent::Apply(ks) => apply(ks, ctx.clone()).await,
@@ -127,15 +131,27 @@ struct Outcome {
     changes: Vec<String>,
 }
 
+/// One reconcile: revision → objects ([`render`]) → cluster (apply, prune, health). Failure
+/// messages never carry values read from Secrets.
 async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus) -> Result<Outcome, Failure> {
+    let mut vars = Variables::default();
+    run_masked(ks, ctx, status, &mut vars).await.map_err(|mut failure| {
+        failure.message = vars.mask(&failure.message);
+        failure
+    })
+}
+
+async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus, vars: &mut Variables) -> Result<Outcome, Failure> {
     check_dependencies(ks, ctx).await?;
     let artifact = source_artifact(ks, ctx).await?;
     status.last_attempted_revision = Some(artifact.revision.clone());
 
-    let root = ctx.artifacts.fetch(&artifact).await.map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, e.to_string(), Duration::ZERO))?;
+    // Held until the build is done: the cache does not evict a tree in use.
+    let tree = ctx.artifacts.fetch(&artifact).await.map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, e.to_string(), Duration::ZERO))?;
     let local = applier_for(ks, ctx).await?;
     let applier = target_applier(ks, ctx, &local).await?;
-    let objects = build(ks, ctx, &local, &root).await?;
+    let objects = render(ks, ctx, &local, tree.path(), &artifact.revision, vars).await?;
+    drop(tree);
 
     let opts = ApplyOptions {
         force: ks.spec.force == Some(true),
@@ -146,6 +162,17 @@ async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus
     for (index, object) in objects.iter().enumerate() {
         let (id, version) = ObjectId::of(object, index).map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?;
         new_inventory.push((id, version));
+    }
+    // Objects this revision adds join the inventory before they are applied: when the process
+    // dies mid-apply (SIGKILL, OOM), the next reconcile still knows them and prunes those the
+    // next revision no longer has, instead of leaving them labelled as ours in no inventory.
+    let previous = inventory_entries(status.inventory.as_ref());
+    let known: BTreeSet<&ObjectId> = previous.iter().map(|(id, _)| id).collect();
+    if new_inventory.iter().any(|(id, _)| !known.contains(id)) {
+        status.inventory = Some(inventory(previous.iter().chain(new_inventory.iter())));
+        write_status(ctx, ks, status).await.map_err(|e| {
+            Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to record the inventory before applying: {e}"), Duration::ZERO)
+        })?;
     }
     let key = format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any());
     let mut state = ctx.applied.lock().await.remove(&key).unwrap_or_default();
@@ -158,7 +185,6 @@ async fn run(ks: &Kustomization, ctx: &Context, status: &mut KustomizationStatus
     let mut changes: Vec<String> = applied.iter().filter(|c| c.action != Change::Unchanged).map(ToString::to_string).collect();
 
     // Prune what the previous inventory had and this revision does not.
-    let previous = inventory_entries(status.inventory.as_ref());
     let current: BTreeSet<&ObjectId> = new_inventory.iter().map(|(id, _)| id).collect();
     let stale: Vec<(ObjectId, String)> = previous.into_iter().filter(|(id, _)| !current.contains(id)).collect();
     let mut kept_for_retry = Vec::new();
@@ -268,7 +294,7 @@ pub fn inventory_entries(inventory: Option<&ResourceInventory>) -> Vec<(ObjectId
         .unwrap_or_default()
 }
 
-fn timeout(ks: &Kustomization) -> Duration {
+pub fn timeout(ks: &Kustomization) -> Duration {
     ks.spec
         .timeout
         .as_deref()
@@ -282,7 +308,7 @@ async fn check_dependencies(ks: &Kustomization, ctx: &Context) -> Result<(), Fai
         let ns = dep.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default());
         check_namespace_access(ks, ctx, "Kustomization", &ns, &dep.name)?;
         let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
-        let not_ready = |why: &str| Failure::new(meta::DEPENDENCY_NOT_READY, format!("dependency '{ns}/{}' is not ready{why}", dep.name), DEPENDENCY_REQUEUE);
+        let not_ready = |why: &str| Failure::new(meta::DEPENDENCY_NOT_READY, format!("dependency '{ns}/{}' is not ready{why}", dep.name), ctx.options.dependency_requeue());
         let found = api.get_opt(&dep.name).await.map_err(|e| not_ready(&format!(": {e}")))?.ok_or_else(|| not_ready(": not found"))?;
         let status = found.status.unwrap_or_default();
         let ready = conditions::is_true(&status.conditions, meta::READY)
@@ -308,96 +334,40 @@ async fn source_artifact(ks: &Kustomization, ctx: &Context) -> Result<crate::api
     check_namespace_access(ks, ctx, "GitRepository", &ns, &source.name)?;
     let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
     let key = source_key("GitRepository", &ns, &source.name);
+    let requeue = ctx.options.dependency_requeue();
     let repo = api
         .get_opt(&source.name)
         .await
-        .map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, format!("failed to get source '{key}': {e}"), DEPENDENCY_REQUEUE))?
-        .ok_or_else(|| Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source '{key}' not found"), DEPENDENCY_REQUEUE))?;
+        .map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, format!("failed to get source '{key}': {e}"), requeue))?
+        .ok_or_else(|| Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source '{key}' not found"), requeue))?;
     repo.status.and_then(|s| s.artifact).ok_or_else(|| {
-        Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source artifact not found, retrying in {}s", DEPENDENCY_REQUEUE.as_secs()), DEPENDENCY_REQUEUE)
+        Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source artifact not found, retrying in {}s", requeue.as_secs()), requeue)
     })
 }
 
-/// `spec.path` inside the artifact; `..` may not leave it.
-fn resolve_path(root: &Path, path: Option<&str>) -> Result<PathBuf, Failure> {
-    let relative = path.unwrap_or("./");
-    let mut resolved = root.to_path_buf();
-    for component in Path::new(relative.trim_start_matches('/')).components() {
-        match component {
-            Component::Normal(part) => resolved.push(part),
-            Component::CurDir | Component::RootDir => {}
-            Component::ParentDir | Component::Prefix(_) => {
-                return Err(Failure::new(meta::INVALID_PATH, format!("path '{relative}' leaves the source root"), Duration::ZERO));
-            }
-        }
+/// The revision's objects ([`render::render`]): the build runs on a blocking thread, inside this
+/// reconcile's span with the revision as a field; `postBuild`'s variables are read with the
+/// Kustomization's (impersonated) client, so a ServiceAccount only sees what it may read. Values
+/// from Secrets are recorded in `vars`, to be masked in every message.
+async fn render(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Path, revision: &str, vars: &mut Variables) -> Result<Vec<Value>, Failure> {
+    let dir = render::resolve_path(root, ks.spec.path.as_deref()).map_err(|e| Failure::new(e.reason(), e.to_string(), Duration::ZERO))?;
+    if let Some(post_build) = &ks.spec.post_build {
+        *vars = variables::substitution_vars(applier.client(), &ks.namespace().unwrap_or_default(), post_build)
+            .await
+            .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?;
     }
-    Ok(resolved)
-}
-
-async fn build(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Path) -> Result<Vec<Value>, Failure> {
-    let dir = resolve_path(root, ks.spec.path.as_deref())?;
-    if tokio::fs::metadata(&dir).await.is_err() {
-        return Err(Failure::new(
-            ks_reason::ARTIFACT_FAILED,
-            format!("kustomization path not found: {}", ks.spec.path.as_deref().unwrap_or("./")),
-            Duration::ZERO,
-        ));
-    }
-    let spec = ks.spec.clone();
-    let root = root.to_owned();
-    let enable_remote = ctx.options.enable_remote_bases;
-    let objects = tokio::task::spawn_blocking(move || super::render::build_with(&root, &dir, &spec, enable_remote))
+    let options = RenderOptions { enable_remote_bases: ctx.options.enable_remote_bases };
+    // A build that runs past the timeout ends as BuildFailed and frees its worker; its thread
+    // (a build cannot be interrupted) finishes in the background and its result is dropped.
+    let limit = timeout(ks);
+    let (ks, root, inputs) = (ks.clone(), root.to_owned(), vars.clone());
+    let span = tracing::info_span!("render", revision);
+    let build = tokio::task::spawn_blocking(move || span.in_scope(|| render::render(&ks, &root, &dir, &inputs, options)));
+    tokio::time::timeout(limit, build)
         .await
+        .map_err(|_| Failure::new(ks_reason::BUILD_FAILED, format!("kustomize build failed: timeout after {limit:?}"), Duration::ZERO))?
         .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?
-        .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?;
-    let objects = match &ks.spec.post_build {
-        None => objects,
-        Some(post_build) => {
-            let vars = substitution_vars(ks, applier.client(), post_build).await?;
-            super::substitute::substitute_objects(objects, &vars).map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?
-        }
-    };
-    Ok(super::render::add_labels(objects, &owner_labels(ks)))
-}
-
-/// `postBuild`'s variables: `substituteFrom` ConfigMaps and Secrets in order (a later one wins),
-/// then `substitute`, which wins over all of them, as in Flux. Read with the Kustomization's
-/// (impersonated) client, so a ServiceAccount only sees what it may read.
-pub async fn substitution_vars(ks: &Kustomization, client: &kube::Client, post_build: &PostBuild) -> Result<BTreeMap<String, String>, Failure> {
-    let ns = ks.namespace().unwrap_or_default();
-    let mut vars = BTreeMap::new();
-    for reference in post_build.substitute_from.iter().flatten() {
-        let optional = reference.optional == Some(true);
-        let failed = |kind: &str, why: String| {
-            Failure::new(ks_reason::BUILD_FAILED, format!("substitute from '{kind}/{}' failed: {why}", reference.name), Duration::ZERO)
-        };
-        match reference.kind {
-            SubstituteKind::ConfigMap => {
-                let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-                match api.get_opt(&reference.name).await.map_err(|e| failed("ConfigMap", e.to_string()))? {
-                    Some(map) => vars.extend(map.data.unwrap_or_default()),
-                    None if optional => {}
-                    None => return Err(failed("ConfigMap", format!("configmaps \"{}\" not found", reference.name))),
-                }
-            }
-            SubstituteKind::Secret => {
-                let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-                match api.get_opt(&reference.name).await.map_err(|e| failed("Secret", e.to_string()))? {
-                    Some(secret) => {
-                        for (key, value) in secret.data.unwrap_or_default() {
-                            let text = String::from_utf8(value.0).map_err(|_| failed("Secret", format!("key '{key}' is not UTF-8 text")))?;
-                            vars.insert(key, text);
-                        }
-                        vars.extend(secret.string_data.unwrap_or_default());
-                    }
-                    None if optional => {}
-                    None => return Err(failed("Secret", format!("secrets \"{}\" not found", reference.name))),
-                }
-            }
-        }
-    }
-    vars.extend(post_build.substitute.clone().unwrap_or_default());
-    Ok(vars)
+        .map_err(|e| Failure::new(e.reason(), e.to_string(), Duration::ZERO))
 }
 
 /// The namespace of the Kustomization's source: its own unless `sourceRef.namespace` says.
@@ -501,8 +471,17 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, Re
         Some(DeletionPolicy::Delete) | Some(DeletionPolicy::WaitForTermination) => true,
         Some(DeletionPolicy::MirrorPrune) | None => ks.spec.prune,
     };
-    if delete && ks.spec.suspend != Some(true) {
-        let entries = inventory_entries(ks.status.as_ref().and_then(|s| s.inventory.as_ref()));
+    let entries = inventory_entries(ks.status.as_ref().and_then(|s| s.inventory.as_ref()));
+    if delete && ks.spec.suspend != Some(true) && !entries.is_empty() {
+        if let Some(gone) = impersonated_account_gone(&ks, &ctx).await {
+            // As Flux: with the account gone (its namespace being deleted, typically) pruning
+            // can only fail; the objects are listed and the finalizer goes.
+            let objects = entries.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>().join("\n");
+            warn!(service_account = %gone, "skipping pruning: the ServiceAccount to impersonate is gone");
+            ctx.event(ks.as_ref(), true, ks_reason::PRUNE_FAILED, format!("unable to prune objects, ServiceAccount '{gone}' to impersonate not found:\n{objects}")).await;
+            ctx.metrics.record_status("Kustomization", &ks.namespace().unwrap_or_default(), &ks.name_any(), "Deleted", false);
+            return Ok(Action::await_change());
+        }
         let opts = ApplyOptions { force: false, owner_labels: owner_labels(&ks), wait_timeout: timeout(&ks) };
         let local = applier_for(&ks, &ctx).await.map_err(|f| ReconcileError::Finalizer(f.message))?;
         let applier = target_applier(&ks, &ctx, &local).await.map_err(|f| ReconcileError::Finalizer(f.message))?;
@@ -521,18 +500,18 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, Re
     Ok(Action::await_change())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_stay_inside_the_artifact() {
-        let root = Path::new("/artifact");
-        assert_eq!(resolve_path(root, Some("./")).ok(), Some(PathBuf::from("/artifact")));
-        assert_eq!(resolve_path(root, Some("./apps/prod")).ok(), Some(PathBuf::from("/artifact/apps/prod")));
-        assert_eq!(resolve_path(root, Some("/apps")).ok(), Some(PathBuf::from("/artifact/apps")));
-        assert_eq!(resolve_path(root, None).ok(), Some(PathBuf::from("/artifact")));
-        assert!(resolve_path(root, Some("../etc")).is_err());
-        assert!(resolve_path(root, Some("apps/../../etc")).is_err());
+/// The ServiceAccount the Kustomization's cleanup would impersonate (`namespace/name`), when it
+/// no longer exists. `None` when none is impersonated, when it exists, or when that cannot be
+/// told (the prune then runs and reports its own error).
+async fn impersonated_account_gone(ks: &Kustomization, ctx: &Context) -> Option<String> {
+    if ks.spec.kube_config.is_some() {
+        return None;
+    }
+    let ns = ks.namespace().unwrap_or_default();
+    let account = ctx.service_account(ks.spec.service_account_name.as_deref())?;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(ctx.client.clone(), &ns);
+    match accounts.get_opt(account).await {
+        Ok(None) => Some(format!("{ns}/{account}")),
+        Ok(Some(_)) | Err(_) => None,
     }
 }

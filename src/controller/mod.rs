@@ -12,6 +12,7 @@ pub mod leader;
 pub mod manager;
 pub mod metrics;
 pub mod substitute;
+pub mod variables;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +37,16 @@ pub struct ControllerOptions {
     /// `--allow-insecure-http-credentials`: a GitRepository's credentials may go over plain
     /// `http://`.
     pub allow_insecure_http_credentials: bool,
+    /// `--requeue-dependency`; `None`: Flux's default, 30 seconds.
+    pub requeue_dependency: Option<Duration>,
+}
+
+impl ControllerOptions {
+    /// When a Kustomization looks again at a dependency that is not ready or a source without
+    /// an artifact.
+    pub fn dependency_requeue(&self) -> Duration {
+        self.requeue_dependency.unwrap_or(Duration::from_secs(30))
+    }
 }
 
 /// Everything a reconcile needs, shared by all reconciles.

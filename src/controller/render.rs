@@ -1,17 +1,96 @@
-//! The Flux side of a build: a Kustomization's spec (targetNamespace, namePrefix/nameSuffix,
-//! patches, images, components, the v1beta2 patch lists) merged into the kustomization at
-//! `spec.path`, or into the one Flux generates where the path has none; then `commonMetadata`.
-//! The kustomize engine (`crate::kustomize`) knows nothing of Flux: everything Flux-only is here.
+//! Where a revision becomes objects: [`render`] takes a Kustomization, the folder its source
+//! artifact was unpacked into and its `postBuild` variables, and returns the objects to apply:
+//!
+//! 1. `spec.path` inside the artifact ([`resolve_path`]);
+//! 2. the kustomize build, with the Kustomization's spec (targetNamespace, namePrefix/nameSuffix,
+//!    patches, images, components, the v1beta2 patch lists) merged into the kustomization at
+//!    `spec.path`, or into the one Flux generates where the path has none; then `commonMetadata`;
+//! 3. (decryption goes here);
+//! 4. `postBuild` substitution ([`super::substitute`]);
+//! 5. Flux's owner labels.
+//!
+//! The controller and `ferroflux build ks`/`diff ks` render with the same function. The kustomize
+//! engine (`crate::kustomize`) knows nothing of Flux: everything Flux-only is here.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use kube::ResourceExt;
 use serde_json::Value;
 
 use crate::api::kustomize::v1::{Kustomization, KustomizationSpec};
-use crate::api::kustomize::{Image, NAME_LABEL, NAMESPACE_LABEL, Patch, Selector};
+use super::substitute::{SubstituteError, substitute_objects};
+use super::variables::Variables;
+use crate::api::kustomize::{Image, NAME_LABEL, NAMESPACE_LABEL, Patch, Selector, condition as ks_reason};
+use crate::api::meta::condition as meta;
 use crate::kustomize::{self, BuildOptions, file, object};
+
+/// Settings of a render that do not come from the Kustomization: the controller's flags, the
+/// CLI's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RenderOptions {
+    /// Remote (URL) bases in kustomizations (`--no-remote-bases` turns them off in the
+    /// controller, `--enable-remote` on in `ferroflux build`).
+    pub enable_remote_bases: bool,
+}
+
+/// Why a revision could not become objects. [`RenderError::reason`] is the Kustomization's
+/// `Ready=False` reason.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("path '{0}' leaves the source root")]
+    PathEscape(String),
+    #[error("kustomization path not found: {0}")]
+    PathNotFound(String),
+    #[error(transparent)]
+    Build(kustomize::Error),
+    #[error(transparent)]
+    Substitute(SubstituteError),
+}
+
+impl RenderError {
+    /// Flux's reason for it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RenderError::PathEscape(_) => meta::INVALID_PATH,
+            RenderError::PathNotFound(_) => ks_reason::ARTIFACT_FAILED,
+            RenderError::Build(_) | RenderError::Substitute(_) => ks_reason::BUILD_FAILED,
+        }
+    }
+}
+
+/// `spec.path` inside the artifact `root`; `..` may not leave it (links out of it are refused by
+/// the build).
+pub fn resolve_path(root: &Path, path: Option<&str>) -> Result<PathBuf, RenderError> {
+    let relative = path.unwrap_or("./");
+    let mut resolved = root.to_path_buf();
+    for component in Path::new(relative.trim_start_matches('/')).components() {
+        match component {
+            Component::Normal(part) => resolved.push(part),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir | Component::Prefix(_) => return Err(RenderError::PathEscape(relative.to_owned())),
+        }
+    }
+    Ok(resolved)
+}
+
+/// What a revision of a Kustomization becomes: `dir` (its `spec.path`, inside the artifact or
+/// folder `root`) built with Flux's overlay, then `postBuild` with `vars`, then Flux's owner
+/// labels. Pure but for reading files (and cloning remote bases when enabled): the controller and
+/// `ferroflux build ks`/`diff ks` both render with it.
+pub fn render(ks: &Kustomization, root: &Path, dir: &Path, vars: &Variables, options: RenderOptions) -> Result<Vec<Value>, RenderError> {
+    if !dir.exists() {
+        return Err(RenderError::PathNotFound(ks.spec.path.clone().unwrap_or_else(|| "./".into())));
+    }
+    let objects = build_with(root, dir, &ks.spec, options.enable_remote_bases).map_err(RenderError::Build)?;
+    // Decryption (`spec.decryption`, SOPS) belongs here: after the build, before the
+    // substitution, as in Flux.
+    let objects = match &ks.spec.post_build {
+        None => objects,
+        Some(_) => substitute_objects(objects, &vars.values).map_err(RenderError::Substitute)?,
+    };
+    Ok(add_labels(objects, &owner_labels(ks)))
+}
 
 /// What Flux merges into the root kustomization: the namespace, prefix and suffix replace the
 /// kustomization's; patches, images and components are appended. (Flux's `commonMetadata` is
@@ -162,21 +241,16 @@ pub fn overlay(spec: &KustomizationSpec) -> Overlay {
     }
 }
 
-/// Builds `dir` (inside the artifact `root`) with the spec's settings. As in Flux, files may be
-/// read from anywhere inside the artifact (not only below each kustomization's folder), and
-/// nothing outside it.
-pub fn build(root: &Path, dir: &Path, spec: &KustomizationSpec) -> Result<Vec<Value>, kustomize::Error> {
-    build_with(root, dir, spec, false)
-}
-
-/// [`build`], with remote (URL) bases allowed or not.
-pub fn build_with(root: &Path, dir: &Path, spec: &KustomizationSpec, enable_remote: bool) -> Result<Vec<Value>, kustomize::Error> {
+/// Builds `dir` (inside the artifact `root`) with the spec's settings, remote (URL) bases allowed
+/// or not. As in Flux, files may be read from anywhere inside the artifact (not only below each
+/// kustomization's folder), and nothing outside it.
+fn build_with(root: &Path, dir: &Path, spec: &KustomizationSpec, enable_remote: bool) -> Result<Vec<Value>, kustomize::Error> {
     let options = BuildOptions { enable_remote };
     let overlay = overlay(spec);
     // Called with `dir` canonical and inside the root: nothing is read before that check.
-    let root_kustomization = |dir: &Path| {
+    let root_kustomization = |dir: &Path, load: kustomize::RootLoader| {
         let (file, mut kustomization) = if kustomize::has_kustomization(dir) {
-            kustomize::load(dir)?
+            load(dir)?
         } else {
             (dir.join("kustomization.yaml"), generate_kustomization(dir)?)
         };
@@ -204,7 +278,7 @@ pub fn owner_labels(ks: &Kustomization) -> BTreeMap<String, String> {
 }
 
 /// Sets `labels` on every object.
-pub fn add_labels(objects: Vec<Value>, labels: &BTreeMap<String, String>) -> Vec<Value> {
+fn add_labels(objects: Vec<Value>, labels: &BTreeMap<String, String>) -> Vec<Value> {
     objects
         .into_iter()
         .map(|mut object| {
@@ -263,7 +337,7 @@ mod tests {
             "images": [{"name": "app", "newTag": "v2"}],
             "patches": [{"patch": r#"[{"op": "add", "path": "/data", "value": {"a": "b"}}]"#, "target": {"kind": "ConfigMap"}}],
         }));
-        let objects = build(dir.path(), dir.path(), &spec).expect("builds");
+        let objects = build_with(dir.path(), dir.path(), &spec, false).expect("builds");
         assert_eq!(objects[0]["metadata"], json!({"name": "a-cm-s", "namespace": "flux"}));
         assert_eq!(objects[0]["data"], json!({"a": "b"}));
         assert_eq!(objects[1]["spec"]["template"]["spec"]["containers"][0]["image"], "app:v2");
@@ -283,7 +357,7 @@ mod tests {
         assert!(error.to_string().contains("no kustomization file found"), "{error}");
         let generated = generate_kustomization(dir.path()).expect("generates");
         assert_eq!(generated.resources, vec!["app", "cm.yaml", "sub/more.yml"]);
-        let objects = build(dir.path(), dir.path(), &spec(json!({}))).expect("builds");
+        let objects = build_with(dir.path(), dir.path(), &spec(json!({})), false).expect("builds");
         let kinds: Vec<&str> = objects.iter().map(object::kind).collect();
         assert_eq!(kinds, vec!["ConfigMap", "Secret", "Service"]);
     }
@@ -293,8 +367,45 @@ mod tests {
         let outside = tree(&[("cm.yaml", CONFIG_MAP), ("broken.yaml", "kind: [\n")]);
         let dir = tree(&[]);
         std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).expect("symlink");
-        let error = build(dir.path(), &dir.path().join("link"), &spec(json!({}))).expect_err("escapes").to_string();
+        let error = build_with(dir.path(), &dir.path().join("link"), &spec(json!({})), false).expect_err("escapes").to_string();
         assert!(error.contains("is not in or below"), "{error}");
+    }
+
+    #[test]
+    fn paths_stay_inside_the_artifact() {
+        let root = Path::new("/artifact");
+        assert_eq!(resolve_path(root, Some("./")).ok(), Some(PathBuf::from("/artifact")));
+        assert_eq!(resolve_path(root, Some("./apps/prod")).ok(), Some(PathBuf::from("/artifact/apps/prod")));
+        assert_eq!(resolve_path(root, Some("/apps")).ok(), Some(PathBuf::from("/artifact/apps")));
+        assert_eq!(resolve_path(root, None).ok(), Some(PathBuf::from("/artifact")));
+        assert!(matches!(resolve_path(root, Some("../etc")), Err(RenderError::PathEscape(_))));
+        assert!(resolve_path(root, Some("apps/../../etc")).is_err());
+    }
+
+    fn kustomization(spec: Value) -> Kustomization {
+        let mut object = json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "apps", "namespace": "flux-system"}});
+        object["spec"] = serde_json::to_value(self::spec(spec)).expect("spec");
+        serde_json::from_value(object).expect("a Kustomization")
+    }
+
+    #[test]
+    fn render_builds_substitutes_and_labels_and_names_each_failure() {
+        let dir = tree(&[("apps/config.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  cluster: ${cluster}\n")]);
+        let ks = kustomization(json!({"path": "./apps", "targetNamespace": "prod", "postBuild": {"substitute": {"cluster": "eu-1"}}}));
+        let apps = resolve_path(dir.path(), ks.spec.path.as_deref()).expect("inside");
+        let vars = Variables::plain(ks.spec.post_build.as_ref().and_then(|p| p.substitute.clone()).unwrap_or_default());
+        let objects = render(&ks, dir.path(), &apps, &vars, RenderOptions::default()).expect("renders");
+        assert_eq!(objects[0]["metadata"]["namespace"], "prod");
+        assert_eq!(objects[0]["data"]["cluster"], "eu-1");
+        assert_eq!(objects[0]["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/name"], "apps");
+
+        let missing = render(&ks, dir.path(), &dir.path().join("nowhere"), &vars, RenderOptions::default()).expect_err("no such path");
+        assert_eq!(missing.reason(), ks_reason::ARTIFACT_FAILED);
+        assert!(missing.to_string().contains("kustomization path not found: ./apps"), "{missing}");
+        let remote = tree(&[("kustomization.yaml", "resources: [https://github.com/org/repo//x?ref=v1]\n")]);
+        let refused = render(&ks, remote.path(), remote.path(), &vars, RenderOptions::default()).expect_err("remote bases are off");
+        assert_eq!(refused.reason(), ks_reason::BUILD_FAILED);
+        assert!(refused.to_string().contains("not enabled"), "{refused}");
     }
 
     #[test]

@@ -6,4 +6,5 @@ pub mod cli;
 pub mod controller;
 pub mod deploy;
 pub mod kustomize;
+pub mod sops;
 pub mod source;

@@ -341,13 +341,23 @@ async fn render(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Pat
             .await
             .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?;
     }
+    // SOPS keys: the Kustomization's Secret read as the Kustomization (its ServiceAccount), the
+    // global age Secret as the controller.
+    let decryptor = crate::sops::cluster::decryptor_for(ks, applier.client(), &ctx.client, ctx.options.sops_age_secret.as_ref())
+        .await
+        .map_err(|e| Failure::new(ks_reason::DECRYPTION_FAILED, e.to_string(), Duration::ZERO))?;
     let options = RenderOptions { enable_remote_bases: ctx.options.enable_remote_bases };
     let (ks, root, inputs) = (ks.clone(), root.to_owned(), vars.clone());
     let span = tracing::info_span!("render", revision);
-    tokio::task::spawn_blocking(move || span.in_scope(|| render::render(&ks, &root, &dir, &inputs, options)))
+    let without_keys = decryptor.is_none();
+    let objects = tokio::task::spawn_blocking(move || span.in_scope(|| render::render_decrypting(&ks, &root, &dir, &inputs, options, decryptor.as_ref())))
         .await
         .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?
-        .map_err(|e| Failure::new(e.reason(), e.to_string(), Duration::ZERO))
+        .map_err(|e| Failure::new(e.reason(), e.to_string(), Duration::ZERO))?;
+    if without_keys {
+        crate::sops::hook::refuse_encrypted(&objects).map_err(|e| Failure::new(ks_reason::DECRYPTION_FAILED, e.to_string(), Duration::ZERO))?;
+    }
+    Ok(objects)
 }
 
 /// The namespace of the Kustomization's source: its own unless `sourceRef.namespace` says.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use ferroflux::api::Kustomization;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use support::TestRepo;
@@ -44,9 +44,9 @@ async fn setup(test: &str) -> (Client, String) {
 
 async fn key_secret(client: &Client, ns: &str, name: &str, entries: &[(&str, &str)]) {
     let data: serde_json::Map<String, serde_json::Value> = entries.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
-    support::create_object(client, ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}))
-        .await
-        .expect("key Secret");
+    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data})).expect("a Secret");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    secrets.create(&PostParams::default(), &secret).await.expect("key Secret");
 }
 
 async fn git_repository(client: &Client, ns: &str, repo: &TestRepo, labels: serde_json::Value) {
@@ -61,8 +61,11 @@ async fn git_repository(client: &Client, ns: &str, repo: &TestRepo, labels: serd
 }
 
 async fn kustomization(client: &Client, ns: &str, name: &str, path: &str, prefix: &str, decryption: serde_json::Value, labels: serde_json::Value) {
-    let mut spec = json!({"interval": "1m", "path": path, "prune": true, "targetNamespace": ns, "namePrefix": prefix,
+    let mut spec = json!({"interval": "1m", "path": path, "prune": true, "targetNamespace": ns,
                           "sourceRef": {"kind": "GitRepository", "name": "secrets"}});
+    if !prefix.is_empty() {
+        spec["namePrefix"] = json!(prefix);
+    }
     if !decryption.is_null() {
         spec["decryption"] = decryption;
     }

@@ -24,12 +24,16 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 export RUSTC_BOOTSTRAP=1
+# No AddressSanitizer by default: the code under test is safe Rust, and an ASan build of the
+# whole dependency tree (kube, k8s-openapi, libgit2) costs far more than it finds here.
+# FUZZ_SANITIZER=address (or leak, memory, thread) turns one on.
+sanitizer=${FUZZ_SANITIZER:-none}
 for target in "${targets[@]}"; do
   echo "fuzz: $target for ${seconds}s" >&2
   mkdir -p "fuzz/corpus/$target"
   # -timeout: one input taking longer than 10 s counts as a hang (a crash); -rss_limit_mb
   # catches memory blow-ups; -max_len keeps generated trees small enough to be fast.
-  nice -n 10 cargo fuzz run --fuzz-dir fuzz "$target" "fuzz/corpus/$target" -- \
+  nice -n 10 cargo fuzz run --fuzz-dir fuzz --sanitizer "$sanitizer" "$target" "fuzz/corpus/$target" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1
 done
 echo "fuzz: all targets ran ${seconds}s without a crash" >&2

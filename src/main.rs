@@ -8,7 +8,13 @@ fn main() -> ExitCode {
     // The local verbs (`build DIR`, `crds`, `version`, ...) await nothing and run on the calling
     // thread; the others get tokio's runtime.
     let result = if cli.command.needs_runtime() {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|runtime| runtime.block_on(ferroflux::cli::run(cli)))
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|runtime| {
+            let result = runtime.block_on(ferroflux::cli::run(cli));
+            // A blocking task that never ends (a stuck build abandoned at shutdown) must not hold
+            // the exit, as dropping the runtime would.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            result
+        })
     } else {
         futures::executor::block_on(ferroflux::cli::run(cli))
     };

@@ -11,6 +11,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// How many cases `tests/kustomize/` holds.
+const CASES: usize = 76;
+
 fn cases() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kustomize");
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir).expect("tests/kustomize").filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
@@ -44,7 +47,9 @@ fn every_case_matches_kubectl_kustomize() {
     let kubectl = has_kubectl();
     let mut failures = Vec::new();
     let all = cases();
-    assert!(all.len() >= 40, "the conformance suite lost its cases");
+    // Every case folder, exactly: a case that disappears (or one added without counting it here)
+    // fails the guard.
+    assert_eq!(all.len(), CASES, "the conformance suite has {} cases, this guard counts {CASES}", all.len());
     for case in &all {
         let name = case.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let dir = setting(case, "build-dir.txt");
@@ -201,4 +206,205 @@ fn remote_git_bases_build_like_kubectl_kustomize() {
     let dir = scratch.path().join("branch-and-git-prefix");
     let error = ferroflux::kustomize::build(&dir, &dir, &Default::default()).expect_err("not enabled").to_string();
     assert!(error.contains("remote resources are not enabled"), "{error}");
+}
+
+// Hostile trees: whatever a Git author pushes, a build ends with objects or an error, in bounded
+// time, memory and stack, and an error never quotes a file outside the build root.
+
+/// Builds `dir` on a thread with the stack of a tokio worker (2 MiB), as the controller does: a
+/// recursion too deep for it aborts the whole test process, and a hang fails after a minute.
+fn build_bounded(dir: &Path) -> Result<Vec<Value>, String> {
+    let dir = dir.to_owned();
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let built = ferroflux::kustomize::build(&dir, &dir, &Default::default()).map_err(|e| e.to_string());
+            let _ = done.send(built);
+        })
+        .expect("a thread");
+    // Not a performance threshold: kubectl takes well under a second on each of these trees, and
+    // this only tells a hang (an exponential matcher never returns) from an answer.
+    result.recv_timeout(std::time::Duration::from_secs(60)).expect("the build hung")
+}
+
+/// A kustomization of `cm.yaml` with one inline JSON 6902 patch of `operations` (flow mappings).
+fn json6902_kustomization(operations: &[String]) -> String {
+    let list: String = operations.iter().map(|op| format!("    - {op}\n")).collect();
+    format!("resources: [cm.yaml]\npatches:\n- target: {{kind: ConfigMap}}\n  patch: |-\n{list}")
+}
+
+const CONFIG_MAP_A40: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}\n";
+
+#[test]
+fn hostile_exponential_target_patterns_finish() {
+    let scratch = tempfile::tempdir().expect("temporary folder");
+    let dir = scratch.path();
+    write_tree(
+        dir,
+        &[
+            ("cm.yaml", CONFIG_MAP_A40),
+            ("kustomization.yaml", "resources: [cm.yaml]\npatches:\n- target: {name: \"(a|a)*b\"}\n  patch: |-\n    - {op: add, path: /data, value: {x: y}}\n"),
+        ],
+    );
+    let objects = build_bounded(dir).expect("builds");
+    assert!(objects[0].get("data").is_none(), "the pattern matches nothing");
+    // An invalid pattern fails the build, as in kustomize.
+    write_tree(dir, &[("kustomization.yaml", "resources: [cm.yaml]\npatches:\n- target: {name: \"(a\"}\n  patch: |-\n    - {op: add, path: /data, value: {x: y}}\n")]);
+    let error = build_bounded(dir).expect_err("an invalid pattern");
+    assert!(error.contains("error parsing regexp"), "{error}");
+}
+
+#[test]
+fn hostile_long_image_names_do_not_overflow_the_stack() {
+    let scratch = tempfile::tempdir().expect("temporary folder");
+    let dir = scratch.path();
+    let image = format!("nginx:{}", "a".repeat(20_000));
+    let deployment = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  template:\n    spec:\n      containers: [{{name: web, image: \"{image}\"}}]\n"
+    );
+    write_tree(dir, &[("d.yaml", &deployment), ("kustomization.yaml", "resources: [d.yaml]\nimages: [{name: nginx, newTag: \"1.25\"}]\n")]);
+    let objects = build_bounded(dir).expect("builds");
+    assert_eq!(objects[0]["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.25");
+}
+
+#[test]
+fn hostile_deep_values_are_refused_with_a_clear_error() {
+    let scratch = tempfile::tempdir().expect("temporary folder");
+    let dir = scratch.path();
+    let deep = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\nlist: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    write_tree(dir, &[("cm.yaml", &deep), ("kustomization.yaml", "resources: [cm.yaml]\n")]);
+    let error = build_bounded(dir).expect_err("too deep");
+    assert!(error.contains("cm.yaml") && error.contains("recursion limit exceeded"), "{error}");
+
+    // A replacement that creates a path of 100,000 levels.
+    let path = vec!["a"; 100_000].join(".");
+    write_tree(
+        dir,
+        &[
+            ("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {v: x}\n"),
+            (
+                "kustomization.yaml",
+                &format!(
+                    "resources: [cm.yaml]\nreplacements:\n- source: {{kind: ConfigMap, name: cm, fieldPath: data.v}}\n  targets:\n  - select: {{kind: ConfigMap}}\n    fieldPaths: [\"{path}\"]\n    options: {{create: true}}\n"
+                ),
+            ),
+        ],
+    );
+    let error = build_bounded(dir).expect_err("too deep");
+    assert!(error.contains("more than"), "{error}");
+
+    // A JSON 6902 patch nesting a copy of the object into itself, level after level.
+    let operations: Vec<String> = (0..300).map(|_| "{op: copy, from: /data, path: /data/d}".to_owned()).collect();
+    write_tree(dir, &[("kustomization.yaml", &json6902_kustomization(&operations))]);
+    let error = build_bounded(dir).expect_err("a copy bomb");
+    assert!(error.contains("budget") || error.contains("levels deep"), "{error}");
+}
+
+#[test]
+fn hostile_amplification_stops_within_the_build_budget() {
+    let scratch = tempfile::tempdir().expect("temporary folder");
+    let dir = scratch.path();
+    // Each copy into a sibling doubles the object: 2^60 nodes unless stopped.
+    let operations: Vec<String> = (0..60).map(|i| format!("{{op: copy, from: /data, path: /data/k{i}}}")).collect();
+    write_tree(
+        dir,
+        &[
+            ("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {v: x}\n"),
+            ("kustomization.yaml", &json6902_kustomization(&operations)),
+        ],
+    );
+    let error = build_bounded(dir).expect_err("a doubling bomb");
+    assert!(error.contains("budget"), "{error}");
+
+    // A var used a hundred thousand times, each use a copy of a 100 kB value.
+    let big = "x".repeat(100_000);
+    let uses = "$(BIG)".repeat(100_000);
+    write_tree(
+        dir,
+        &[
+            ("cm.yaml", &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm}}\ndata: {{v: {big}}}\n")),
+            (
+                "pod.yaml",
+                &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers: [{{name: c, image: i, args: [\"{uses}\"]}}]\n"),
+            ),
+            ("kustomization.yaml", "resources: [cm.yaml, pod.yaml]\nvars:\n- name: BIG\n  objref: {kind: ConfigMap, name: cm, apiVersion: v1}\n  fieldref: {fieldpath: data.v}\n"),
+        ],
+    );
+    let error = build_bounded(dir).expect_err("a var bomb");
+    assert!(error.contains("budget"), "{error}");
+}
+
+#[test]
+fn hostile_symlinked_kustomization_files_are_refused_unread() {
+    let scratch = tempfile::tempdir().expect("temporary folder");
+    let outside = scratch.path().join("outside");
+    write_tree(&outside, &[("passwd", "root:x:0:0:root:/root:/bin/bash\n")]);
+    let dir = scratch.path().join("repo");
+    std::fs::create_dir_all(&dir).expect("folder");
+    std::os::unix::fs::symlink(outside.join("passwd"), dir.join("kustomization.yaml")).expect("symlink");
+    let error = ferroflux::kustomize::build(&dir, &dir, &Default::default()).expect_err("escapes").to_string();
+    assert!(error.contains("is not in or below"), "{error}");
+    assert!(!error.contains("root:x"), "the error quotes a file outside the root: {error}");
+
+    // The same for a base whose kustomization file links out of the root.
+    let base = dir.join("base");
+    std::fs::remove_file(dir.join("kustomization.yaml")).expect("removed");
+    write_tree(&dir, &[("kustomization.yaml", "resources: [base]\n")]);
+    std::fs::create_dir_all(&base).expect("folder");
+    std::os::unix::fs::symlink(outside.join("passwd"), base.join("kustomization.yaml")).expect("symlink");
+    let error = ferroflux::kustomize::build(&dir, &dir, &Default::default()).expect_err("escapes").to_string();
+    assert!(error.contains("is not in or below") && !error.contains("root:x"), "{error}");
+}
+
+#[test]
+fn hostile_paths_outside_the_root_do_not_tell_whether_they_exist() {
+    let scratch = tempfile::tempdir().expect("temporary folder");
+    let outside = scratch.path().join("outside");
+    write_tree(&outside, &[("shadow", "secret\n")]);
+    let dir = scratch.path().join("repo");
+    write_tree(&dir, &[("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n")]);
+    std::os::unix::fs::symlink(&outside, dir.join("link")).expect("symlink");
+    std::os::unix::fs::symlink(outside.join("missing"), dir.join("dangling")).expect("symlink");
+    let error_for = |entry: String| {
+        write_tree(&dir, &[("kustomization.yaml", &format!("resources: [cm.yaml, \"{entry}\"]\n"))]);
+        let error = ferroflux::kustomize::build(&dir, &dir, &Default::default()).expect_err("refused").to_string();
+        // The error names the entry; with the entry taken out, existing and missing read alike.
+        error.replace(&entry, "ENTRY").replace("shadow", "NAME").replace("missing", "NAME")
+    };
+    let pairs = [
+        (outside.join("shadow").display().to_string(), outside.join("missing").display().to_string()),
+        ("../outside/shadow".to_owned(), "../outside/missing".to_owned()),
+        ("link/shadow".to_owned(), "link/missing".to_owned()),
+        ("link/shadow".to_owned(), "dangling".to_owned()),
+    ];
+    for (existing, missing) in pairs {
+        let (a, b) = (error_for(existing.clone()), error_for(missing.clone()));
+        assert!(a.contains("is not in or below"), "{existing}: {a}");
+        assert!(b.contains("is not in or below"), "{missing}: {b}");
+    }
+    // Inside the root, a missing file is still reported as missing.
+    let error = error_for("nope.yaml".to_owned());
+    assert!(error.contains("no such file"), "{error}");
+}
+
+#[test]
+fn hostile_many_files_build_in_linear_time() {
+    // Thousands of resources in one kustomization: adding each used to rebuild the set of ids.
+    let scratch = tempfile::tempdir().expect("temporary folder");
+    let dir = scratch.path();
+    let count = 5_000;
+    let mut text = String::new();
+    for i in 0..count {
+        text.push_str(&format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}}}\n"));
+    }
+    std::fs::write(dir.join("all.yaml"), &text).expect("file");
+    let mut kustomization = String::from("resources:\n- all.yaml\n");
+    for i in 0..1_000 {
+        std::fs::write(dir.join(format!("f{i}.yaml")), format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: s-{i}}}\n")).expect("file");
+        kustomization.push_str(&format!("- f{i}.yaml\n"));
+    }
+    std::fs::write(dir.join("kustomization.yaml"), kustomization).expect("file");
+    let objects = build_bounded(dir).expect("builds");
+    assert_eq!(objects.len(), count + 1_000);
 }

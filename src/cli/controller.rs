@@ -77,6 +77,15 @@ pub struct ControllerArgs {
     /// How often acquiring or renewing is tried.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub leader_election_retry_period: std::time::Duration,
+    /// How long a Kustomization waits before it looks again at a dependency that is not ready,
+    /// or a source without an artifact (Flux's `--requeue-dependency`). A dependency becoming
+    /// Ready triggers its dependents at once anyway.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub requeue_dependency: std::time::Duration,
+    /// After SIGTERM, how long in-flight reconciles may finish before they are abandoned and the
+    /// process exits (the next leader redoes them).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub graceful_shutdown_timeout: std::time::Duration,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -112,6 +121,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             renew_deadline: args.leader_election_renew_deadline,
             retry_period: args.leader_election_retry_period,
         }),
+        graceful_shutdown_timeout: args.graceful_shutdown_timeout,
         options: ControllerOptions {
             no_cross_namespace_refs: args.no_cross_namespace_refs,
             default_service_account: args.default_service_account.filter(|s| !s.is_empty()),
@@ -124,6 +134,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                     name: s,
                 },
             }),
+            requeue_dependency: Some(args.requeue_dependency),
         },
     })
     .await

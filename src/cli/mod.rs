@@ -64,7 +64,7 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the source and kustomize controllers (in-cluster, or against the current kubeconfig).
-    Controller(controller::ControllerArgs),
+    Controller(Box<controller::ControllerArgs>),
     /// Print Flux objects and their status.
     Get(get::GetArgs),
     /// Request a reconciliation now and wait for its result.
@@ -163,7 +163,7 @@ impl CliError {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cluster = cli.cluster;
     match cli.command {
-        Command::Controller(args) => controller::run(args).await?,
+        Command::Controller(args) => controller::run(*args).await?,
         Command::Get(args) => get::run(&cluster, args).await?,
         Command::Reconcile(target) => reconcile::run(&cluster, target).await?,
         Command::Suspend(target) => suspend::suspend(&cluster, target).await?,

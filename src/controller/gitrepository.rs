@@ -33,6 +33,24 @@ pub struct GitContext {
     pub storage: Arc<Storage>,
     /// `http://host:port` of the artifact server as other controllers reach it.
     pub advertised_base: String,
+    /// Asks whether an artifact URL another instance wrote still answers (see [`keep_url`]).
+    pub http: reqwest::Client,
+}
+
+impl GitContext {
+    pub fn new(ctx: Arc<Context>, storage: Arc<Storage>, advertised_base: String) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        GitContext { ctx, storage, advertised_base, http }
+    }
+}
+
+/// The GitRepository's `spec.timeout` (default 60 s): bounds its Git operations.
+pub fn timeout(repo: &GitRepository) -> Duration {
+    repo.spec.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(Duration::from_secs(60))
 }
 
 #[instrument(skip_all, fields(gitrepository = %format!("{}/{}", repo.namespace().unwrap_or_default(), repo.name_any())))]
@@ -41,6 +59,11 @@ pub async fn reconcile(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Resul
     let name = repo.name_any();
     let started = std::time::Instant::now();
     let api: Api<GitRepository> = Api::namespaced(gctx.ctx.client.clone(), &ns);
+    // The watch cache may lag behind what this or another instance wrote last: decide on the
+    // object as it is now.
+    let Some(repo) = api.get_opt(&name).await?.map(Arc::new) else {
+        return Ok(Action::await_change());
+    };
     let result = finalizer(&api, FINALIZER, repo, |event| async {
         match event {
             FinalizerEvent::Apply(repo) => apply(repo, gctx.clone()).await,
@@ -54,6 +77,13 @@ pub async fn reconcile(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Resul
 }
 
 pub fn error_policy(_repo: Arc<GitRepository>, error: &ReconcileError, _ctx: Arc<GitContext>) -> Action {
+    // A conflict: someone (another instance, a user) wrote the object since it was read; look
+    // again at once instead of after the error delay.
+    if let ReconcileError::Kube(kube::Error::Api(status)) = error {
+        if status.code == 409 {
+            return Action::requeue(Duration::from_secs(1));
+        }
+    }
     warn!(%error, "reconcile failed");
     Action::requeue(Duration::from_secs(10))
 }
@@ -70,8 +100,24 @@ async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action
     }
     let interval = parse_duration(&repo.spec.interval).unwrap_or(Duration::from_secs(60));
     let generation = repo.meta().generation;
+    let timeout = timeout(&repo);
+    // The Git operations are bounded by the timeout themselves; this bounds the whole, so a stuck
+    // remote never holds a worker past it.
+    let outcome = match tokio::time::timeout(timeout, run(&repo, &gctx, &mut status)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err((
+            reason::FETCH_FAILED,
+            Failure::new(
+                reason::GIT_OPERATION_FAILED,
+                format!("failed to checkout and determine revision: timeout after {timeout:?} waiting for '{}'", repo.spec.url),
+                Duration::ZERO,
+            ),
+        )),
+    };
+    // When the conditions change, not when the reconcile started.
     let time = now();
-    match run(&repo, &gctx, &mut status).await {
+    let mut new_artifact_message = None;
+    match outcome {
         Ok(new_artifact) => {
             let Some(artifact) = status.artifact.clone() else {
                 return Err(ReconcileError::Finalizer("artifact missing after a successful reconcile".into()));
@@ -85,7 +131,7 @@ async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action
                 conditions::remove(&mut status.conditions, stale);
             }
             if new_artifact {
-                gctx.ctx.event(repo.as_ref(), false, reason::NEW_ARTIFACT, message).await;
+                new_artifact_message = Some(message);
             }
         }
         Err((condition, failure)) => {
@@ -100,6 +146,10 @@ async fn apply(repo: Arc<GitRepository>, gctx: Arc<GitContext>) -> Result<Action
         }
     }
     write_status(&gctx.ctx, &repo, &status).await?;
+    // Only after the status says so: an instance whose write lost a conflict announces nothing.
+    if let Some(message) = new_artifact_message {
+        gctx.ctx.event(repo.as_ref(), false, reason::NEW_ARTIFACT, message).await;
+    }
     Ok(Action::requeue(with_jitter(interval)))
 }
 
@@ -110,9 +160,10 @@ async fn write_status(ctx: &Context, repo: &GitRepository, status: &GitRepositor
         return Ok(());
     }
     let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default());
-    api.patch_status(&repo.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
-        .await
-        .map(|_| ())
+    // Written only over the version it was computed from (409 otherwise, and the reconcile runs
+    // again on the new one): two instances never overwrite each other's newer status.
+    let patch = json!({ "metadata": { "resourceVersion": repo.resource_version() }, "status": status });
+    api.patch_status(&repo.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await.map(|_| ())
 }
 
 /// Brings the artifact up to date. `Ok(true)` when a new artifact was stored; on failure, the
@@ -121,7 +172,7 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
     let fetch_failed = |reason: &'static str, message: String| (reason::FETCH_FAILED, Failure::new(reason, message, Duration::ZERO));
     let ns = repo.namespace().unwrap_or_default();
     let name = repo.name_any();
-    let timeout = repo.spec.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(Duration::from_secs(60));
+    let timeout = timeout(repo);
 
     let mut credentials = match &repo.spec.secret_ref {
         None => Credentials::default(),
@@ -167,7 +218,7 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
         if current.revision == revision && unchanged_config && gctx.storage.exists(&key, &resolved.commit) {
             // The advertised address may have changed since the artifact was stored.
             let url = format!("{}/{}", gctx.advertised_base, current.path);
-            if current.url != url {
+            if current.url != url && !keep_url(gctx, &current.url).await {
                 if let Some(a) = status.artifact.as_mut() {
                     a.url = url;
                 }
@@ -201,6 +252,20 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
     .map_err(|e| storage_failed(reason::ARCHIVE_OPERATION_FAILED, format!("unable to archive artifact to storage: {e}")))?;
     drop(work);
 
+    if let Some(current) = &status.artifact {
+        // Artifacts are deterministic: another instance (no leader election) stored the same
+        // bytes and wrote them into the status. Ours now serves them too; the status stays as
+        // it is and nothing new is announced, unless its URL no longer answers.
+        if current.revision == fetched.revision && current.digest == stored.digest && current.path == stored.relative_path {
+            let url = format!("{}/{}", gctx.advertised_base, stored.relative_path);
+            if current.url != url && !keep_url(gctx, &current.url).await {
+                if let Some(a) = status.artifact.as_mut() {
+                    a.url = url;
+                }
+            }
+            return Ok(false);
+        }
+    }
     status.artifact = Some(Artifact {
         url: format!("{}/{}", gctx.advertised_base, stored.relative_path),
         path: stored.relative_path,
@@ -214,6 +279,17 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
         warn!(error = %e, "garbage collection of old artifacts failed");
     }
     Ok(true)
+}
+
+/// Whether `status.artifact.url`, written with another address than ours, still serves the
+/// artifact: then another instance (no leader election) wrote it and rewriting it to our address
+/// would make the two flip it forever. A URL that does not answer (the advertised address
+/// changed) is rewritten.
+async fn keep_url(gctx: &GitContext, url: &str) -> bool {
+    match gctx.http.head(url).send().await {
+        Ok(response) => response.status().is_success(),
+        Err(_) => false,
+    }
 }
 
 fn kube_message(e: kube::Error) -> String {

@@ -34,7 +34,6 @@ use crate::apply::{Action as Change, ApplyError, ApplyOptions, Applier, ObjectId
 /// Flux's finalizer name, so objects created by Flux and adopted by ferroflux keep working.
 pub const FINALIZER: &str = "finalizers.fluxcd.io";
 /// How often to look again when the source or a dependency is not ready yet.
-const DEPENDENCY_REQUEUE: Duration = Duration::from_secs(30);
 
 #[instrument(skip_all, fields(kustomization = %format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any())))]
 pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -42,6 +41,11 @@ pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Acti
     let name = ks.name_any();
     let started = std::time::Instant::now();
     let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
+    // The watch cache may not have seen the status this process wrote a moment ago: the
+    // inventory a reconcile prunes against must be the latest one written, so read it fresh.
+    let Some(ks) = api.get_opt(&name).await?.map(Arc::new) else {
+        return Ok(Action::await_change());
+    };
     let result = finalizer(&api, FINALIZER, ks, |event| async {
         match event {
             FinalizerEvent::Apply(ks) => apply(ks, ctx.clone()).await,
@@ -159,6 +163,17 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
         let (id, version) = ObjectId::of(object, index).map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?;
         new_inventory.push((id, version));
     }
+    // Objects this revision adds join the inventory before they are applied: when the process
+    // dies mid-apply (SIGKILL, OOM), the next reconcile still knows them and prunes those the
+    // next revision no longer has, instead of leaving them labelled as ours in no inventory.
+    let previous = inventory_entries(status.inventory.as_ref());
+    let known: BTreeSet<&ObjectId> = previous.iter().map(|(id, _)| id).collect();
+    if new_inventory.iter().any(|(id, _)| !known.contains(id)) {
+        status.inventory = Some(inventory(previous.iter().chain(new_inventory.iter())));
+        write_status(ctx, ks, status).await.map_err(|e| {
+            Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to record the inventory before applying: {e}"), Duration::ZERO)
+        })?;
+    }
     let key = format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any());
     let mut state = ctx.applied.lock().await.remove(&key).unwrap_or_default();
     let applied = applier
@@ -170,7 +185,6 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
     let mut changes: Vec<String> = applied.iter().filter(|c| c.action != Change::Unchanged).map(ToString::to_string).collect();
 
     // Prune what the previous inventory had and this revision does not.
-    let previous = inventory_entries(status.inventory.as_ref());
     let current: BTreeSet<&ObjectId> = new_inventory.iter().map(|(id, _)| id).collect();
     let stale: Vec<(ObjectId, String)> = previous.into_iter().filter(|(id, _)| !current.contains(id)).collect();
     let mut kept_for_retry = Vec::new();
@@ -280,7 +294,7 @@ pub fn inventory_entries(inventory: Option<&ResourceInventory>) -> Vec<(ObjectId
         .unwrap_or_default()
 }
 
-fn timeout(ks: &Kustomization) -> Duration {
+pub fn timeout(ks: &Kustomization) -> Duration {
     ks.spec
         .timeout
         .as_deref()
@@ -294,7 +308,7 @@ async fn check_dependencies(ks: &Kustomization, ctx: &Context) -> Result<(), Fai
         let ns = dep.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default());
         check_namespace_access(ks, ctx, "Kustomization", &ns, &dep.name)?;
         let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
-        let not_ready = |why: &str| Failure::new(meta::DEPENDENCY_NOT_READY, format!("dependency '{ns}/{}' is not ready{why}", dep.name), DEPENDENCY_REQUEUE);
+        let not_ready = |why: &str| Failure::new(meta::DEPENDENCY_NOT_READY, format!("dependency '{ns}/{}' is not ready{why}", dep.name), ctx.options.dependency_requeue());
         let found = api.get_opt(&dep.name).await.map_err(|e| not_ready(&format!(": {e}")))?.ok_or_else(|| not_ready(": not found"))?;
         let status = found.status.unwrap_or_default();
         let ready = conditions::is_true(&status.conditions, meta::READY)
@@ -320,13 +334,14 @@ async fn source_artifact(ks: &Kustomization, ctx: &Context) -> Result<crate::api
     check_namespace_access(ks, ctx, "GitRepository", &ns, &source.name)?;
     let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
     let key = source_key("GitRepository", &ns, &source.name);
+    let requeue = ctx.options.dependency_requeue();
     let repo = api
         .get_opt(&source.name)
         .await
-        .map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, format!("failed to get source '{key}': {e}"), DEPENDENCY_REQUEUE))?
-        .ok_or_else(|| Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source '{key}' not found"), DEPENDENCY_REQUEUE))?;
+        .map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, format!("failed to get source '{key}': {e}"), requeue))?
+        .ok_or_else(|| Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source '{key}' not found"), requeue))?;
     repo.status.and_then(|s| s.artifact).ok_or_else(|| {
-        Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source artifact not found, retrying in {}s", DEPENDENCY_REQUEUE.as_secs()), DEPENDENCY_REQUEUE)
+        Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source artifact not found, retrying in {}s", requeue.as_secs()), requeue)
     })
 }
 
@@ -347,11 +362,16 @@ async fn render(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Pat
         .await
         .map_err(|e| Failure::new(ks_reason::DECRYPTION_FAILED, e.to_string(), Duration::ZERO))?;
     let options = RenderOptions { enable_remote_bases: ctx.options.enable_remote_bases };
+    // A build that runs past the timeout ends as BuildFailed and frees its worker; its thread
+    // (a build cannot be interrupted) finishes in the background and its result is dropped.
+    let limit = timeout(ks);
     let (ks, root, inputs) = (ks.clone(), root.to_owned(), vars.clone());
     let span = tracing::info_span!("render", revision);
     let without_keys = decryptor.is_none();
-    let objects = tokio::task::spawn_blocking(move || span.in_scope(|| render::render_decrypting(&ks, &root, &dir, &inputs, options, decryptor.as_ref())))
+    let build = tokio::task::spawn_blocking(move || span.in_scope(|| render::render_decrypting(&ks, &root, &dir, &inputs, options, decryptor.as_ref())));
+    let objects = tokio::time::timeout(limit, build)
         .await
+        .map_err(|_| Failure::new(ks_reason::BUILD_FAILED, format!("kustomize build failed: timeout after {limit:?}"), Duration::ZERO))?
         .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string(), Duration::ZERO))?
         .map_err(|e| Failure::new(e.reason(), e.to_string(), Duration::ZERO))?;
     if without_keys {
@@ -461,8 +481,17 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, Re
         Some(DeletionPolicy::Delete) | Some(DeletionPolicy::WaitForTermination) => true,
         Some(DeletionPolicy::MirrorPrune) | None => ks.spec.prune,
     };
-    if delete && ks.spec.suspend != Some(true) {
-        let entries = inventory_entries(ks.status.as_ref().and_then(|s| s.inventory.as_ref()));
+    let entries = inventory_entries(ks.status.as_ref().and_then(|s| s.inventory.as_ref()));
+    if delete && ks.spec.suspend != Some(true) && !entries.is_empty() {
+        if let Some(gone) = impersonated_account_gone(&ks, &ctx).await {
+            // As Flux: with the account gone (its namespace being deleted, typically) pruning
+            // can only fail; the objects are listed and the finalizer goes.
+            let objects = entries.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>().join("\n");
+            warn!(service_account = %gone, "skipping pruning: the ServiceAccount to impersonate is gone");
+            ctx.event(ks.as_ref(), true, ks_reason::PRUNE_FAILED, format!("unable to prune objects, ServiceAccount '{gone}' to impersonate not found:\n{objects}")).await;
+            ctx.metrics.record_status("Kustomization", &ks.namespace().unwrap_or_default(), &ks.name_any(), "Deleted", false);
+            return Ok(Action::await_change());
+        }
         let opts = ApplyOptions { force: false, owner_labels: owner_labels(&ks), wait_timeout: timeout(&ks) };
         let local = applier_for(&ks, &ctx).await.map_err(|f| ReconcileError::Finalizer(f.message))?;
         let applier = target_applier(&ks, &ctx, &local).await.map_err(|f| ReconcileError::Finalizer(f.message))?;
@@ -479,4 +508,20 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, Re
     }
     ctx.metrics.record_status("Kustomization", &ks.namespace().unwrap_or_default(), &ks.name_any(), "Deleted", false);
     Ok(Action::await_change())
+}
+
+/// The ServiceAccount the Kustomization's cleanup would impersonate (`namespace/name`), when it
+/// no longer exists. `None` when none is impersonated, when it exists, or when that cannot be
+/// told (the prune then runs and reports its own error).
+async fn impersonated_account_gone(ks: &Kustomization, ctx: &Context) -> Option<String> {
+    if ks.spec.kube_config.is_some() {
+        return None;
+    }
+    let ns = ks.namespace().unwrap_or_default();
+    let account = ctx.service_account(ks.spec.service_account_name.as_deref())?;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(ctx.client.clone(), &ns);
+    match accounts.get_opt(account).await {
+        Ok(None) => Some(format!("{ns}/{account}")),
+        Ok(Some(_)) | Err(_) => None,
+    }
 }

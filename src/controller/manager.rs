@@ -1,23 +1,28 @@
 //! `ferroflux controller`: runs the reconcilers, the artifact server and the health endpoints in
 //! one process until SIGTERM/SIGINT.
 
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::Api;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, Config as WatcherConfig};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource, ResourceExt};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::artifact::{ArtifactCache, LocalStorage};
 use super::leader::{LeaderConfig, LeaderElector};
-use super::{Context, ControllerOptions, gitrepository, kustomization};
+use super::{Context, ControllerOptions, ReconcileError, gitrepository, kustomization};
 use crate::api::kustomize::v1::{Kustomization, SourceKind};
 use crate::api::meta::RECONCILE_REQUEST_ANNOTATION;
 use crate::api::source::v1::GitRepository;
@@ -46,8 +51,88 @@ pub struct ManagerConfig {
     pub watch_label_selector: Option<String>,
     /// Leader election: only the holder of the Lease reconciles and serves artifacts.
     pub leader_election: Option<LeaderConfig>,
+    /// `--graceful-shutdown-timeout`: how long in-flight reconciles may run on after SIGTERM
+    /// before they are abandoned (the next leader redoes them).
+    pub graceful_shutdown_timeout: Duration,
     /// Settings of the reconcilers.
     pub options: ControllerOptions,
+}
+
+/// Why a reconcile ended without an [`Action`]: its own error, or the backstop deadline of
+/// [`bounded`].
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error("reconcile abandoned after {0:?}: it ran past its timeout and freed its worker")]
+    Deadline(Duration),
+}
+
+/// Runs one reconcile on one of `workers`' permits, bounded by `limit`.
+///
+/// kube-runtime's own concurrency limit parks due requests in a hash map and picks them in hash
+/// order, so a few stuck objects can starve others for good. Instead the runner starts every due
+/// request at once and they queue here: tokio's semaphore hands out permits first come, first
+/// served, so each object gets its turn in the order it became due. `limit` is a backstop above
+/// the reconcilers' own timeouts: a reconcile that runs past it is dropped (cancelled at its
+/// next await; a blocking build thread runs on but holds no worker).
+async fn bounded<Fut>(workers: Arc<Semaphore>, limit: Duration, reconcile: Fut) -> Result<Action, WorkerError>
+where
+    Fut: Future<Output = Result<Action, ReconcileError>>,
+{
+    // The semaphore is never closed; should it be, reconciling without a permit beats stopping.
+    let _permit = workers.acquire_owned().await.ok();
+    match tokio::time::timeout(limit, reconcile).await {
+        Ok(result) => result.map_err(WorkerError::from),
+        Err(_) => Err(WorkerError::Deadline(limit)),
+    }
+}
+
+/// How the trigger watches recover from errors (the API server restarted or unreachable, a watch
+/// expired): kube-runtime's default (client-go's, up to 30 s, reset only after 2 quiet minutes,
+/// shared by all of a controller's watches) left pushes waiting for minutes after an API server
+/// restart. A controller's watches are a handful of cheap requests; retrying every few seconds
+/// costs the API server nothing and brings triggers back within seconds.
+fn watch_backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(2))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
+/// The backstop deadline of a GitRepository reconcile: its own timeout (which bounds the Git
+/// operations) plus time for the status and event writes.
+fn repository_limit(repo: &GitRepository) -> Duration {
+    gitrepository::timeout(repo) + Duration::from_secs(30)
+}
+
+/// The backstop deadline of a Kustomization reconcile: build, apply and health check are each
+/// bounded by its timeout; plus time for the API calls around them.
+fn kustomization_limit(ks: &Kustomization) -> Duration {
+    kustomization::timeout(ks) * 3 + Duration::from_secs(60)
+}
+
+/// What `/readyz` answers.
+struct Readiness {
+    client: Client,
+    shutting_down: AtomicBool,
+}
+
+impl Readiness {
+    /// Not ready while shutting down, or when the API server does not answer within 2 s.
+    async fn check(&self) -> Result<(), String> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err("shutting down".into());
+        }
+        match tokio::time::timeout(Duration::from_secs(2), self.client.apiserver_version()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("kube-apiserver unreachable: {e}")),
+            Err(_) => Err("kube-apiserver unreachable: no answer within 2s".into()),
+        }
+    }
 }
 
 /// What re-triggers a reconcile of one of our objects: a new generation (spec change), a new
@@ -62,22 +147,36 @@ fn trigger_hash<K: Resource>(object: &K) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// Runs until SIGTERM/SIGINT (then finishes in-flight reconciles, releases the Lease and returns
-/// `Ok`) or until leadership is lost (returns the error: the process must exit, so that it
-/// never reconciles next to a new leader).
+/// Runs until SIGTERM/SIGINT (then finishes in-flight reconciles for at most the graceful
+/// shutdown timeout, abandons the rest, releases the Lease and returns `Ok`) or until leadership
+/// is lost (returns the error: the process must exit, so that it never reconciles next to a new
+/// leader).
 pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
     let kube_config = kube::Config::infer().await?;
     let client = Client::try_from(kube_config.clone())?;
     let metrics = Arc::new(super::metrics::Metrics::default());
+    let readiness = Arc::new(Readiness { client: client.clone(), shutting_down: AtomicBool::new(false) });
     // Probes and metrics answer from the start, also while waiting for leadership.
-    let health_server = tokio::spawn(serve_health(config.health_addr));
+    let health_server = tokio::spawn(serve_health(config.health_addr, readiness.clone()));
     let metrics_server = tokio::spawn(serve_metrics(config.metrics_addr, metrics.clone()));
+
+    // The first SIGTERM/SIGINT starts the shutdown: `/readyz` says so at once, the controllers
+    // take no new work and drain.
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let (shutdown, readiness) = (shutdown.clone(), readiness.clone());
+        async move {
+            shutdown_signal().await;
+            readiness.shutting_down.store(true, Ordering::SeqCst);
+            shutdown.cancel();
+        }
+    });
 
     let mut elector = config.leader_election.clone().map(|leader| LeaderElector::new(client.clone(), leader));
     if let Some(elector) = elector.as_mut() {
         tokio::select! {
             result = elector.acquire() => result?,
-            _ = shutdown_signal() => {
+            _ = shutdown.cancelled() => {
                 info!("stopped before becoming leader");
                 return Ok(());
             }
@@ -99,8 +198,12 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
     let own_storage = LocalStorage { root: storage.root().to_owned(), advertised_base: advertised_base.clone() };
     let artifacts = ArtifactCache::new(config.artifact_cache.clone()).with_local_storage(own_storage);
     let ctx = Arc::new(Context::new(client.clone(), Some(kube_config), config.options.clone(), artifacts, metrics.clone()));
-    let git_ctx = Arc::new(gitrepository::GitContext { ctx: ctx.clone(), storage: storage.clone(), advertised_base });
-    let controller_config = ControllerConfig::default().concurrency(config.concurrent);
+    let git_ctx = Arc::new(gitrepository::GitContext::new(ctx.clone(), storage.clone(), advertised_base));
+    // Unbounded in kube-runtime (which still runs one reconcile per object at a time); the
+    // `--concurrent` limit is enforced fairly by `bounded`.
+    let controller_config = ControllerConfig::default().concurrency(0);
+    let workers = usize::from(config.concurrent.max(1));
+    let (repo_workers, ks_workers) = (Arc::new(Semaphore::new(workers)), Arc::new(Semaphore::new(workers)));
     let watch_config = match &config.watch_label_selector {
         Some(selector) => WatcherConfig::default().labels(selector),
         None => WatcherConfig::default(),
@@ -108,15 +211,26 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
 
     // GitRepositories.
     let (repo_store, repo_writer) = reflector::store::<GitRepository>();
+    // No backoff of its own: the controller's trigger backoff covers every watch it runs.
     let repo_stream = watcher::watcher(Api::<GitRepository>::all(client.clone()), watch_config.clone())
-        .default_backoff()
         .reflect(repo_writer)
         .applied_objects()
         .predicate_filter(trigger_hash, Default::default());
     let repositories = Controller::for_stream(repo_stream, repo_store)
         .with_config(controller_config.clone())
-        .shutdown_on_signal()
-        .run(gitrepository::reconcile, gitrepository::error_policy, git_ctx)
+        .trigger_backoff(watch_backoff())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(
+            move |repo, gctx| bounded(repo_workers.clone(), repository_limit(&repo), gitrepository::reconcile(repo, gctx)),
+            |repo, error, gctx| match error {
+                WorkerError::Reconcile(error) => gitrepository::error_policy(repo, error, gctx),
+                WorkerError::Deadline(_) => {
+                    warn!(%error, "GitRepository reconcile");
+                    Action::requeue(Duration::from_secs(10))
+                }
+            },
+            git_ctx,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "GitRepository controller");
@@ -126,7 +240,6 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
     // Kustomizations, re-triggered at once by any change of the source they build from.
     let (ks_store, ks_writer) = reflector::store::<Kustomization>();
     let ks_stream = watcher::watcher(Api::<Kustomization>::all(client.clone()), watch_config.clone())
-        .default_backoff()
         .reflect(ks_writer)
         .applied_objects()
         .predicate_filter(trigger_hash, Default::default());
@@ -169,8 +282,19 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
         })
         .with_config(controller_config)
-        .shutdown_on_signal()
-        .run(kustomization::reconcile, kustomization::error_policy, ctx.clone())
+        .trigger_backoff(watch_backoff())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(
+            move |ks, ctx| bounded(ks_workers.clone(), kustomization_limit(&ks), kustomization::reconcile(ks, ctx)),
+            |ks, error, ctx| match error {
+                WorkerError::Reconcile(error) => kustomization::error_policy(ks, error, ctx),
+                WorkerError::Deadline(_) => {
+                    warn!(%error, "Kustomization reconcile");
+                    Action::requeue(Duration::from_secs(10))
+                }
+            },
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "Kustomization controller");
@@ -179,9 +303,14 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
 
     let storage_server = crate::source::server::serve(config.storage_path.clone(), config.storage_addr);
     info!(storage = %config.storage_addr, health = %config.health_addr, metrics = %config.metrics_addr, "ferroflux controller started");
+    let controllers = async { tokio::join!(repositories, kustomizations) };
+    tokio::pin!(controllers);
     let outcome = tokio::select! {
-        // Both controllers stop on SIGTERM/SIGINT after their in-flight reconciles finish.
-        _ = async { tokio::join!(repositories, kustomizations) } => Ok::<(), anyhow::Error>(()),
+        _ = &mut controllers => Ok::<(), anyhow::Error>(()),
+        _ = shutdown.cancelled() => {
+            drain(&mut controllers, config.graceful_shutdown_timeout).await;
+            Ok(())
+        }
         result = storage_server => result.map_err(anyhow::Error::from),
         result = lost => result.map_err(anyhow::Error::from),
         result = health_server => result.map_err(anyhow::Error::from).and_then(|r| r),
@@ -189,11 +318,27 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
     };
     if outcome.is_ok() {
         if let Some(elector) = elector.as_mut() {
-            elector.release().await;
+            // An unreachable API server must not hold the exit: the Lease then expires by itself.
+            if tokio::time::timeout(Duration::from_secs(5), elector.release()).await.is_err() {
+                warn!("could not release the leader election lease within 5s; it expires by itself");
+            }
         }
     }
     info!("ferroflux controller stopped");
     outcome
+}
+
+/// After the shutdown signal: lets the controllers finish their in-flight reconciles for at most
+/// `deadline` (a second signal cuts it short), then drops whatever still runs. Dropping cancels
+/// the reconciles at their next await; the abandoned work is redone by the next leader, as after
+/// a crash.
+async fn drain(controllers: &mut (impl Future + Unpin), deadline: Duration) {
+    info!(deadline = ?deadline, "shutdown requested, finishing in-flight reconciles");
+    tokio::select! {
+        _ = controllers => info!("in-flight reconciles finished"),
+        _ = tokio::time::sleep(deadline) => warn!(deadline = ?deadline, "in-flight reconciles abandoned: the graceful shutdown timeout passed"),
+        _ = shutdown_signal() => warn!("second shutdown signal: in-flight reconciles abandoned"),
+    }
 }
 
 /// SIGTERM or SIGINT.
@@ -231,11 +376,21 @@ async fn serve_metrics(addr: SocketAddr, metrics: Arc<super::metrics::Metrics>) 
     Ok(())
 }
 
-/// `/healthz` and `/readyz`: the process is up and its loops run.
-async fn serve_health(addr: SocketAddr) -> anyhow::Result<()> {
-    let app = axum::Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .route("/readyz", axum::routing::get(|| async { "ok" }));
+/// `/healthz`: the process is up and its loops run. `/readyz`: besides, not shutting down and
+/// the API server answers (503 with the reason otherwise).
+async fn serve_health(addr: SocketAddr, readiness: Arc<Readiness>) -> anyhow::Result<()> {
+    let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" })).route(
+        "/readyz",
+        axum::routing::get(move || {
+            let readiness = readiness.clone();
+            async move {
+                match readiness.check().await {
+                    Ok(()) => (axum::http::StatusCode::OK, "ok".to_owned()),
+                    Err(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, why),
+                }
+            }
+        }),
+    );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await?;
     Ok(())

@@ -39,6 +39,16 @@ pub struct ControllerOptions {
     pub allow_insecure_http_credentials: bool,
     /// `--sops-age-secret`: age keys for Kustomizations whose `spec.decryption` names no Secret.
     pub sops_age_secret: Option<crate::sops::cluster::SecretName>,
+    /// `--requeue-dependency`; `None`: Flux's default, 30 seconds.
+    pub requeue_dependency: Option<Duration>,
+}
+
+impl ControllerOptions {
+    /// When a Kustomization looks again at a dependency that is not ready or a source without
+    /// an artifact.
+    pub fn dependency_requeue(&self) -> Duration {
+        self.requeue_dependency.unwrap_or(Duration::from_secs(30))
+    }
 }
 
 /// Everything a reconcile needs, shared by all reconciles.

@@ -282,9 +282,9 @@ fn build_filtered(
     let options = BuildOptions { enable_remote };
     let overlay = overlay(spec);
     // Called with `dir` canonical and inside the root: nothing is read before that check.
-    let root_kustomization = |dir: &Path| {
+    let root_kustomization = |dir: &Path, load: kustomize::RootLoader| {
         let (file, mut kustomization) = if kustomize::has_kustomization(dir) {
-            kustomize::load(dir)?
+            load(dir)?
         } else {
             (dir.join("kustomization.yaml"), generate_kustomization(dir)?)
         };

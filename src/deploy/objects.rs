@@ -103,6 +103,9 @@ pub fn rbac(options: &InstallOptions) -> Vec<Value> {
                 // A Kustomization with spec.serviceAccountName (or, in restricted mode, every
                 // Kustomization) applies its objects as that ServiceAccount.
                 {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"]},
+                // Deleting such a Kustomization first checks that its ServiceAccount still
+                // exists (as Flux does): when it is gone, pruning is skipped, not retried forever.
+                {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
             ],
         }),
         json!({

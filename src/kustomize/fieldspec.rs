@@ -19,9 +19,20 @@ pub struct FieldSpec {
     pub version: Option<String>,
     #[serde(default)]
     pub kind: Option<String>,
+    #[serde(deserialize_with = "bounded_path")]
     pub path: String,
     #[serde(default)]
     pub create: bool,
+}
+
+/// A path from a user's file: walks recurse per segment (and `create` makes as many levels), so
+/// it may have at most [`super::limits::MAX_DEPTH`] of them.
+fn bounded_path<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let path = String::deserialize(deserializer)?;
+    if split_path(&path).len() > super::limits::MAX_DEPTH {
+        return Err(serde::de::Error::custom(format!("the path has more than {} segments", super::limits::MAX_DEPTH)));
+    }
+    Ok(path)
 }
 
 impl FieldSpec {

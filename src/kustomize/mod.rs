@@ -22,6 +22,8 @@ mod config;
 pub mod fieldspec;
 pub mod file;
 pub mod generator;
+mod json6902;
+mod limits;
 mod nameref;
 pub mod object;
 mod metadata;
@@ -44,7 +46,7 @@ pub use file::Kustomization;
 pub use object::{Id, Object};
 pub use yaml::{parse_objects, to_yaml};
 
-use object::Resource;
+use object::{ObjectKey, Resource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -72,6 +74,8 @@ pub enum Error {
     Replacement { file: PathBuf, message: String },
     #[error("{}: replicas: {message}", file.display())]
     Replicas { file: PathBuf, message: String },
+    #[error("{}: images: {message}", file.display())]
+    Images { file: PathBuf, message: String },
     #[error("{}: sortOptions: {message}", file.display())]
     SortOptions { file: PathBuf, message: String },
     #[error("remote resource '{url}': remote resources are not enabled")]
@@ -160,18 +164,26 @@ pub fn build(root: &Path, dir: &Path, options: &BuildOptions) -> Result<Vec<Obje
 
 /// [`build`] with a choice of load restrictions (Flux builds with [`LoadRestrictions::BuildRoot`]).
 pub fn build_with_restrictions(root: &Path, dir: &Path, options: &BuildOptions, restrictions: LoadRestrictions) -> Result<Vec<Object>, Error> {
-    build_kustomization(root, dir, options, restrictions, load)
+    let _budget = limits::Budget::install();
+    let (mut builder, dir) = Builder::start(root, dir, options, restrictions)?;
+    let (file, kustomization) = builder.load(&dir)?;
+    builder.build_root(&dir, &file, kustomization)
 }
 
+/// Reads the kustomization file of a folder inside the build root, refusing one that leads out
+/// of the root (a symlink) before anything of it is read or quoted.
+pub type RootLoader<'a> = &'a dyn Fn(&Path) -> Result<(PathBuf, Kustomization), Error>;
+
 /// Builds `dir` from the root kustomization `root_kustomization` gives for it (its file and
-/// content), called with `dir` canonical and checked to be inside `root`: for callers that edit
-/// the root kustomization before the build or generate one (Flux's controller).
+/// content), called with `dir` canonical and checked to be inside `root`, and with the build's
+/// own loader for reading kustomization files safely: for callers that edit the root
+/// kustomization before the build or generate one (Flux's controller).
 pub fn build_kustomization(
     root: &Path,
     dir: &Path,
     options: &BuildOptions,
     restrictions: LoadRestrictions,
-    root_kustomization: impl FnOnce(&Path) -> Result<(PathBuf, Kustomization), Error>,
+    root_kustomization: impl FnOnce(&Path, RootLoader) -> Result<(PathBuf, Kustomization), Error>,
 ) -> Result<Vec<Object>, Error> {
     build_kustomization_filtered(root, dir, options, restrictions, root_kustomization, None)
 }
@@ -183,12 +195,16 @@ pub fn build_kustomization_filtered(
     dir: &Path,
     options: &BuildOptions,
     restrictions: LoadRestrictions,
-    root_kustomization: impl FnOnce(&Path) -> Result<(PathBuf, Kustomization), Error>,
+    root_kustomization: impl FnOnce(&Path, RootLoader) -> Result<(PathBuf, Kustomization), Error>,
     file_filter: Option<&dyn FileFilter>,
 ) -> Result<Vec<Object>, Error> {
+    let _budget = limits::Budget::install();
     let (mut builder, dir) = Builder::start(root, dir, options, restrictions)?;
     builder.file_filter = file_filter;
-    let (file, kustomization) = root_kustomization(&dir)?;
+    let (file, kustomization) = {
+        let loader = |d: &Path| builder.load(d);
+        root_kustomization(&dir, &loader)?
+    };
     builder.build_root(&dir, &file, kustomization)
 }
 
@@ -212,15 +228,101 @@ fn secret_source_use<'a>(kind: generator::GeneratedKind, spec: &'a file::Generat
     })
 }
 
-/// The kustomization file in `dir` and what it says.
+/// The kustomization file in `dir` and what it says. The file may be a symlink, but only to a
+/// file in `dir` itself: one leading elsewhere is refused before anything of it is read or
+/// quoted (the builder checks the kustomizations it meets against the whole root).
 pub fn load(dir: &Path) -> Result<(PathBuf, Kustomization), Error> {
-    let file = file::FILE_NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| Error::NoKustomization { dir: dir.to_owned() })?;
-    let text = std::fs::read_to_string(&file).map_err(|source| Error::Io { path: file.clone(), source })?;
-    let kustomization = yaml::parse_kustomization(&text, &file)?;
-    Ok((file, kustomization))
+    let folder = dir.canonicalize().map_err(|source| Error::Io { path: dir.to_owned(), source })?;
+    for name in file::FILE_NAMES {
+        let path = dir.join(name);
+        if std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        let escape = || Error::PathEscape { path: path.clone(), root: folder.clone() };
+        let canonical = path.canonicalize().map_err(|_| escape())?;
+        if canonical.parent() != Some(folder.as_path()) {
+            return Err(escape());
+        }
+        if canonical.is_file() {
+            return read_kustomization(&path);
+        }
+    }
+    Err(Error::NoKustomization { dir: dir.to_owned() })
+}
+
+/// Reads and parses a kustomization file already checked to be readable.
+fn read_kustomization(file: &Path) -> Result<(PathBuf, Kustomization), Error> {
+    let text = std::fs::read_to_string(file).map_err(|source| Error::Io { path: file.to_owned(), source })?;
+    let kustomization = yaml::parse_kustomization(&text, file)?;
+    Ok((file.to_owned(), kustomization))
+}
+
+/// What an entry of `resources` or `components` names.
+enum Entry {
+    Local(PathBuf),
+    Remote(remote::RepoSpec),
+}
+
+/// `path` with `.` and `..` resolved without the file system.
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
 }
 
 impl Builder<'_> {
+    /// The kustomization file of `dir` (which is inside the root), read only when it is inside
+    /// the root itself: a kustomization file may be a symlink, and one leading out of the root is
+    /// refused before anything of it is read or quoted.
+    fn load(&self, dir: &Path) -> Result<(PathBuf, Kustomization), Error> {
+        for name in file::FILE_NAMES {
+            let path = dir.join(name);
+            if self.locate(&path)?.is_some_and(|canonical| canonical.is_file()) {
+                return read_kustomization(&path);
+            }
+        }
+        Err(Error::NoKustomization { dir: dir.to_owned() })
+    }
+
+    /// Where `path` leads: `Some` canonical path inside the root, or `None` when nothing is
+    /// there; refused when it leads out of the root. A missing path is judged like an existing
+    /// one (by its deepest existing ancestor, `..` resolved lexically), so that the errors never
+    /// tell whether a file outside the root exists.
+    fn locate(&self, path: &Path) -> Result<Option<PathBuf>, Error> {
+        let escape = || Error::PathEscape { path: path.to_owned(), root: self.root.clone() };
+        let normal = lexically_normal(path);
+        if !normal.starts_with(&self.root) {
+            return Err(escape());
+        }
+        match normal.canonicalize() {
+            Ok(canonical) if canonical.starts_with(&self.root) => return Ok(Some(canonical)),
+            Ok(_) => return Err(escape()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { path: path.to_owned(), source: e }),
+            Err(_) => {}
+        }
+        // Missing: its deepest existing ancestor must be inside the root, and the first missing
+        // part no dangling symlink (its target, wherever it is, stays unknown).
+        let mut missing = normal.as_path();
+        while let Some(parent) = missing.parent() {
+            match parent.canonicalize() {
+                Ok(canonical) if canonical.starts_with(&self.root) => {
+                    return if std::fs::symlink_metadata(missing).is_ok() { Err(escape()) } else { Ok(None) };
+                }
+                Ok(_) => return Err(escape()),
+                Err(_) => missing = parent,
+            }
+        }
+        Err(escape())
+    }
+
     fn start<'a>(root: &Path, dir: &Path, options: &'a BuildOptions, restrictions: LoadRestrictions) -> Result<(Builder<'a>, PathBuf), Error> {
         let root = root.canonicalize().map_err(|source| Error::Io { path: root.to_owned(), source })?;
         let builder = Builder { root, options, file_filter: None, restrictions, stack: Vec::new(),
@@ -278,10 +380,7 @@ impl Builder<'_> {
 
     /// A file named in a kustomization, relative to its directory.
     fn read(&self, dir: &Path, relative: &str) -> Result<(PathBuf, Vec<u8>), Error> {
-        let path = dir.join(relative);
-        if !path.exists() {
-            return Err(Error::MissingResource { entry: relative.to_owned(), dir: dir.to_owned() });
-        }
+        let path = self.locate(&dir.join(relative))?.ok_or_else(|| Error::MissingResource { entry: relative.to_owned(), dir: dir.to_owned() })?;
         let path = self.file_inside(dir, &path)?;
         let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
         Ok((path, bytes))
@@ -302,7 +401,7 @@ impl Builder<'_> {
     }
 
     fn build_dir(&mut self, dir: &Path) -> Result<Vec<Resource>, Error> {
-        let (file, kustomization) = load(dir)?;
+        let (file, kustomization) = self.load(dir)?;
         if kustomization.kind.as_deref() == Some("Component") {
             return Err(Error::Component { file, message: "a Component can only be used in 'components', not in 'resources'".into() });
         }
@@ -323,6 +422,12 @@ impl Builder<'_> {
         }
         if self.stack.iter().any(|d| d == dir) {
             return Err(Error::Cycle { dir: dir.to_owned() });
+        }
+        if self.stack.len() >= limits::MAX_NESTING {
+            return Err(Error::InvalidKustomization {
+                file: file.to_owned(),
+                message: format!("kustomizations nest more than {} levels deep (a base of a base of ...)", limits::MAX_NESTING),
+            });
         }
         if let Some(settings) = &k.openapi {
             self.choose_schema(dir, file, settings)?;
@@ -360,7 +465,7 @@ impl Builder<'_> {
 
     /// A component: it transforms what its parent accumulated so far.
     fn accumulate_component(&mut self, component_dir: &Path, resources: Vec<Resource>) -> Result<Vec<Resource>, Error> {
-        let (component_file, component_k) = load(component_dir)?;
+        let (component_file, component_k) = self.load(component_dir)?;
         if component_k.kind.as_deref() != Some("Component") {
             return Err(Error::Component { file: component_file, message: "a kustomization listed in 'components' must have 'kind: Component'".into() });
         }
@@ -368,6 +473,18 @@ impl Builder<'_> {
         let result = self.accumulate(component_dir, &component_file, &component_k, resources, true);
         self.stack.pop();
         result
+    }
+
+    /// What a `resources` or `components` entry of the kustomization in `dir` names: a local
+    /// file or folder (inside the root), else a remote base.
+    fn entry(&self, dir: &Path, entry: &str) -> Result<Entry, Error> {
+        if let Some(path) = self.locate(&dir.join(entry))? {
+            return Ok(Entry::Local(path));
+        }
+        match self.remote_spec(entry)? {
+            Some(spec) => Ok(Entry::Remote(spec)),
+            None => Err(Error::MissingResource { entry: entry.to_owned(), dir: dir.to_owned() }),
+        }
     }
 
     /// The remote base an entry that is not a local path names, if it names one; an error when
@@ -428,13 +545,12 @@ impl Builder<'_> {
         }
     }
 
-    /// Adds resources, refusing a second object with the same id.
-    fn append(resources: &mut Vec<Resource>, found: Vec<Resource>) -> Result<(), Error> {
-        let existing: Vec<Id> = resources.iter().map(Resource::id).collect();
-        let mut seen: std::collections::HashSet<(&str, &str, &str, &str)> = existing.iter().map(Id::object_key).collect();
-        let found_ids: Vec<Id> = found.iter().map(Resource::id).collect();
-        for id in &found_ids {
-            if !seen.insert(id.object_key()) {
+    /// Adds resources, refusing a second object with the same id. `seen` holds the ids of
+    /// `resources`, kept along so that adding many files stays linear.
+    fn append(resources: &mut Vec<Resource>, seen: &mut std::collections::HashSet<ObjectKey>, found: Vec<Resource>) -> Result<(), Error> {
+        for resource in &found {
+            let id = resource.id();
+            if !seen.insert(ObjectKey::of(&id)) {
                 return Err(Error::DuplicateId { id: id.to_string() });
             }
         }
@@ -445,19 +561,16 @@ impl Builder<'_> {
     /// kustomize's accumulation of one kustomization, on top of `resources` (non-empty for a
     /// component, which transforms what its parent accumulated so far).
     fn accumulate(&mut self, dir: &Path, file: &Path, k: &Kustomization, mut resources: Vec<Resource>, component: bool) -> Result<Vec<Resource>, Error> {
+        let mut seen: std::collections::HashSet<ObjectKey> = resources.iter().map(|r| ObjectKey::of(&r.id())).collect();
         for entry in k.resources.iter().chain(k.bases.iter()) {
-            let path = dir.join(entry);
-            if !path.exists()
-                && let Some(spec) = self.remote_spec(entry)?
-            {
-                let found = self.with_remote(&spec, entry, |builder, base_dir| builder.build_dir(base_dir))?;
-                Self::append(&mut resources, found)?;
-                continue;
-            }
-            if !path.exists() {
-                return Err(Error::MissingResource { entry: entry.clone(), dir: dir.to_owned() });
-            }
-            let path = self.inside_root(&path)?;
+            let path = match self.entry(dir, entry)? {
+                Entry::Local(path) => path,
+                Entry::Remote(spec) => {
+                    let found = self.with_remote(&spec, entry, |builder, base_dir| builder.build_dir(base_dir))?;
+                    Self::append(&mut resources, &mut seen, found)?;
+                    continue;
+                }
+            };
             let found = if path.is_dir() {
                 self.locations.push(self.location().join(entry));
                 let built = self.build_dir(&path);
@@ -488,7 +601,7 @@ impl Builder<'_> {
                 }
                 found
             };
-            Self::append(&mut resources, found)?;
+            Self::append(&mut resources, &mut seen, found)?;
         }
         for entry in &k.configurations {
             let (path, text) = self.read_text(dir, entry)?;
@@ -500,18 +613,14 @@ impl Builder<'_> {
         }
         self.generate(dir, file, k, &mut resources)?;
         for entry in &k.components {
-            let path = dir.join(entry);
-            if !path.exists()
-                && let Some(spec) = self.remote_spec(entry)?
-            {
-                let accumulated = std::mem::take(&mut resources);
-                resources = self.with_remote(&spec, entry, |builder, component_dir| builder.accumulate_component(component_dir, accumulated))?;
-                continue;
-            }
-            if !path.exists() {
-                return Err(Error::MissingResource { entry: entry.clone(), dir: dir.to_owned() });
-            }
-            let component_dir = self.inside_root(&path)?;
+            let component_dir = match self.entry(dir, entry)? {
+                Entry::Local(path) => path,
+                Entry::Remote(spec) => {
+                    let accumulated = std::mem::take(&mut resources);
+                    resources = self.with_remote(&spec, entry, |builder, component_dir| builder.accumulate_component(component_dir, accumulated))?;
+                    continue;
+                }
+            };
             self.locations.push(self.location().join(entry));
             let result = self.accumulate_component(&component_dir, std::mem::take(&mut resources));
             self.locations.pop();
@@ -539,8 +648,7 @@ impl Builder<'_> {
             let (source, text) = if inline {
                 (file.to_owned(), entry.clone())
             } else {
-                let path = dir.join(entry);
-                if path.is_dir() {
+                if self.locate(&dir.join(entry))?.is_some_and(|path| path.is_dir()) {
                     return Err(Error::Plugin {
                         file: file.to_owned(),
                         message: format!(
@@ -658,9 +766,12 @@ impl Builder<'_> {
             }
             let mut applied = false;
             let patch_id = Id::of(&document);
+            if let Some(target) = &patch.target {
+                patch::check_patterns(target).map_err(|e| patch_error(e.to_string()))?;
+            }
             for resource in resources.iter_mut().filter(|r| !r.object.is_null()) {
                 let selected = match &patch.target {
-                    Some(target) => patch::selects_patch_target(target, resource),
+                    Some(target) => patch::selects_patch_target(target, resource).map_err(|e| patch_error(e.to_string()))?,
                     None => resource.matches_any_id(&patch_id),
                 };
                 if !selected {
@@ -671,7 +782,8 @@ impl Builder<'_> {
                     json6902_like_kustomize(&mut resource.object, &document).map_err(|e| patch_error(format!("{e} (in {})", resource.id())))?;
                 } else {
                     let schema = self.schema.get_or_init(|| None).as_ref();
-                    patch::strategic_merge_with_schema(&mut resource.object, &without_identity(&document), schema);
+                    patch::strategic_merge_with_schema(&mut resource.object, &without_identity(&document), schema)
+                        .map_err(|e| patch_error(format!("{e} (in {})", resource.id())))?;
                     // With `allowNameChange` / `allowKindChange`, the patch's name and kind win.
                     let allowed = |option: &str| patch.options.as_ref().is_some_and(|o| o.get(option).copied().unwrap_or(false));
                     if allowed("allowNameChange") && !patch_id.name.is_empty() && patch_id.name != object::name(&resource.object) {
@@ -764,7 +876,7 @@ impl Builder<'_> {
             self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("ReplicaCountTransformer"));
         }
         for image in &k.images {
-            transform::set_images(&mut resources, std::slice::from_ref(image), &self.config.images);
+            transform::set_images(&mut resources, std::slice::from_ref(image), &self.config.images).map_err(|message| Error::Images { file: file.to_owned(), message })?;
             self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("ImageTagTransformer"));
         }
         if !k.replacements.is_empty() {
@@ -786,7 +898,7 @@ impl Builder<'_> {
                 }
                 builtin::BuiltinTransformer::PrefixSuffix { prefix, suffix } => transform::add_prefix_suffix(&mut resources, &prefix, &suffix),
                 builtin::BuiltinTransformer::Image { image, specs } => {
-                    transform::set_images(&mut resources, std::slice::from_ref(&image), &specs);
+                    transform::set_images(&mut resources, std::slice::from_ref(&image), &specs).map_err(|message| Error::Images { file: file.to_owned(), message })?;
                 }
                 builtin::BuiltinTransformer::Replicas { replica, specs } => {
                     let specs = if specs.is_empty() { fieldspec::REPLICA_SPECS.clone() } else { specs };
@@ -821,7 +933,7 @@ fn json6902_like_kustomize(object: &mut Value, operations: &Value) -> Result<(),
     if metadata_without_annotations && let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         metadata.insert("annotations".into(), Value::Object(Default::default()));
     }
-    let result = patch::json6902(object, operations);
+    let result = json6902::apply(object, operations);
     if metadata_without_annotations
         && let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut)
         && metadata.get("annotations").and_then(Value::as_object).is_some_and(|a| a.is_empty())
@@ -930,6 +1042,20 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("secret.yaml"), dir.path().join("link.yaml")).expect("symlink");
         let error = build(dir.path(), dir.path(), &BuildOptions::default()).expect_err("escapes").to_string();
         assert!(error.contains("is not in or below"), "{error}");
+    }
+
+    #[test]
+    fn load_refuses_a_kustomization_file_linking_out_of_its_folder_unread() {
+        let outside = tree(&[("passwd", "root:x:0:0:root:/root:/bin/bash\n")]);
+        let dir = tree(&[]);
+        std::os::unix::fs::symlink(outside.path().join("passwd"), dir.path().join("kustomization.yaml")).expect("symlink");
+        let error = load(dir.path()).expect_err("escapes").to_string();
+        assert!(error.contains("is not in or below") && !error.contains("root:x"), "{error}");
+        // A link to a file next to it is read.
+        let dir = tree(&[("real.yaml", "resources: []\n")]);
+        std::os::unix::fs::symlink(dir.path().join("real.yaml"), dir.path().join("kustomization.yaml")).expect("symlink");
+        let (file, _) = load(dir.path()).expect("loads");
+        assert!(file.ends_with("kustomization.yaml"));
     }
 
     #[test]

@@ -111,6 +111,17 @@ impl Id {
     }
 }
 
+/// What [`Id::object_key`] compares, owned: the key of a set of ids.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectKey(String, String, String, String);
+
+impl ObjectKey {
+    pub fn of(id: &Id) -> ObjectKey {
+        let (group, kind, name, namespace) = id.object_key();
+        ObjectKey(group.to_owned(), kind.to_owned(), name.to_owned(), namespace.to_owned())
+    }
+}
+
 impl std::fmt::Display for Id {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let namespace = if self.namespace.is_empty() { "[noNs]" } else { &self.namespace };

@@ -6,6 +6,8 @@ use serde_json::{Map, Value};
 use super::file::Selector;
 use super::openapi::OpenApi;
 use super::object::{Resource, kind, name, namespace};
+use super::limits;
+use super::regex::InvalidRegex;
 
 /// API groups of the builtin kinds whose lists merge by key; lists of other kinds (custom
 /// resources, without a schema) are replaced, as kustomize does.
@@ -121,18 +123,29 @@ impl<'a> Node<'a> {
 /// Applies a strategic merge patch to `base` as kustomize v5.5 does: merge keys for the builtin
 /// kinds, `$patch: replace|delete|merge`, null deletes a key; the list-order and retain
 /// directives are left in place as fields, like kustomize.
+#[cfg(test)]
 pub fn strategic_merge(base: &mut Value, patch: &Value) {
-    strategic_merge_with_schema(base, patch, None);
+    let node = Node::for_object(base, None);
+    merge_value(base, patch, Mode { kubernetes_directives: false }, node, "");
 }
 
 /// [`strategic_merge`] under a custom OpenAPI schema (`None`: kustomize's builtin one).
-pub fn strategic_merge_with_schema(base: &mut Value, patch: &Value, schema: Option<&OpenApi>) {
+///
+/// The merge recurses along the patch, so both are checked against [`limits::MAX_DEPTH`] first;
+/// what the patch adds is charged to the build's node budget (a patch applied to many objects
+/// is copied into each).
+pub fn strategic_merge_with_schema(base: &mut Value, patch: &Value, schema: Option<&OpenApi>) -> Result<(), String> {
+    limits::check_depth(patch, "the strategic merge patch")?;
+    limits::check_depth(base, "the patched object")?;
+    limits::charge(limits::nodes(patch))?;
     let node = Node::for_object(base, schema);
     merge_value(base, patch, Mode { kubernetes_directives: false }, node, "");
+    Ok(())
 }
 
 /// Applies a strategic merge patch with Kubernetes' full semantics, including `$retainKeys`,
 /// `$setElementOrder/<list>` and `$deleteFromPrimitiveList/<list>`.
+#[cfg(test)]
 pub fn strategic_merge_kubernetes(base: &mut Value, patch: &Value) {
     let node = Node::for_object(base, None);
     merge_value(base, patch, Mode { kubernetes_directives: true }, node, "");
@@ -401,58 +414,103 @@ pub fn matches_selector(map: Option<&Value>, selector: &str) -> bool {
     })
 }
 
-/// Whether `value` matches `pattern` as a whole (Go regular expression syntax, as kustomize
-/// matches target names, kinds, groups, versions and namespaces). An invalid pattern matches
-/// only itself.
-fn matches_name(pattern: &str, value: &str) -> bool {
+/// How a selector's kind, name, namespace, group and version are compared with an object's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    /// As regular expressions matching the whole value (kustomize's patch targets).
+    Pattern,
+    /// As plain strings, a missing namespace being `default` (kustomize's `IsSelectedBy`, used by
+    /// replacements).
+    Literal,
+}
+
+thread_local! {
+    /// Compiled target patterns: a patch is matched against every object, and the same few
+    /// patterns recur. Bounded, since patterns come from Git.
+    static PATTERNS: std::cell::RefCell<std::collections::HashMap<String, Result<regex::Regex, InvalidRegex>>> = Default::default();
+}
+
+/// Whether `value` matches `pattern` as a whole (Go regular expression syntax, anchored as
+/// kustomize's `anchorRegex`).
+fn matches_pattern(pattern: &str, value: &str) -> Result<bool, InvalidRegex> {
     // Most targets are plain names: no need to compile them.
     if !pattern.contains(|c: char| "\\.+*?()|[]{}^$".contains(c)) {
-        return pattern == value;
+        return Ok(pattern == value);
     }
-    match super::regex::Regex::new(pattern) {
-        Ok(regex) => regex.is_full_match(value),
-        Err(_) => pattern == value,
-    }
+    PATTERNS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        let compiled = cache.entry(pattern.to_owned()).or_insert_with(|| super::regex::whole(pattern));
+        compiled.as_ref().map(|regex| regex.is_match(value)).map_err(Clone::clone)
+    })
 }
 
-/// Whether an object is selected by a patch target.
-pub fn selects(selector: &Selector, object: &Value) -> bool {
-    selects_as(selector, object, name(object), namespace(object))
+/// A target's patterns, checked before any object is matched: kustomize fails on an invalid one
+/// even when nothing would be selected.
+pub fn check_patterns(selector: &Selector) -> Result<(), InvalidRegex> {
+    for pattern in [&selector.group, &selector.version, &selector.kind, &selector.name, &selector.namespace].into_iter().flatten() {
+        if !pattern.is_empty() {
+            matches_pattern(pattern, "")?;
+        }
+    }
+    Ok(())
 }
 
-/// Whether an object, were it named `name` in `namespace`, is selected by a patch target.
-fn selects_as(selector: &Selector, object: &Value, name: &str, namespace: &str) -> bool {
+/// Whether an object, were it named `name` in `namespace`, is selected by a target.
+fn selects_as(selector: &Selector, object: &Value, name: &str, namespace: &str, compare: Compare) -> Result<bool, InvalidRegex> {
     let (group, version) = super::object::group_version(object);
     fn given(field: &Option<String>) -> Option<&str> {
         field.as_deref().filter(|f| !f.is_empty())
     }
-    given(&selector.kind).is_none_or(|k| matches_name(k, kind(object)))
-        && given(&selector.name).is_none_or(|n| matches_name(n, name))
-        && given(&selector.group).is_none_or(|g| matches_name(g, group))
-        && given(&selector.version).is_none_or(|v| matches_name(v, version))
-        && given(&selector.namespace).is_none_or(|n| matches_name(n, namespace))
+    let matches = |wanted: &Option<String>, value: &str, is_namespace: bool| -> Result<bool, InvalidRegex> {
+        let Some(wanted) = given(wanted) else { return Ok(true) };
+        match compare {
+            Compare::Pattern => matches_pattern(wanted, value),
+            Compare::Literal if is_namespace => {
+                let effective = |ns: &str| if ns.is_empty() { "default".to_owned() } else { ns.to_owned() };
+                Ok(effective(wanted) == effective(value))
+            }
+            Compare::Literal => Ok(wanted == value),
+        }
+    };
+    Ok(matches(&selector.kind, kind(object), false)?
+        && matches(&selector.name, name, false)?
+        && matches(&selector.group, group, false)?
+        && matches(&selector.version, version, false)?
+        && matches(&selector.namespace, namespace, true)?
         && given(&selector.label_selector).is_none_or(|s| matches_selector(object.pointer("/metadata/labels"), s))
-        && given(&selector.annotation_selector).is_none_or(|s| matches_selector(object.pointer("/metadata/annotations"), s))
+        && given(&selector.annotation_selector).is_none_or(|s| matches_selector(object.pointer("/metadata/annotations"), s)))
 }
 
-/// Whether a patch target selects a resource by its current name or one it had before.
 /// Whether a patch's target selects a resource: by its original or its current name and
 /// namespace, not the names it had in between (kustomize's `ResMap.Select`; replacements, which
 /// match every earlier name, use [`selects_resource`]).
-pub fn selects_patch_target(selector: &Selector, resource: &Resource) -> bool {
+pub fn selects_patch_target(selector: &Selector, resource: &Resource) -> Result<bool, InvalidRegex> {
     let object = &resource.object;
     let current = (name(object), namespace(object));
     let original = resource.previous.first().map_or(current, |(n, ns)| (n.as_str(), ns.as_str()));
-    [current.0, original.0].iter().any(|n| [current.1, original.1].iter().any(|ns| selects_as(selector, object, n, ns)))
+    for n in [current.0, original.0] {
+        for ns in [current.1, original.1] {
+            if selects_as(selector, object, n, ns, Compare::Pattern)? {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
-/// Whether a selector matches a resource under its current name or any name it had before.
+/// Whether a replacement's selector matches a resource, literally, under its current name or any
+/// name it had before.
 pub fn selects_resource(selector: &Selector, resource: &Resource) -> bool {
-    selects(selector, &resource.object)
+    let object = &resource.object;
+    let literally = |name: &str, namespace: &str| selects_as(selector, object, name, namespace, Compare::Literal).unwrap_or(false);
+    literally(name(object), namespace(object))
         || (selector.name.is_some()
             && resource.previous.iter().any(|(old_name, old_namespace)| {
-                let namespace = if selector.namespace.is_some() { old_namespace.as_str() } else { namespace(&resource.object) };
-                selects_as(selector, &resource.object, old_name, namespace)
+                let namespace = if selector.namespace.is_some() { old_namespace.as_str() } else { namespace(object) };
+                literally(old_name, namespace)
             }))
 }
 
@@ -463,116 +521,6 @@ pub fn patch_targets(patch: &Value, object: &Value) -> bool {
     kind(patch) == kind(object)
         && name(patch) == name(object)
         && patch_ns.is_none_or(|ns| Some(ns) == object.pointer("/metadata/namespace").and_then(Value::as_str))
-}
-
-/// The reference tokens of a JSON pointer (`~1` is `/`, `~0` is `~`).
-fn pointer_tokens(pointer: &str) -> Result<Vec<String>, String> {
-    if pointer.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rest = pointer.strip_prefix('/').ok_or_else(|| format!("invalid JSON pointer {pointer:?}: it must start with '/'"))?;
-    Ok(rest.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect())
-}
-
-fn array_index(token: &str, len: usize, allow_end: bool) -> Result<usize, String> {
-    if allow_end && token == "-" {
-        return Ok(len);
-    }
-    let index: usize = token.parse().map_err(|_| format!("invalid array index {token:?}"))?;
-    let limit = if allow_end { len } else { len.saturating_sub(1) };
-    if index > limit || (!allow_end && len == 0) {
-        return Err(format!("array index {index} out of bounds"));
-    }
-    Ok(index)
-}
-
-fn resolve_mut<'a>(document: &'a mut Value, tokens: &[String], path: &str) -> Result<&'a mut Value, String> {
-    let mut current = document;
-    for token in tokens {
-        current = match current {
-            Value::Object(map) => map.get_mut(token).ok_or_else(|| format!("doc is missing path: {path:?}"))?,
-            Value::Array(items) => {
-                let index = array_index(token, items.len(), false)?;
-                &mut items[index]
-            }
-            _ => return Err(format!("doc is missing path: {path:?}")),
-        };
-    }
-    Ok(current)
-}
-
-fn add_at(document: &mut Value, path: &str, value: Value) -> Result<(), String> {
-    let tokens = pointer_tokens(path)?;
-    let Some((last, parent_tokens)) = tokens.split_last() else {
-        *document = value;
-        return Ok(());
-    };
-    match resolve_mut(document, parent_tokens, path)? {
-        Value::Object(map) => {
-            map.insert(last.clone(), value);
-            Ok(())
-        }
-        Value::Array(items) => {
-            let index = array_index(last, items.len(), true)?;
-            items.insert(index, value);
-            Ok(())
-        }
-        _ => Err(format!("add operation does not apply: doc is missing path: {path:?}")),
-    }
-}
-
-fn remove_at(document: &mut Value, path: &str) -> Result<Value, String> {
-    let tokens = pointer_tokens(path)?;
-    let Some((last, parent_tokens)) = tokens.split_last() else {
-        return Err("cannot remove the whole document".into());
-    };
-    match resolve_mut(document, parent_tokens, path)? {
-        Value::Object(map) => map.remove(last).ok_or_else(|| format!("remove operation does not apply: doc is missing key: {path:?}")),
-        Value::Array(items) => {
-            let index = array_index(last, items.len(), false)?;
-            Ok(items.remove(index))
-        }
-        _ => Err(format!("remove operation does not apply: doc is missing path: {path:?}")),
-    }
-}
-
-/// Applies RFC 6902 operations (`add`, `remove`, `replace`, `move`, `copy`, `test`).
-pub fn json6902(object: &mut Value, operations: &Value) -> Result<(), String> {
-    let operations = operations.as_array().ok_or("a JSON 6902 patch must be a list of operations")?;
-    for operation in operations {
-        let field = |name: &str| operation.get(name).and_then(Value::as_str);
-        let op = field("op").ok_or("a JSON 6902 operation needs 'op'")?;
-        let path = field("path").ok_or_else(|| format!("the {op} operation needs 'path'"))?;
-        let value = || operation.get("value").cloned().ok_or_else(|| format!("the {op} operation at {path:?} needs 'value'"));
-        let from = || field("from").ok_or_else(|| format!("the {op} operation at {path:?} needs 'from'"));
-        match op {
-            "add" => add_at(object, path, value()?)?,
-            "remove" => {
-                remove_at(object, path)?;
-            }
-            "replace" => {
-                let target = resolve_mut(object, &pointer_tokens(path)?, path).map_err(|e| format!("replace operation does not apply: {e}"))?;
-                *target = value()?;
-            }
-            "move" => {
-                let moved = remove_at(object, from()?)?;
-                add_at(object, path, moved)?;
-            }
-            "copy" => {
-                let from = from()?;
-                let copied = resolve_mut(object, &pointer_tokens(from)?, from)?.clone();
-                add_at(object, path, copied)?;
-            }
-            "test" => {
-                let actual = resolve_mut(object, &pointer_tokens(path)?, path)?;
-                if *actual != value()? {
-                    return Err(format!("testing value {path:?} failed"));
-                }
-            }
-            other => return Err(format!("unexpected JSON 6902 operation {other:?}")),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -678,25 +626,6 @@ mod tests {
         assert!(!matches_selector(Some(&labels), "tier notin (back)"));
         assert!(matches_selector(Some(&labels), "!missing,env==prod"));
         assert!(!matches_selector(Some(&labels), "env!=prod"));
-    }
-
-    #[test]
-    fn json6902_escapes_moves_copies_and_tests() {
-        let mut o = json!({"metadata": {"annotations": {"a/b": "1"}}, "list": [1, 2]});
-        json6902(
-            &mut o,
-            &json!([
-                {"op": "replace", "path": "/metadata/annotations/a~1b", "value": "2"},
-                {"op": "copy", "from": "/list/0", "path": "/list/-"},
-                {"op": "move", "from": "/list/1", "path": "/moved"},
-                {"op": "test", "path": "/moved", "value": 2}
-            ]),
-        )
-        .expect("valid operations");
-        assert_eq!(o, json!({"metadata": {"annotations": {"a/b": "2"}}, "list": [1, 1], "moved": 2}));
-        assert!(json6902(&mut o, &json!([{"op": "test", "path": "/moved", "value": 3}])).is_err());
-        assert!(json6902(&mut o, &json!([{"op": "add", "path": "/no/such", "value": 1}])).is_err());
-        assert!(json6902(&mut o, &json!([{"op": "frobnicate", "path": "/x"}])).is_err());
     }
 
     /// A small deterministic generator of JSON values, for property checks without a crate.
@@ -832,19 +761,23 @@ mod tests {
     #[test]
     fn selectors_and_name_patterns() {
         let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web-1", "labels": {"tier": "front"}}});
-        assert!(selects(&Selector { kind: Some("Deployment".into()), name: Some("web-.*".into()), ..Selector::default() }, &d));
-        assert!(selects(&Selector { group: Some("apps".into()), label_selector: Some("tier=front".into()), ..Selector::default() }, &d));
-        assert!(!selects(&Selector { label_selector: Some("tier!=front".into()), ..Selector::default() }, &d));
-        assert!(!selects(&Selector { kind: Some("Service".into()), ..Selector::default() }, &d));
+        let selects = |selector: &Selector, compare| selects_as(selector, &d, "web-1", "", compare).expect("valid patterns");
+        let by_pattern = Selector { kind: Some("Deployment".into()), name: Some("web-.*".into()), ..Selector::default() };
+        assert!(selects(&by_pattern, Compare::Pattern));
+        assert!(!selects(&by_pattern, Compare::Literal), "replacements compare names literally");
+        assert!(selects(&Selector { group: Some("apps".into()), label_selector: Some("tier=front".into()), ..Selector::default() }, Compare::Pattern));
+        assert!(!selects(&Selector { label_selector: Some("tier!=front".into()), ..Selector::default() }, Compare::Pattern));
+        assert!(!selects(&Selector { kind: Some("Service".into()), ..Selector::default() }, Compare::Pattern));
+        assert!(selects(&Selector { namespace: Some("default".into()), ..Selector::default() }, Compare::Literal));
+        assert!(check_patterns(&Selector { name: Some("(web".into()), ..Selector::default() }).is_err());
     }
 
     #[test]
-    fn json6902_operations() {
-        let mut d = deployment();
-        json6902(&mut d, &json!([{"op": "replace", "path": "/spec/replicas", "value": 3}, {"op": "add", "path": "/metadata/labels", "value": {"a": "b"}}]))
-            .expect("valid patch");
-        assert_eq!(d["spec"]["replicas"], 3);
-        assert_eq!(d["metadata"]["labels"]["a"], "b");
-        assert!(json6902(&mut d, &json!([{"op": "remove", "path": "/nope"}])).is_err());
+    fn exponential_target_patterns_finish_at_once() {
+        let name = "a".repeat(40);
+        let d = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+        let selector = Selector { name: Some("(a|a)*b".into()), ..Selector::default() };
+        assert!(!selects_as(&selector, &d, &name, "", Compare::Pattern).expect("a valid pattern"));
     }
+
 }

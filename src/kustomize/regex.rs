@@ -1,221 +1,131 @@
-//! The regular expressions of kustomize's patch targets (Go's RE2 syntax, matched against the
-//! whole name): literals, `.`, classes, groups, alternation and the usual quantifiers. A small
-//! backtracking matcher is enough for names and kinds.
+//! kustomize's regular expressions (Go's `regexp`, RE2 syntax) on the `regex` crate, which is
+//! RE2-like and matches in linear time: a pattern from Git cannot hang a build.
+//!
+//! The two dialects differ in a few places, translated here before compiling so that a pattern
+//! means what it means to kustomize: Go's Perl classes (`\d`, `\w`, `\s`, `\b`) are ASCII only,
+//! and inside a bracket class Go reads `[`, `&&`, `--` and `~~` literally where the `regex`
+//! crate nests classes or combines sets.
 
-#[derive(Debug, Clone)]
-enum Node {
-    Char(char),
-    Any,
-    Class { negated: bool, items: Vec<(char, char)> },
-    Group(Vec<Vec<Piece>>),
-    Start,
-    End,
+use std::fmt;
+
+/// A compiled pattern is at most this big: patterns are names and kinds, and a repetition bomb
+/// like `(a{1000}){1000}` must fail at once rather than allocate.
+const SIZE_LIMIT: usize = 1 << 20;
+
+/// A pattern that is not a valid regular expression (kustomize fails the build on it too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidRegex {
+    pub pattern: String,
+    pub message: String,
 }
 
-#[derive(Debug, Clone)]
-struct Piece {
-    node: Node,
-    min: usize,
-    max: Option<usize>,
-}
-
-/// A compiled pattern.
-#[derive(Debug, Clone)]
-pub struct Regex {
-    alternatives: Vec<Vec<Piece>>,
-}
-
-struct Parser<'a> {
-    chars: &'a [char],
-    at: usize,
-}
-
-fn class_escape(c: char) -> Option<Vec<(char, char)>> {
-    match c {
-        'd' => Some(vec![('0', '9')]),
-        'w' => Some(vec![('a', 'z'), ('A', 'Z'), ('0', '9'), ('_', '_')]),
-        's' => Some(vec![(' ', ' '), ('\t', '\t'), ('\n', '\n'), ('\r', '\r'), ('\u{c}', '\u{c}'), ('\u{b}', '\u{b}')]),
-        _ => None,
+impl fmt::Display for InvalidRegex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "error parsing regexp: {}: `{}`", self.message, self.pattern)
     }
 }
 
-impl Parser<'_> {
-    fn peek(&self) -> Option<char> {
-        self.chars.get(self.at).copied()
-    }
+impl std::error::Error for InvalidRegex {}
 
-    fn next(&mut self) -> Option<char> {
-        let c = self.peek();
-        self.at += 1;
-        c
-    }
-
-    fn alternatives(&mut self) -> Result<Vec<Vec<Piece>>, String> {
-        let mut alternatives = vec![self.sequence()?];
-        while self.peek() == Some('|') {
-            self.at += 1;
-            alternatives.push(self.sequence()?);
-        }
-        Ok(alternatives)
-    }
-
-    fn sequence(&mut self) -> Result<Vec<Piece>, String> {
-        let mut pieces = Vec::new();
-        while let Some(c) = self.peek() {
-            if c == '|' || c == ')' {
+/// Go's RE2 syntax rewritten for the `regex` crate (see the module comment). `--` inside a class
+/// has no sure meaning across the two (Go reads ranges where the crate subtracts sets): refused.
+fn translate(pattern: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut chars = pattern.chars().peekable();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let Some(escaped) = chars.next() else {
+                out.push('\\');
                 break;
-            }
-            let node = self.atom()?;
-            let (min, max) = self.quantifier()?;
-            pieces.push(Piece { node, min, max });
-        }
-        Ok(pieces)
-    }
-
-    fn atom(&mut self) -> Result<Node, String> {
-        match self.next() {
-            Some('.') => Ok(Node::Any),
-            Some('^') => Ok(Node::Start),
-            Some('$') => Ok(Node::End),
-            Some('(') => {
-                if self.chars[self.at..].starts_with(&['?', ':']) {
-                    self.at += 2;
-                }
-                let group = self.alternatives()?;
-                if self.next() != Some(')') {
-                    return Err("missing ')'".into());
-                }
-                Ok(Node::Group(group))
-            }
-            Some('[') => self.class(),
-            Some('\\') => {
-                let c = self.next().ok_or("trailing '\\'")?;
-                Ok(match class_escape(c) {
-                    Some(items) => Node::Class { negated: false, items },
-                    None => Node::Char(c),
-                })
-            }
-            Some(c @ ('*' | '+' | '?')) => Err(format!("missing argument to repetition operator '{c}'")),
-            Some(c) => Ok(Node::Char(c)),
-            None => Err("unexpected end".into()),
-        }
-    }
-
-    fn class(&mut self) -> Result<Node, String> {
-        let negated = self.peek() == Some('^');
-        if negated {
-            self.at += 1;
-        }
-        let mut items = Vec::new();
-        let mut first = true;
-        loop {
-            let c = self.next().ok_or("missing ']'")?;
-            if c == ']' && !first {
-                break;
-            }
-            first = false;
-            let low = if c == '\\' {
-                let e = self.next().ok_or("trailing '\\'")?;
-                if let Some(class) = class_escape(e) {
-                    items.extend(class);
-                    continue;
-                }
-                e
-            } else {
-                c
             };
-            if self.peek() == Some('-') && self.chars.get(self.at + 1).is_some_and(|c| *c != ']') {
-                self.at += 1;
-                let high = self.next().ok_or("missing ']'")?;
-                items.push((low, high));
-            } else {
-                items.push((low, low));
+            let ascii = match (escaped, in_class) {
+                ('d', false) => Some("[0-9]"),
+                ('D', false) => Some("[^0-9]"),
+                ('w', false) => Some("[0-9A-Za-z_]"),
+                ('W', false) => Some("[^0-9A-Za-z_]"),
+                ('s', false) => Some("[\\t\\n\\f\\r ]"),
+                ('S', false) => Some("[^\\t\\n\\f\\r ]"),
+                ('b', false) => Some("(?-u:\\b)"),
+                ('B', false) => Some("(?-u:\\B)"),
+                ('d', true) => Some("0-9"),
+                ('w', true) => Some("0-9A-Za-z_"),
+                ('s', true) => Some("\\t\\n\\f\\r "),
+                _ => None,
+            };
+            match ascii {
+                Some(replacement) => out.push_str(replacement),
+                None => {
+                    out.push('\\');
+                    out.push(escaped);
+                }
             }
+            continue;
         }
-        Ok(Node::Class { negated, items })
-    }
-
-    fn quantifier(&mut self) -> Result<(usize, Option<usize>), String> {
-        let bounds = match self.peek() {
-            Some('*') => (0, None),
-            Some('+') => (1, None),
-            Some('?') => (0, Some(1)),
-            Some('{') => {
-                let close = self.chars[self.at..].iter().position(|c| *c == '}').ok_or("missing '}'")?;
-                let inside: String = self.chars[self.at + 1..self.at + close].iter().collect();
-                let (min, max) = match inside.split_once(',') {
-                    Some((min, "")) => (min.parse().map_err(|_| "bad repetition")?, None),
-                    Some((min, max)) => (min.parse().map_err(|_| "bad repetition")?, Some(max.parse().map_err(|_| "bad repetition")?)),
-                    None => {
-                        let n = inside.parse().map_err(|_| "bad repetition")?;
-                        (n, Some(n))
+        if !in_class {
+            out.push(c);
+            if c == '[' {
+                in_class = true;
+                if chars.peek() == Some(&'^') {
+                    chars.next();
+                    out.push('^');
+                }
+                // A `]` first in a class is a literal in both dialects.
+                if chars.peek() == Some(&']') {
+                    chars.next();
+                    out.push_str("\\]");
+                }
+            }
+            continue;
+        }
+        match c {
+            ']' => {
+                in_class = false;
+                out.push(']');
+            }
+            // A POSIX class `[:alpha:]` is the same in both; any other `[` is a literal in Go.
+            '[' if chars.peek() == Some(&':') => {
+                out.push('[');
+                for inner in chars.by_ref() {
+                    out.push(inner);
+                    if inner == ']' {
+                        break;
                     }
-                };
-                self.at += close;
-                (min, max)
+                }
             }
-            _ => return Ok((1, Some(1))),
-        };
-        self.at += 1;
-        // A lazy marker changes nothing for a whole-string match.
-        if self.peek() == Some('?') {
-            self.at += 1;
-        }
-        Ok(bounds)
-    }
-}
-
-impl Regex {
-    pub fn new(pattern: &str) -> Result<Regex, String> {
-        let chars: Vec<char> = pattern.chars().collect();
-        let mut parser = Parser { chars: &chars, at: 0 };
-        let alternatives = parser.alternatives().map_err(|e| format!("invalid regular expression {pattern:?}: {e}"))?;
-        if parser.at < chars.len() {
-            return Err(format!("invalid regular expression {pattern:?}: unexpected ')'"));
-        }
-        Ok(Regex { alternatives })
-    }
-
-    /// Whether the whole of `text` matches.
-    pub fn is_full_match(&self, text: &str) -> bool {
-        let chars: Vec<char> = text.chars().collect();
-        let mut accept = |at: usize| at == chars.len();
-        match_alternatives(&self.alternatives, &chars, 0, &mut accept)
-    }
-}
-
-fn match_alternatives(alternatives: &[Vec<Piece>], text: &[char], at: usize, then: &mut dyn FnMut(usize) -> bool) -> bool {
-    alternatives.iter().any(|sequence| match_sequence(sequence, text, at, then))
-}
-
-fn match_sequence(pieces: &[Piece], text: &[char], at: usize, then: &mut dyn FnMut(usize) -> bool) -> bool {
-    let Some((piece, rest)) = pieces.split_first() else { return then(at) };
-    match_repeat(piece, 0, text, at, &mut |next| match_sequence(rest, text, next, then))
-}
-
-/// Greedy repetition of `piece`, having matched it `count` times so far.
-fn match_repeat(piece: &Piece, count: usize, text: &[char], at: usize, then: &mut dyn FnMut(usize) -> bool) -> bool {
-    if piece.max.is_none_or(|max| count < max) {
-        // An empty match (an anchor, an empty group) counts once, and never loops.
-        let matched = match_once(&piece.node, text, at, &mut |next| {
-            if next == at { count + 1 >= piece.min && then(at) } else { match_repeat(piece, count + 1, text, next, then) }
-        });
-        if matched {
-            return true;
+            '[' | '&' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '-' if chars.peek() == Some(&'-') => return Err("`--` in a character class".to_owned()),
+            _ => out.push(c),
         }
     }
-    count >= piece.min && then(at)
+    Ok(out)
 }
 
-fn match_once(node: &Node, text: &[char], at: usize, then: &mut dyn FnMut(usize) -> bool) -> bool {
-    match node {
-        Node::Char(c) => text.get(at) == Some(c) && then(at + 1),
-        Node::Any => text.get(at).is_some_and(|c| *c != '\n') && then(at + 1),
-        Node::Class { negated, items } => text.get(at).is_some_and(|c| items.iter().any(|(low, high)| low <= c && c <= high) != *negated) && then(at + 1),
-        Node::Group(alternatives) => match_alternatives(alternatives, text, at, then),
-        Node::Start => at == 0 && then(at),
-        Node::End => at == text.len() && then(at),
-    }
+fn compile(anchored: &str, pattern: &str) -> Result<regex::Regex, InvalidRegex> {
+    let translated = translate(anchored).map_err(|message| InvalidRegex { pattern: pattern.to_owned(), message })?;
+    regex::RegexBuilder::new(&translated).size_limit(SIZE_LIMIT).dfa_size_limit(SIZE_LIMIT).build().map_err(|e| {
+        // The crate's message spans several lines with a caret diagram; its last line says what is wrong.
+        let message = e.to_string().lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("invalid pattern").trim().trim_start_matches("error: ").to_owned();
+        InvalidRegex { pattern: pattern.to_owned(), message }
+    })
+}
+
+/// A target selector's pattern (kind, name, namespace, group, version), anchored as kustomize's
+/// `anchorRegex` does: `^(?:pattern)$`.
+pub fn whole(pattern: &str) -> Result<regex::Regex, InvalidRegex> {
+    let anchored = format!("^(?:{pattern})$");
+    compile(&anchored, &anchored)
+}
+
+/// An `images:` entry's name as kustomize matches it against an image (`IsImageMatched`): the
+/// name, then an optional tag and digest. Not grouped, exactly as kustomize writes it, so an
+/// alternation in a name binds as it does there.
+pub fn image(name: &str) -> Result<regex::Regex, InvalidRegex> {
+    let anchored = format!("^{name}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$");
+    compile(&anchored, name)
 }
 
 #[cfg(test)]
@@ -223,7 +133,7 @@ mod tests {
     use super::*;
 
     fn full(pattern: &str, text: &str) -> bool {
-        Regex::new(pattern).map(|r| r.is_full_match(text)).unwrap_or(false)
+        whole(pattern).map(|r| r.is_match(text)).unwrap_or(false)
     }
 
     #[test]
@@ -241,6 +151,44 @@ mod tests {
         assert!(!full("[^x]*", "axc"));
         assert!(full("a\\.b", "a.b"));
         assert!(!full("a\\.b", "axb"));
-        assert!(Regex::new("(a").is_err());
+        assert!(whole("(a").is_err());
+    }
+
+    #[test]
+    fn go_dialect_classes_are_ascii_and_brackets_literal() {
+        // Go's \d is ASCII: an Arabic-Indic digit is no digit there.
+        assert!(!full("\\d", "\u{0663}"));
+        assert!(full("[\\d]x", "3x"));
+        assert!(!full("\\w+", "é"));
+        // `[` and `&&` inside a class are literals in Go, not a nested class or an intersection.
+        assert!(full("[a[]", "["));
+        assert!(full("[a&&b]", "&"));
+        assert!(full("[]a]", "]"));
+        assert!(full("[^]a]", "b"));
+        assert!(!full("[^]a]", "]"));
+        assert!(full("[[:digit:]]+", "42"));
+    }
+
+    #[test]
+    fn exponential_patterns_finish_at_once() {
+        let name = "a".repeat(40);
+        // A backtracking matcher takes 2^40 steps here; an automaton takes 40.
+        assert!(!full("(a|a)*b", &name));
+        assert!(full("(a|a)*", &name));
+        assert!(whole("((a{1000}){1000}){1000}").is_err(), "a repetition bomb is refused, not allocated");
+    }
+
+    #[test]
+    fn image_patterns_are_kustomizes() {
+        let nginx = image("nginx").expect("valid");
+        assert!(nginx.is_match("nginx"));
+        assert!(nginx.is_match("nginx:1.25"));
+        assert!(nginx.is_match("nginx@sha256:abc"));
+        assert!(nginx.is_match("nginx:1.25@sha256:abc"));
+        assert!(!nginx.is_match("nginx-extra"));
+        assert!(image("busybox:1.0").expect("valid").is_match("busybox:1.0"));
+        let long = format!("nginx:{}", "a".repeat(20_000));
+        assert!(nginx.is_match(&long), "a 20,000-character tag is matched without recursion");
+        assert!(image("ngi(nx").is_err());
     }
 }

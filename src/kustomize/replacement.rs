@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use super::file::Selector;
 use super::object::Resource;
+use super::limits;
 use super::patch::selects_resource;
 
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -179,11 +180,6 @@ fn source_selector(source: &Source) -> Selector {
     }
 }
 
-/// Exact-match selection (names in replacements are not patterns).
-fn literal_selector(selector: &Selector) -> Selector {
-    let escape = |s: &Option<String>| s.as_ref().map(|s| s.replace('.', "\\.").replace('*', "\\*"));
-    Selector { name: escape(&selector.name), namespace: escape(&selector.namespace), ..selector.clone() }
-}
 
 /// Applies the kustomization's `replacements` (inline, or `path:` entries read with `read`).
 pub fn apply(entries: &[Value], resources: &mut [Resource], read: &mut dyn FnMut(&str) -> Result<String, String>) -> Result<(), String> {
@@ -206,7 +202,7 @@ pub fn apply(entries: &[Value], resources: &mut [Resource], read: &mut dyn FnMut
     for entry in replacements {
         let replacement: Replacement = serde_json::from_value(entry).map_err(|e| format!("invalid replacement: {e}"))?;
         let source = replacement.source.ok_or("a replacement needs a source")?;
-        let selector = literal_selector(&source_selector(&source));
+        let selector = source_selector(&source);
         let found: Vec<&Resource> = resources.iter().filter(|r| selects_resource(&selector, r)).collect();
         let source_resource = match found.as_slice() {
             [one] => *one,
@@ -230,21 +226,30 @@ pub fn apply(entries: &[Value], resources: &mut [Resource], read: &mut dyn FnMut
         }
         for target in &replacement.targets {
             let Some(select) = &target.select else { return Err("a replacement target needs 'select'".into()) };
-            let select = literal_selector(select);
-            let rejects: Vec<Selector> = target.reject.iter().map(literal_selector).collect();
+            let rejects: Vec<Selector> = target.reject.to_vec();
             let options = target.options.clone().unwrap_or_default();
             for resource in resources.iter_mut() {
-                if !selects_resource(&select, resource) || rejects.iter().any(|r| selects_resource(r, resource)) {
+                if !selects_resource(select, resource) || rejects.iter().any(|r| selects_resource(r, resource)) {
                     continue;
                 }
                 for path in &target.field_paths {
                     let steps = parse_field_path(path);
+                    // The walk recurses per step, and `create` makes as many levels.
+                    if steps.len() > limits::MAX_DEPTH {
+                        return Err(format!("fieldPath \"{path}\" has more than {} parts", limits::MAX_DEPTH));
+                    }
                     let mut found = false;
                     visit(&mut resource.object, &steps, options.create, &mut |field: &mut Value| {
                         found = true;
-                        *field = with_delimiter(field, &value, &options)?;
+                        let new = with_delimiter(field, &value, &options)?;
+                        // Each target gets its own copy of the value.
+                        limits::charge(limits::nodes(&new))?;
+                        *field = new;
                         Ok(())
                     })?;
+                    if options.create {
+                        limits::check_depth(&resource.object, "the replacement's target")?;
+                    }
                     if !found && !options.create {
                         return Err(format!("unable to find field \"{path}\" in replacement target {}", resource.id()));
                     }

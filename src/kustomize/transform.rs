@@ -163,16 +163,12 @@ fn apply_image(current: &str, override_: &Image) -> String {
 /// matches only that tag).
 struct ImageMatcher<'a> {
     image: &'a Image,
-    pattern: Option<super::regex::Regex>,
+    pattern: regex::Regex,
 }
 
 impl ImageMatcher<'_> {
     fn matches(&self, image: &str) -> bool {
-        match &self.pattern {
-            Some(pattern) => pattern.is_full_match(image),
-            // A name that is no valid pattern matches the image name as written.
-            None => self.image.name == image_name(image),
-        }
+        self.pattern.is_match(image)
     }
 }
 
@@ -181,17 +177,18 @@ fn find_image<'a>(matchers: &'a [ImageMatcher<'a>], image: &str) -> Option<&'a I
 }
 
 /// Image overrides in every container and init container, as kustomize matches them.
-pub fn set_images(resources: &mut [Resource], images: &[Image], custom: &[FieldSpec]) {
+/// An image name that is no valid pattern is an error (kustomize v5.5 crashes on it).
+pub fn set_images(resources: &mut [Resource], images: &[Image], custom: &[FieldSpec]) -> Result<(), String> {
     if images.is_empty() {
-        return;
+        return Ok(());
     }
     let matchers: Vec<ImageMatcher> = images
         .iter()
-        .map(|image| ImageMatcher {
-            image,
-            pattern: super::regex::Regex::new(&format!("{}(@sha256)?(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?", image.name)).ok(),
+        .map(|image| {
+            let pattern = super::regex::image(&image.name).map_err(|e| format!("image name {:?} is no valid pattern: {e}", image.name))?;
+            Ok(ImageMatcher { image, pattern })
         })
-        .collect();
+        .collect::<Result<_, String>>()?;
     let images = matchers.as_slice();
     fn visit(value: &mut Value, images: &[ImageMatcher]) {
         match value {
@@ -225,6 +222,7 @@ pub fn set_images(resources: &mut [Resource], images: &[Image], custom: &[FieldS
             }
         });
     }
+    Ok(())
 }
 
 /// Replica counts by name: the name as written, or as renamed by this kustomization's

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::fieldspec::{self, FieldSpec};
+use super::limits;
 use super::object::{Id, Resource, group_version};
 
 #[derive(Deserialize, Debug, Clone)]
@@ -86,13 +87,16 @@ fn field_value<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 /// Kubernetes' `$(VAR)` expansion: `$$` is a literal `$`, unknown vars stay as written.
-fn expand(text: &str, values: &BTreeMap<String, Value>, used: &mut Vec<String>) -> Value {
+/// What a substitution adds is charged to the build's node budget: a var may be used many
+/// times, and each use copies its value.
+fn expand(text: &str, values: &BTreeMap<String, Value>, used: &mut Vec<String>) -> Result<Value, String> {
     // A field that is exactly one var takes the var's value as it is (a number stays one).
     if let Some(name) = text.strip_prefix("$(").and_then(|t| t.strip_suffix(')'))
         && let Some(value) = values.get(name)
     {
         used.push(name.to_owned());
-        return value.clone();
+        limits::charge(limits::nodes(value))?;
+        return Ok(value.clone());
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -106,6 +110,7 @@ fn expand(text: &str, values: &BTreeMap<String, Value>, used: &mut Vec<String>) 
             match values.get(name) {
                 Some(value) => {
                     used.push(name.to_owned());
+                    limits::charge(limits::nodes(value))?;
                     match value {
                         Value::String(s) => out.push_str(s),
                         other => out.push_str(&other.to_string()),
@@ -124,14 +129,21 @@ fn expand(text: &str, values: &BTreeMap<String, Value>, used: &mut Vec<String>) 
         }
     }
     out.push_str(rest);
-    Value::String(out)
+    Ok(Value::String(out))
 }
 
-fn substitute(value: &mut Value, values: &BTreeMap<String, Value>, used: &mut Vec<String>) {
+/// Substitutes the vars in every string of `value`; the first error stays in `failed`.
+fn substitute(value: &mut Value, values: &BTreeMap<String, Value>, used: &mut Vec<String>, failed: &mut Option<String>) {
+    if failed.is_some() {
+        return;
+    }
     match value {
-        Value::String(text) if text.contains('$') => *value = expand(text, values, used),
-        Value::Array(items) => items.iter_mut().for_each(|item| substitute(item, values, used)),
-        Value::Object(map) => map.values_mut().for_each(|item| substitute(item, values, used)),
+        Value::String(text) if text.contains('$') => match expand(text, values, used) {
+            Ok(expanded) => *value = expanded,
+            Err(e) => *failed = Some(e),
+        },
+        Value::Array(items) => items.iter_mut().for_each(|item| substitute(item, values, used, failed)),
+        Value::Object(map) => map.values_mut().for_each(|item| substitute(item, values, used, failed)),
         _ => {}
     }
 }
@@ -178,9 +190,13 @@ pub fn resolve(vars: &[Var], resources: &mut [Resource], custom: &[FieldSpec]) -
         values.insert(var.name.clone(), value.clone());
     }
     let mut used = Vec::new();
+    let mut failed = None;
     for resource in resources.iter_mut() {
-        fieldspec::visit_specs(&mut resource.object, &VAR_REFERENCES, &mut |value: &mut Value| substitute(value, &values, &mut used));
-        fieldspec::visit_specs(&mut resource.object, custom, &mut |value: &mut Value| substitute(value, &values, &mut used));
+        fieldspec::visit_specs(&mut resource.object, &VAR_REFERENCES, &mut |value: &mut Value| substitute(value, &values, &mut used, &mut failed));
+        fieldspec::visit_specs(&mut resource.object, custom, &mut |value: &mut Value| substitute(value, &values, &mut used, &mut failed));
+    }
+    if let Some(error) = failed {
+        return Err(error);
     }
     Ok(vars.iter().map(|v| v.name.clone()).filter(|name| !used.contains(name)).collect())
 }
@@ -194,10 +210,10 @@ mod tests {
     fn expansion_follows_kubernetes_rules() {
         let values = BTreeMap::from([("A".to_owned(), json!("x")), ("N".to_owned(), json!(80))]);
         let mut used = Vec::new();
-        assert_eq!(expand("--a=$(A)", &values, &mut used), json!("--a=x"));
-        assert_eq!(expand("$(N)", &values, &mut used), json!(80));
-        assert_eq!(expand("$$(A) $(B) $", &values, &mut used), json!("$(A) $(B) $"));
-        assert_eq!(expand("$(N):$(A)", &values, &mut used), json!("80:x"));
+        assert_eq!(expand("--a=$(A)", &values, &mut used).unwrap(), json!("--a=x"));
+        assert_eq!(expand("$(N)", &values, &mut used).unwrap(), json!(80));
+        assert_eq!(expand("$$(A) $(B) $", &values, &mut used).unwrap(), json!("$(A) $(B) $"));
+        assert_eq!(expand("$(N):$(A)", &values, &mut used).unwrap(), json!("80:x"));
     }
 
     #[test]

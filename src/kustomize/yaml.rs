@@ -6,23 +6,32 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::Error;
+use super::limits;
 
 fn options() -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     options.strict_booleans = true;
     options.legacy_octal_numbers = true;
     // The default budget (1,024 documents, 250,000 nodes) is for configuration files; manifests
-    // of thousands of objects (CRD bundles, generated apps) are normal here. Alias limits, which
-    // guard against expansion bombs, stay as they are.
+    // of thousands of objects (CRD bundles, generated apps) are normal here. A file may use what
+    // is left of its build's node budget (`limits`), which bounds the build as a whole. Alias
+    // limits, which guard against expansion bombs, stay as they are.
+    let nodes = limits::remaining().unwrap_or(limits::MAX_BUILD_NODES).min(limits::MAX_BUILD_NODES);
     let mut budget = serde_saphyr::Budget::default();
     budget.max_documents = 1_000_000;
-    budget.max_nodes = 100_000_000;
-    budget.max_events = 500_000_000;
-    budget.max_depth = 256;
-    budget.max_total_scalar_bytes = 1 << 30;
-    budget.max_reader_input_bytes = Some(1 << 30);
+    budget.max_nodes = nodes;
+    budget.max_events = nodes.saturating_mul(4);
+    budget.max_depth = limits::MAX_DEPTH;
+    budget.max_total_scalar_bytes = 256 << 20;
+    budget.max_reader_input_bytes = Some(256 << 20);
     options.budget = Some(budget);
     options
+}
+
+/// Charges what a file parsed into to the build's node budget.
+fn charged<T>(parsed: T, nodes: usize, file: &Path) -> Result<T, Error> {
+    limits::charge(nodes).map_err(|message| Error::Yaml { file: file.to_owned(), message })?;
+    Ok(parsed)
 }
 
 /// The objects of a multi-document manifest file. Empty documents are skipped and `kind: List`
@@ -30,6 +39,8 @@ fn options() -> serde_saphyr::Options {
 pub fn parse_objects(text: &str, file: &Path) -> Result<Vec<Value>, Error> {
     let documents: Vec<Value> =
         serde_saphyr::from_multiple_with_options(text, options()).map_err(|e| Error::Yaml { file: file.to_owned(), message: e.to_string() })?;
+    let nodes = documents.iter().map(limits::nodes).sum();
+    let documents = charged(documents, nodes, file)?;
     let mut objects = Vec::new();
     for document in documents {
         match document {
@@ -52,7 +63,9 @@ pub fn parse_objects(text: &str, file: &Path) -> Result<Vec<Value>, Error> {
 
 /// Every document of a YAML text, whatever its shape.
 pub fn parse_any(text: &str) -> Result<Vec<Value>, String> {
-    serde_saphyr::from_multiple_with_options(text, options()).map_err(|e| e.to_string())
+    let documents: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options()).map_err(|e| e.to_string())?;
+    limits::charge(documents.iter().map(limits::nodes).sum())?;
+    Ok(documents)
 }
 
 /// A kustomization file, read straight from YAML so that an error (an unknown field, a wrong
@@ -65,7 +78,9 @@ pub fn parse_kustomization(text: &str, file: &Path) -> Result<super::Kustomizati
 
 /// One YAML value (a kustomization file, a patch).
 pub fn parse_value(text: &str, file: &Path) -> Result<Value, Error> {
-    serde_saphyr::from_str_with_options(text, options()).map_err(|e| Error::Yaml { file: file.to_owned(), message: e.to_string() })
+    let value: Value = serde_saphyr::from_str_with_options(text, options()).map_err(|e| Error::Yaml { file: file.to_owned(), message: e.to_string() })?;
+    let nodes = limits::nodes(&value);
+    charged(value, nodes, file)
 }
 
 fn kind_of(value: &Value) -> &'static str {

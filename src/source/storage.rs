@@ -6,7 +6,6 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::artifact::{self, ArtifactError, IgnoreRules, PackSummary};
@@ -254,35 +253,31 @@ impl Storage {
         revision_id: &str,
         write: impl FnOnce(&mut fs::File) -> Result<(), ArtifactError>,
     ) -> Result<PathBuf, StorageError> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
         let final_path = self.artifact_path(key, revision_id)?;
         let dir = self.object_dir(key);
         fs::create_dir_all(&dir).map_err(io_error("creating artifact directory", &dir))?;
-        let temp_path = dir.join(format!(
-            "{TEMP_PREFIX}{revision_id}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = (|| {
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp_path)
-                .map_err(io_error("creating temp file", &temp_path))?;
-            write(&mut file)?;
-            file.sync_all().map_err(io_error("syncing", &temp_path))?;
-            fs::rename(&temp_path, &final_path)
-                .map_err(io_error("renaming into place", &final_path))?;
-            // The rename is durable only once the directory entry is.
-            if let Ok(dir_handle) = fs::File::open(&dir) {
-                let _ = dir_handle.sync_all();
-            }
-            Ok(final_path.clone())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp_path);
+        // A random name beside the final one (so the rename stays on one filesystem), with the
+        // prefix the server never serves and garbage collection removes when stale; dropped
+        // (deleted) on any error.
+        let mut temp = tempfile::Builder::new()
+            .prefix(&format!("{TEMP_PREFIX}{revision_id}-"))
+            .tempfile_in(&dir)
+            .map_err(io_error("creating temp file", &dir))?;
+        write(temp.as_file_mut())?;
+        temp.as_file()
+            .sync_all()
+            .map_err(io_error("syncing", temp.path()))?;
+        temp.persist(&final_path)
+            .map_err(|e| StorageError::Io {
+                action: "renaming into place",
+                path: final_path.clone(),
+                source: e.error,
+            })?;
+        // The rename is durable only once the directory entry is.
+        if let Ok(dir_handle) = fs::File::open(&dir) {
+            let _ = dir_handle.sync_all();
         }
-        result
+        Ok(final_path)
     }
 
     /// Removes all but the current artifact and the `keep_previous` newest others (by

@@ -123,7 +123,7 @@ pub async fn install_crds(client: &Client) {
     CRDS_INSTALLED.get_or_init(|| apply_crds(client.clone())).await;
 }
 
-async fn apply_crds(client: Client) {
+pub async fn apply_crds(client: Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client);
     let crds = ferroflux::api::crd::all().expect("generating CRDs");
     for crd in &crds {
@@ -254,7 +254,7 @@ pub fn kubectl(args: &[&str]) -> Output {
 
 /// Runs `cmd` in the background until this test process exits, then runs `cleanup` (a shell
 /// command): no daemon outlives the tests, even when a test panics.
-fn cleanup_on_exit(cleanup: &str) {
+pub fn cleanup_on_exit(cleanup: &str) {
     let watcher = format!("while kill -0 {} 2>/dev/null; do sleep 1; done; {cleanup}", std::process::id());
     let _ = Command::new("sh")
         .arg("-c")

@@ -215,10 +215,10 @@ fn walk(value: &mut Value, path: &mut Vec<String>, metadata: &Metadata, key: &[u
                 let additional_data: String = path.iter().map(|p| format!("{p}:")).collect();
                 *scalar = cipher::decrypt(text, key, &additional_data)?;
             }
-            if !metadata.mac_only_encrypted || encrypted {
-                if let Some(bytes) = scalar.mac_bytes() {
-                    mac.update(&bytes);
-                }
+            if (!metadata.mac_only_encrypted || encrypted)
+                && let Some(bytes) = scalar.mac_bytes()
+            {
+                mac.update(&bytes);
             }
             Ok(())
         }

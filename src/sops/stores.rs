@@ -7,6 +7,9 @@ use super::{Error, Format, metadata};
 
 type Branch = Vec<(String, Value)>;
 
+/// An INI section: its name and its keys with their values, in file order.
+type Section = (String, Vec<(String, String)>);
+
 fn yaml_options() -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     // As YAML 1.1 parsers read Kubernetes YAML (and Go's yaml.v3, SOPS' parser): `yes` stays a
@@ -98,8 +101,8 @@ pub fn load(bytes: &[u8], format: Format) -> Result<(Vec<Branch>, Value), Error>
 /// INI sections in order, `DEFAULT` first as Go's ini library has it; `;`/`#` comment lines.
 /// Hand-written: the format is a dozen lines of rules, and the INI crates order or type values
 /// differently from the library SOPS uses.
-fn parse_ini(text: &str) -> Result<Vec<(String, Vec<(String, String)>)>, String> {
-    let mut sections: Vec<(String, Vec<(String, String)>)> = vec![("DEFAULT".to_owned(), Vec::new())];
+fn parse_ini(text: &str) -> Result<Vec<Section>, String> {
+    let mut sections: Vec<Section> = vec![("DEFAULT".to_owned(), Vec::new())];
     for (number, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
@@ -111,7 +114,7 @@ fn parse_ini(text: &str) -> Result<Vec<(String, Vec<(String, String)>)>, String>
         }
         let (key, value) = line.split_once(['=', ':']).ok_or_else(|| format!("line {}: expected 'key = value'", number + 1))?;
         let mut value = value.trim();
-        if value.len() >= 2 && (value.starts_with('"') && value.ends_with('"') || value.starts_with('\'') && value.ends_with('\'')) {
+        if value.len() >= 2 && ((value.starts_with('"') && value.ends_with('"')) || (value.starts_with('\'') && value.ends_with('\''))) {
             value = &value[1..value.len() - 1];
         }
         if let Some((_, entries)) = sections.last_mut() {

@@ -7,4 +7,5 @@ pub mod controller;
 pub mod deploy;
 pub mod kustomize;
 pub mod receiver;
+pub mod sops;
 pub mod source;

@@ -38,6 +38,37 @@ pub struct LocalBuild {
     /// `--no-remote-bases`; without it they are refused, so a build reads only local files.
     #[arg(long)]
     pub enable_remote: bool,
+    /// Decrypt SOPS files with the keys of the Kustomization's spec.decryption Secret, read from
+    /// the cluster with your rights.
+    #[arg(long)]
+    pub decrypt: bool,
+    /// Decrypt SOPS files with this key file (`*.agekey`: age identities, `*.asc`: an armored
+    /// OpenPGP private key); may be repeated.
+    #[arg(long = "sops-key", value_name = "FILE")]
+    pub sops_keys: Vec<PathBuf>,
+}
+
+/// The decryptor `--decrypt` and `--sops-key` ask for, if any.
+async fn decryptor(client: &Client, ks: &Kustomization, local: &LocalBuild) -> Result<Option<crate::sops::Decryptor>, CliError> {
+    if !local.decrypt && local.sops_keys.is_empty() {
+        return Ok(None);
+    }
+    let mut keys = crate::sops::Keys::default();
+    for file in &local.sops_keys {
+        let text = std::fs::read_to_string(file).map_err(|e| CliError::Usage(format!("--sops-key {}: {e}", file.display())))?;
+        let added = if file.to_string_lossy().ends_with(".asc") { keys.add_pgp_keys(&text) } else { keys.add_age_identities(&text) };
+        added.map_err(|e| CliError::Usage(format!("--sops-key {}: {e}", file.display())))?;
+    }
+    if local.decrypt {
+        if ks.spec.decryption.is_none() {
+            return Err(CliError::Usage(format!("--decrypt: Kustomization '{}' sets no spec.decryption", local.name)));
+        }
+        let from_cluster = crate::sops::cluster::decryptor_for(ks, client, client, None).await.map_err(|e| CliError::Usage(format!("--decrypt: {e}")))?;
+        if let Some(from_cluster) = from_cluster {
+            keys.extend(from_cluster.keys());
+        }
+    }
+    Ok(Some(crate::sops::Decryptor::new(keys)))
 }
 
 pub async fn run(cluster: &ClusterArgs, target: BuildTarget) -> Result<(), CliError> {
@@ -70,7 +101,9 @@ pub async fn build(client: &Client, ns: &str, local: &LocalBuild) -> Result<(Kus
         None => Variables::default(),
     };
     let options = RenderOptions { enable_remote_bases: local.enable_remote };
-    let objects = build_local(&ks, &root, &dir, &vars, options)?;
+    let decryptor = decryptor(client, &ks, local).await?;
+    let objects = render::render_decrypting(&ks, &root, &dir, &vars, options, decryptor.as_ref())
+        .map_err(|e| CliError::Usage(vars.mask(&format!("building {}: {e}", dir.display()))))?;
     Ok((ks, objects, vars))
 }
 

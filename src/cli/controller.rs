@@ -60,6 +60,11 @@ pub struct ControllerArgs {
     /// rights on applied objects.
     #[arg(long)]
     pub default_service_account: Option<String>,
+    /// A Secret of age keys (`*.agekey` entries) in the controller's namespace ($RUNTIME_NAMESPACE,
+    /// else the kubeconfig's), used by Kustomizations whose spec.decryption names no secretRef.
+    /// `NAME` or `NAMESPACE/NAME`.
+    #[arg(long)]
+    pub sops_age_secret: Option<String>,
     /// Take part in leader election: only the holder of the Lease reconciles and serves
     /// artifacts; another replica takes over when it stops renewing.
     #[arg(long)]
@@ -137,6 +142,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             default_service_account: args.default_service_account.filter(|s| !s.is_empty()),
             enable_remote_bases: !args.no_remote_bases,
             allow_insecure_http_credentials: args.allow_insecure_http_credentials,
+            sops_age_secret: args.sops_age_secret.filter(|s| !s.is_empty()).map(|s| match s.split_once('/') {
+                Some((namespace, name)) => crate::sops::cluster::SecretName { namespace: namespace.to_owned(), name: name.to_owned() },
+                None => crate::sops::cluster::SecretName {
+                    namespace: std::env::var("RUNTIME_NAMESPACE").unwrap_or_else(|_| kube_namespace.clone()),
+                    name: s,
+                },
+            }),
             requeue_dependency: Some(args.requeue_dependency),
         },
     })

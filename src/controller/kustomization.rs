@@ -376,18 +376,28 @@ async fn render(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Pat
             .await
             .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string()))?;
     }
+    // SOPS keys: the Kustomization's Secret read as the Kustomization (its ServiceAccount), the
+    // global age Secret as the controller.
+    let decryptor = crate::sops::cluster::decryptor_for(ks, applier.client(), &ctx.client, ctx.options.sops_age_secret.as_ref())
+        .await
+        .map_err(|e| Failure::new(ks_reason::DECRYPTION_FAILED, e.to_string(), Duration::ZERO))?;
     let options = RenderOptions { enable_remote_bases: ctx.options.enable_remote_bases };
     // A build that runs past the timeout ends as BuildFailed and frees its worker; its thread
     // (a build cannot be interrupted) finishes in the background and its result is dropped.
     let limit = timeout(ks);
     let (ks, root, inputs) = (ks.clone(), root.to_owned(), vars.clone());
     let span = tracing::info_span!("render", revision);
-    let build = tokio::task::spawn_blocking(move || span.in_scope(|| render::render(&ks, &root, &dir, &inputs, options)));
-    tokio::time::timeout(limit, build)
+    let without_keys = decryptor.is_none();
+    let build = tokio::task::spawn_blocking(move || span.in_scope(|| render::render_decrypting(&ks, &root, &dir, &inputs, options, decryptor.as_ref())));
+    let objects = tokio::time::timeout(limit, build)
         .await
         .map_err(|_| Failure::new(ks_reason::BUILD_FAILED, format!("kustomize build failed: timeout after {limit:?}")))?
         .map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string()))?
-        .map_err(|e| Failure::new(e.reason(), e.to_string()))
+        .map_err(|e| Failure::new(e.reason(), e.to_string()))?;
+    if without_keys {
+        crate::sops::hook::refuse_encrypted(&objects).map_err(|e| Failure::new(ks_reason::DECRYPTION_FAILED, e.to_string()))?;
+    }
+    Ok(objects)
 }
 
 /// The namespace of the Kustomization's source: its own unless `sourceRef.namespace` says.

@@ -40,6 +40,8 @@ pub struct ControllerOptions {
     /// `--allow-insecure-http-credentials`: a GitRepository's credentials may go over plain
     /// `http://`.
     pub allow_insecure_http_credentials: bool,
+    /// `--sops-age-secret`: age keys for Kustomizations whose `spec.decryption` names no Secret.
+    pub sops_age_secret: Option<crate::sops::cluster::SecretName>,
     /// `--requeue-dependency`; `None`: Flux's default, 30 seconds.
     pub requeue_dependency: Option<Duration>,
 }

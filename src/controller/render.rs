@@ -46,6 +46,9 @@ pub enum RenderError {
     Build(kustomize::Error),
     #[error(transparent)]
     Substitute(SubstituteError),
+    /// SOPS: no matching key, a tampered file, an unsupported key entry.
+    #[error("{0}")]
+    Decryption(String),
 }
 
 impl RenderError {
@@ -55,6 +58,7 @@ impl RenderError {
             RenderError::PathEscape(_) => meta::INVALID_PATH,
             RenderError::PathNotFound(_) => ks_reason::ARTIFACT_FAILED,
             RenderError::Build(_) | RenderError::Substitute(_) => ks_reason::BUILD_FAILED,
+            RenderError::Decryption(_) => ks_reason::DECRYPTION_FAILED,
         }
     }
 }
@@ -79,12 +83,30 @@ pub fn resolve_path(root: &Path, path: Option<&str>) -> Result<PathBuf, RenderEr
 /// labels. Pure but for reading files (and cloning remote bases when enabled): the controller and
 /// `ferroflux build ks`/`diff ks` both render with it.
 pub fn render(ks: &Kustomization, root: &Path, dir: &Path, vars: &Variables, options: RenderOptions) -> Result<Vec<Value>, RenderError> {
+    render_decrypting(ks, root, dir, vars, options, None)
+}
+
+/// [`render`], decrypting SOPS files with `decryptor` (the keys of `spec.decryption`): as the
+/// build reads them (resources, patches, secretGenerator sources), then Secret `data` entries
+/// holding whole encrypted files; before the substitution, as in Flux.
+pub fn render_decrypting(
+    ks: &Kustomization,
+    root: &Path,
+    dir: &Path,
+    vars: &Variables,
+    options: RenderOptions,
+    decryptor: Option<&crate::sops::Decryptor>,
+) -> Result<Vec<Value>, RenderError> {
     if !dir.exists() {
         return Err(RenderError::PathNotFound(ks.spec.path.clone().unwrap_or_else(|| "./".into())));
     }
-    let objects = build_with(root, dir, &ks.spec, options.enable_remote_bases).map_err(RenderError::Build)?;
-    // Decryption (`spec.decryption`, SOPS) belongs here: after the build, before the
-    // substitution, as in Flux.
+    let filter = decryptor.map(|d| d as &dyn kustomize::FileFilter);
+    let mut objects = build_filtered(root, dir, &ks.spec, options.enable_remote_bases, filter).map_err(|e| match e {
+        // Paths inside the source, not on this machine's disk.
+        kustomize::Error::Filter { .. } => RenderError::Decryption(e.to_string().replace(&format!("{}/", root.display()), "")),
+        e => RenderError::Build(e),
+    })?;
+    crate::sops::hook::finish(&mut objects, decryptor).map_err(|e| RenderError::Decryption(e.to_string()))?;
     let objects = match &ks.spec.post_build {
         None => objects,
         Some(_) => substitute_objects(objects, &vars.values).map_err(RenderError::Substitute)?,
@@ -244,7 +266,19 @@ pub fn overlay(spec: &KustomizationSpec) -> Overlay {
 /// Builds `dir` (inside the artifact `root`) with the spec's settings, remote (URL) bases allowed
 /// or not. As in Flux, files may be read from anywhere inside the artifact (not only below each
 /// kustomization's folder), and nothing outside it.
+#[cfg(test)]
 fn build_with(root: &Path, dir: &Path, spec: &KustomizationSpec, enable_remote: bool) -> Result<Vec<Value>, kustomize::Error> {
+    build_filtered(root, dir, spec, enable_remote, None)
+}
+
+/// [`build_with`], with a filter seeing the files the build reads (SOPS decryption).
+fn build_filtered(
+    root: &Path,
+    dir: &Path,
+    spec: &KustomizationSpec,
+    enable_remote: bool,
+    file_filter: Option<&dyn kustomize::FileFilter>,
+) -> Result<Vec<Value>, kustomize::Error> {
     let options = BuildOptions { enable_remote };
     let overlay = overlay(spec);
     // Called with `dir` canonical and inside the root: nothing is read before that check.
@@ -257,7 +291,7 @@ fn build_with(root: &Path, dir: &Path, spec: &KustomizationSpec, enable_remote: 
         overlay.merge_into(&mut kustomization);
         Ok((file, kustomization))
     };
-    let mut objects = kustomize::build_kustomization(root, dir, &options, kustomize::LoadRestrictions::BuildRoot, root_kustomization)?;
+    let mut objects = kustomize::build_kustomization_filtered(root, dir, &options, kustomize::LoadRestrictions::BuildRoot, root_kustomization, file_filter)?;
     if let Some(common) = &spec.common_metadata {
         add_common_metadata(
             &mut objects,

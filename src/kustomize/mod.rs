@@ -92,6 +92,8 @@ pub enum Error {
     Vars { file: PathBuf, message: String },
     #[error("{}: {message}", file.display())]
     Plugin { file: PathBuf, message: String },
+    #[error("{}: {message}", file.display())]
+    Filter { file: PathBuf, message: String },
 }
 
 /// Settings of a build beyond the kustomization files.
@@ -100,6 +102,27 @@ pub struct BuildOptions {
     /// Allow remote git bases and components (cloned into a temporary folder for the build).
     pub enable_remote: bool,
 }
+
+/// What a file a build reads is for, as a [`FileFilter`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileUse<'a> {
+    /// A file listed in `resources`.
+    Resource,
+    /// A file named by a `patches` entry's `path`.
+    Patch,
+    /// A `secretGenerator` `files` entry, with the key it becomes in the Secret.
+    SecretFile { key: &'a str },
+    /// A `secretGenerator` `envs` (or `env`) file.
+    SecretEnv,
+}
+
+/// Sees the bytes of the files a build reads as resources, patches and secretGenerator
+/// sources, and may replace them (the controller decrypts SOPS files here). An error fails the
+/// build with the message as it is.
+pub trait FileFilter: Send + Sync {
+    fn filter(&self, path: &Path, usage: FileUse<'_>, bytes: Vec<u8>) -> Result<Vec<u8>, String>;
+}
+
 
 /// Which files a kustomization may read, beside the build root that always bounds a build.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -116,6 +139,8 @@ pub enum LoadRestrictions {
 struct Builder<'a> {
     root: PathBuf,
     options: &'a BuildOptions,
+    /// Sees resource, patch and secretGenerator files as they are read (SOPS decryption).
+    file_filter: Option<&'a dyn FileFilter>,
     restrictions: LoadRestrictions,
     stack: Vec<PathBuf>,
     /// The `vars` of every kustomization of the build, resolved at the end.
@@ -160,8 +185,22 @@ pub fn build_kustomization(
     restrictions: LoadRestrictions,
     root_kustomization: impl FnOnce(&Path, RootLoader) -> Result<(PathBuf, Kustomization), Error>,
 ) -> Result<Vec<Object>, Error> {
+    build_kustomization_filtered(root, dir, options, restrictions, root_kustomization, None)
+}
+
+/// [`build_kustomization`], with `file_filter` seeing every resource, patch and secretGenerator
+/// file the build reads (the controller decrypts SOPS files there).
+pub fn build_kustomization_filtered(
+    root: &Path,
+    dir: &Path,
+    options: &BuildOptions,
+    restrictions: LoadRestrictions,
+    root_kustomization: impl FnOnce(&Path, RootLoader) -> Result<(PathBuf, Kustomization), Error>,
+    file_filter: Option<&dyn FileFilter>,
+) -> Result<Vec<Object>, Error> {
     let _budget = limits::Budget::install();
     let (mut builder, dir) = Builder::start(root, dir, options, restrictions)?;
+    builder.file_filter = file_filter;
     let (file, kustomization) = {
         let loader = |d: &Path| builder.load(d);
         root_kustomization(&dir, &loader)?
@@ -172,6 +211,21 @@ pub fn build_kustomization(
 /// Whether `dir` has a kustomization file.
 pub fn has_kustomization(dir: &Path) -> bool {
     file::FILE_NAMES.iter().any(|n| dir.join(n).is_file())
+}
+
+/// What a file a generator reads is for, when a [`FileFilter`] should see it: only Secrets'.
+fn secret_source_use<'a>(kind: generator::GeneratedKind, spec: &'a file::Generator, relative: &str) -> Option<FileUse<'a>> {
+    if kind != generator::GeneratedKind::Secret {
+        return None;
+    }
+    if spec.env.iter().chain(&spec.envs).any(|e| e == relative) {
+        return Some(FileUse::SecretEnv);
+    }
+    spec.files.iter().find_map(|source| match source.split_once('=') {
+        Some((key, path)) if path == relative => Some(FileUse::SecretFile { key }),
+        None if source == relative => Some(FileUse::SecretFile { key: source }),
+        _ => None,
+    })
 }
 
 /// The kustomization file in `dir` and what it says. The file may be a symlink, but only to a
@@ -271,7 +325,7 @@ impl Builder<'_> {
 
     fn start<'a>(root: &Path, dir: &Path, options: &'a BuildOptions, restrictions: LoadRestrictions) -> Result<(Builder<'a>, PathBuf), Error> {
         let root = root.canonicalize().map_err(|source| Error::Io { path: root.to_owned(), source })?;
-        let builder = Builder { root, options, restrictions, stack: Vec::new(),
+        let builder = Builder { root, options, file_filter: None, restrictions, stack: Vec::new(),
             vars: Vec::new(),
             config: config::TransformerConfig::default(),
             schema: std::cell::OnceCell::new(),
@@ -330,6 +384,14 @@ impl Builder<'_> {
         let path = self.file_inside(dir, &path)?;
         let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
         Ok((path, bytes))
+    }
+
+    /// `bytes` of `path` as the build's [`FileFilter`] (if any) returns them.
+    fn filtered(&self, path: &Path, usage: FileUse<'_>, bytes: Vec<u8>) -> Result<Vec<u8>, Error> {
+        match self.file_filter {
+            Some(filter) => filter.filter(path, usage, bytes).map_err(|message| Error::Filter { file: path.to_owned(), message }),
+            None => Ok(bytes),
+        }
     }
 
     fn read_text(&self, dir: &Path, relative: &str) -> Result<(PathBuf, String), Error> {
@@ -516,7 +578,9 @@ impl Builder<'_> {
                 built?
             } else {
                 let path = self.file_inside(dir, &path)?;
-                let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+                let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+                let bytes = self.filtered(&path, FileUse::Resource, bytes)?;
+                let text = String::from_utf8(bytes).map_err(|_| Error::Yaml { file: path.clone(), message: "the file is not UTF-8".into() })?;
                 let objects = yaml::parse_objects(&text, &path)?;
                 let mut found = Vec::with_capacity(objects.len());
                 for object in objects {
@@ -616,7 +680,13 @@ impl Builder<'_> {
         for (kind, spec, origin) in &generators {
             let kind = *kind;
             let error = |message: String| Error::Generator { file: file.to_owned(), message };
-            let mut read = |relative: &str| -> Result<Vec<u8>, String> { self.read(dir, relative).map(|(_, bytes)| bytes).map_err(|e| e.to_string()) };
+            let mut read = |relative: &str| -> Result<Vec<u8>, String> {
+                let (path, bytes) = self.read(dir, relative).map_err(|e| e.to_string())?;
+                match secret_source_use(kind, spec, relative) {
+                    Some(usage) => self.filtered(&path, usage, bytes).map_err(|e| e.to_string()),
+                    None => Ok(bytes),
+                }
+            };
             let collected = generator::collect(spec, &mut read).map_err(error)?;
             let (object, needs_hash) = generator::object(kind, spec, k.generator_options.as_ref(), collected);
             let id = Id::of(&object);
@@ -661,7 +731,12 @@ impl Builder<'_> {
     /// merge patches.
     fn patch_documents(&self, dir: &Path, file: &Path, patch: &file::Patch) -> Result<(PathBuf, Vec<Value>), Error> {
         let (source, text) = match (&patch.path, &patch.patch) {
-            (Some(path), _) => self.read_text(dir, path)?,
+            (Some(path), _) => {
+                let (path, bytes) = self.read(dir, path)?;
+                let bytes = self.filtered(&path, FileUse::Patch, bytes)?;
+                let text = String::from_utf8(bytes).map_err(|_| Error::Yaml { file: path.clone(), message: "the file is not UTF-8".into() })?;
+                (path, text)
+            }
             (None, Some(text)) => (file.to_owned(), text.clone()),
             (None, None) => return Err(Error::Patch { file: file.to_owned(), message: "a patch needs 'path' or 'patch'".into() }),
         };

@@ -25,6 +25,7 @@ pub mod condition {
     pub const PRUNE_FAILED: &str = "PruneFailed";
     pub const ARTIFACT_FAILED: &str = "ArtifactFailed";
     pub const BUILD_FAILED: &str = "BuildFailed";
+    pub const DECRYPTION_FAILED: &str = "DecryptionFailed";
     pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
     /// A new source revision arrived while waiting for health: the wait is abandoned and the new
     /// revision applied at once.

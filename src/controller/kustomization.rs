@@ -380,7 +380,7 @@ async fn render(ks: &Kustomization, ctx: &Context, applier: &Applier, root: &Pat
     // global age Secret as the controller.
     let decryptor = crate::sops::cluster::decryptor_for(ks, applier.client(), &ctx.client, ctx.options.sops_age_secret.as_ref())
         .await
-        .map_err(|e| Failure::new(ks_reason::DECRYPTION_FAILED, e.to_string(), Duration::ZERO))?;
+        .map_err(|e| Failure::new(ks_reason::DECRYPTION_FAILED, e.to_string()))?;
     let options = RenderOptions { enable_remote_bases: ctx.options.enable_remote_bases };
     // A build that runs past the timeout ends as BuildFailed and frees its worker; its thread
     // (a build cannot be interrupted) finishes in the background and its result is dropped.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferroflux::apply::{AppliedState, ApplyOptions, Applier};
+use ferroflux::apply::{AppliedState, Applier, ApplyOptions};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::{Value, json};
@@ -22,7 +22,9 @@ fn objects(ns: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for i in 0..OBJECTS / 4 {
         let name = format!("app-{i:04}");
-        out.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns, "labels": labels}, "data": {"index": i.to_string()}}));
+        out.push(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns, "labels": labels}, "data": {"index": i.to_string()}}),
+        );
         out.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{name}-extra"), "namespace": ns, "labels": labels}, "data": {"a": "b"}}));
         out.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
             "spec": {"selector": {"app": name}, "ports": [{"port": 80, "protocol": "TCP"}]}}));

@@ -84,7 +84,10 @@ async fn main() {
     let files = |version: u32| -> Vec<(String, String)> {
         (0..200)
             .map(|i| {
-                (format!("apps/app-{i:03}/config.yaml"), format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-{i:03}\ndata:\n  version: \"{version}\"\n"))
+                (
+                    format!("apps/app-{i:03}/config.yaml"),
+                    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-{i:03}\ndata:\n  version: \"{version}\"\n"),
+                )
             })
             .collect()
     };

@@ -17,8 +17,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use ferroflux::api::{GitRepository, Kustomization};
@@ -125,7 +125,9 @@ async fn run(client: &Client, size: usize, concurrent: &str, url: &str) {
         let listed = kustomizations.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
         ready = listed
             .iter()
-            .filter(|k| k.status.as_ref().is_some_and(|s| s.last_applied_revision.is_some() && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
+            .filter(|k| {
+                k.status.as_ref().is_some_and(|s| s.last_applied_revision.is_some() && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
             .count();
         if sources_ready < size {
             let repos = sources.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
@@ -158,11 +160,8 @@ async fn run(client: &Client, size: usize, concurrent: &str, url: &str) {
 
 #[tokio::main]
 async fn main() {
-    let sizes: Vec<usize> = std::env::var("FERROFLUX_MTTP_SIZES")
-        .unwrap_or_else(|_| "100,500,1000".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
+    let sizes: Vec<usize> =
+        std::env::var("FERROFLUX_MTTP_SIZES").unwrap_or_else(|_| "100,500,1000".into()).split(',').filter_map(|s| s.trim().parse().ok()).collect();
     let concurrent = std::env::var("FERROFLUX_MTTP_CONCURRENT").unwrap_or_else(|_| "20".into());
     println!("machine load before: {}", uptime());
     let client = support::client().await;

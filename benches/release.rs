@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use ferroflux::api::{GitRepository, Kustomization};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const DEPLOYMENT: &str = include_str!("../examples/tutorial/deployment.yaml");

@@ -26,19 +26,10 @@ fn main() {
     fs::create_dir_all(&work).expect("creating bench dir");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/git-servers.sh");
     let servers = work.join("servers");
-    let status = Command::new("bash")
-        .arg(&script)
-        .arg("start")
-        .arg(&servers)
-        .status()
-        .expect("running git-servers.sh");
+    let status = Command::new("bash").arg(&script).arg("start").arg(&servers).status().expect("running git-servers.sh");
     assert!(status.success(), "git-servers.sh start failed");
     let result = std::panic::catch_unwind(|| run(&work, &servers));
-    let _ = Command::new("bash")
-        .arg(&script)
-        .arg("stop")
-        .arg(&servers)
-        .status();
+    let _ = Command::new("bash").arg(&script).arg("stop").arg(&servers).status();
     let _ = fs::remove_dir_all(&work);
     if result.is_err() {
         std::process::exit(1);
@@ -56,85 +47,44 @@ fn run(work: &Path, servers: &Path) {
     let bare = PathBuf::from(var("REPO_ROOT")).join("big.git");
     let started = Instant::now();
     generate_repo(&bare);
-    eprintln!(
-        "generated {FILES} files / {COMMITS} commits in {:?}",
-        started.elapsed()
-    );
+    eprintln!("generated {FILES} files / {COMMITS} commits in {:?}", started.elapsed());
 
     let http_url = format!("{}/big.git", var("HTTP_URL_BASE"));
     let https_url = format!("{}/big.git", var("HTTPS_URL_BASE"));
     let mut secret = BTreeMap::new();
     secret.insert("username".to_owned(), var("USERNAME").into_bytes());
     secret.insert("password".to_owned(), var("PASSWORD").into_bytes());
-    secret.insert(
-        "ca.crt".to_owned(),
-        fs::read(var("CA_FILE")).expect("reading CA"),
-    );
+    secret.insert("ca.crt".to_owned(), fs::read(var("CA_FILE")).expect("reading CA"));
     let https_creds = Credentials::from_secret_data(&secret).expect("secret");
-    let https_cli_url = https_url.replacen(
-        "https://",
-        &format!("https://{}:{}@", var("USERNAME"), var("PASSWORD")),
-        1,
-    );
+    let https_cli_url = https_url.replacen("https://", &format!("https://{}:{}@", var("USERNAME"), var("PASSWORD")), 1);
     let none = Credentials::default();
-    let main = GitRefSpec {
-        branch: Some("main".into()),
-        ..GitRefSpec::default()
-    };
+    let main = GitRefSpec { branch: Some("main".into()), ..GitRefSpec::default() };
 
     println!("== (a) no-change poll, median of {POLLS} ==");
-    for (label, url, creds, cli_url) in [
-        ("http", &http_url, &none, http_url.clone()),
-        (
-            "https+basic",
-            &https_url,
-            &https_creds,
-            https_cli_url.clone(),
-        ),
-    ] {
+    for (label, url, creds, cli_url) in [("http", &http_url, &none, http_url.clone()), ("https+basic", &https_url, &https_creds, https_cli_url.clone())] {
         let ours = median(POLLS, || {
             git::resolve_remote(url, creds, &main, TIMEOUT).expect("resolve_remote");
         });
         let cli = median(POLLS, || {
-            let out = Command::new("git")
-                .args(["ls-remote", &cli_url, "refs/heads/main"])
-                .env("GIT_SSL_CAINFO", var("CA_FILE"))
-                .output()
-                .expect("git ls-remote");
+            let out =
+                Command::new("git").args(["ls-remote", &cli_url, "refs/heads/main"]).env("GIT_SSL_CAINFO", var("CA_FILE")).output().expect("git ls-remote");
             assert!(out.status.success());
         });
-        report(
-            &format!("poll {label}: ferroflux ls_remote vs git ls-remote"),
-            ours,
-            cli,
-        );
+        report(&format!("poll {label}: ferroflux ls_remote vs git ls-remote"), ours, cli);
     }
 
     let ssh_url = format!("{}/big.git", var("SSH_URL_BASE"));
     let mut ssh_secret = BTreeMap::new();
-    ssh_secret.insert(
-        "identity".to_owned(),
-        fs::read(var("SSH_KEY_FILE")).expect("reading key"),
-    );
-    ssh_secret.insert(
-        "known_hosts".to_owned(),
-        fs::read(var("KNOWN_HOSTS_FILE")).expect("reading known_hosts"),
-    );
+    ssh_secret.insert("identity".to_owned(), fs::read(var("SSH_KEY_FILE")).expect("reading key"));
+    ssh_secret.insert("known_hosts".to_owned(), fs::read(var("KNOWN_HOSTS_FILE")).expect("reading known_hosts"));
     let ssh_creds = Credentials::from_secret_data(&ssh_secret).expect("ssh secret");
     let ours = median(POLLS, || {
         git::resolve_remote(&ssh_url, &ssh_creds, &main, TIMEOUT).expect("resolve_remote over ssh");
     });
-    let ssh_command = format!(
-        "ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes",
-        var("SSH_KEY_FILE"),
-        var("KNOWN_HOSTS_FILE")
-    );
+    let ssh_command = format!("ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes", var("SSH_KEY_FILE"), var("KNOWN_HOSTS_FILE"));
     let cli = median(POLLS, || {
-        let out = Command::new("git")
-            .args(["ls-remote", &ssh_url, "refs/heads/main"])
-            .env("GIT_SSH_COMMAND", &ssh_command)
-            .output()
-            .expect("git ls-remote over ssh");
+        let out =
+            Command::new("git").args(["ls-remote", &ssh_url, "refs/heads/main"]).env("GIT_SSH_COMMAND", &ssh_command).output().expect("git ls-remote over ssh");
         assert!(out.status.success());
     });
     report("poll ssh: ferroflux ls_remote vs git ls-remote", ours, cli);
@@ -159,16 +109,7 @@ fn run(work: &Path, servers: &Path) {
         let dir = work.join(format!("cli-{run_index}"));
         let tree = dir.join("tree");
         let ok = Command::new("git")
-            .args([
-                "clone",
-                "-q",
-                "--depth",
-                "1",
-                "--single-branch",
-                "-b",
-                "main",
-                &http_url,
-            ])
+            .args(["clone", "-q", "--depth", "1", "--single-branch", "-b", "main", &http_url])
             .arg(&tree)
             .status()
             .expect("git clone")
@@ -187,16 +128,9 @@ fn run(work: &Path, servers: &Path) {
         assert!(ok);
         let _ = fs::remove_dir_all(&dir);
     });
-    report(
-        "fetch+pack: ferroflux vs git clone --depth 1 + tar czf",
-        ours,
-        cli,
-    );
+    report("fetch+pack: ferroflux vs git clone --depth 1 + tar czf", ours, cli);
     pack_times.sort();
-    println!(
-        "  of which ferroflux ignore rules + pack: {:.1} ms (median)",
-        pack_times[pack_times.len() / 2].as_secs_f64() * 1e3
-    );
+    println!("  of which ferroflux ignore rules + pack: {:.1} ms (median)", pack_times[pack_times.len() / 2].as_secs_f64() * 1e3);
 }
 
 fn median(runs: usize, mut f: impl FnMut()) -> Duration {
@@ -224,48 +158,21 @@ fn report(label: &str, ours: Duration, cli: Duration) {
 /// A bare repository whose first commit adds FILES files and each later commit changes a few,
 /// written with `git fast-import` (seconds instead of minutes).
 fn generate_repo(bare: &Path) {
-    let ok = Command::new("git")
-        .args(["init", "-q", "--bare", "-b", "main"])
-        .arg(bare)
-        .status()
-        .expect("git init")
-        .success();
+    let ok = Command::new("git").args(["init", "-q", "--bare", "-b", "main"]).arg(bare).status().expect("git init").success();
     assert!(ok);
-    let mut child = Command::new("git")
-        .args(["fast-import", "--quiet"])
-        .env("GIT_DIR", bare)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("git fast-import");
+    let mut child = Command::new("git").args(["fast-import", "--quiet"]).env("GIT_DIR", bare).stdin(Stdio::piped()).spawn().expect("git fast-import");
     let mut stdin = std::io::BufWriter::new(child.stdin.take().expect("stdin"));
-    let mut stream = |s: &str| {
-        stdin
-            .write_all(s.as_bytes())
-            .expect("writing fast-import stream")
-    };
+    let mut stream = |s: &str| stdin.write_all(s.as_bytes()).expect("writing fast-import stream");
     for commit in 0..COMMITS {
         let message = format!("commit {commit}");
-        stream(&format!(
-            "commit refs/heads/main\ncommitter Bench <bench@example.com> {} +0000\ndata {}\n{}\n",
-            1_700_000_000 + commit,
-            message.len(),
-            message
-        ));
-        let touched: Vec<usize> = if commit == 0 {
-            (0..FILES).collect()
-        } else {
-            (0..5).map(|i| (commit * 7 + i * 997) % FILES).collect()
-        };
+        stream(&format!("commit refs/heads/main\ncommitter Bench <bench@example.com> {} +0000\ndata {}\n{}\n", 1_700_000_000 + commit, message.len(), message));
+        let touched: Vec<usize> = if commit == 0 { (0..FILES).collect() } else { (0..5).map(|i| (commit * 7 + i * 997) % FILES).collect() };
         for file in touched {
             let content = format!(
                 "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{file}\n  namespace: bench\ndata:\n  revision: \"{commit}\"\n  payload: \"{}\"\n",
                 "x".repeat(64 + file % 200)
             );
-            stream(&format!(
-                "M 100644 inline dir-{}/file-{file}.yaml\ndata {}\n{content}\n",
-                file % 50,
-                content.len()
-            ));
+            stream(&format!("M 100644 inline dir-{}/file-{file}.yaml\ndata {}\n{content}\n", file % 50, content.len()));
         }
     }
     // into_inner flushes and reports a failed write, which drop would swallow.

@@ -6,8 +6,8 @@ mod support;
 
 use ferroflux::api::{GitRepository, Kustomization};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
 fn read_example(path: &str) -> String {
@@ -35,19 +35,13 @@ async fn crds_install_and_serve_v1_stored_and_v1beta2_deprecated() {
     let client = support::client().await;
     support::install_crds(&client).await;
     let api: Api<CustomResourceDefinition> = Api::all(client);
-    for (name, kind) in [
-        ("gitrepositories.source.toolkit.fluxcd.io", "GitRepository"),
-        ("kustomizations.kustomize.toolkit.fluxcd.io", "Kustomization"),
-    ] {
+    for (name, kind) in [("gitrepositories.source.toolkit.fluxcd.io", "GitRepository"), ("kustomizations.kustomize.toolkit.fluxcd.io", "Kustomization")] {
         let crd = api.get(name).await.expect("CRD installed");
         let versions: Vec<_> = crd.spec.versions.iter().map(|v| (v.name.as_str(), v.served, v.storage)).collect();
         assert_eq!(versions, vec![("v1", true, true), ("v1beta2", true, false)], "{name}");
         let beta = &crd.spec.versions[1];
         assert_eq!(beta.deprecated, Some(true));
-        assert_eq!(
-            beta.deprecation_warning.as_deref(),
-            Some(format!("v1beta2 {kind} is deprecated, upgrade to v1").as_str())
-        );
+        assert_eq!(beta.deprecation_warning.as_deref(), Some(format!("v1beta2 {kind} is deprecated, upgrade to v1").as_str()));
         assert!(crd.spec.versions.iter().all(|v| v.subresources.as_ref().is_some_and(|s| s.status.is_some())));
         let status = crd.status.expect("CRD status");
         let accepted: Vec<_> = status.accepted_names.and_then(|n| n.short_names).unwrap_or_default();
@@ -114,7 +108,10 @@ async fn deprecated_v1beta2_fields_survive_storage() {
     let client = support::client().await;
     support::install_crds(&client).await;
     let ns = support::namespace(&client, "v1beta2-fields").await;
-    create(&client, &ns, r#"
+    create(
+        &client,
+        &ns,
+        r#"
 apiVersion: source.toolkit.fluxcd.io/v1beta2
 kind: GitRepository
 metadata: {name: legacy}
@@ -122,8 +119,14 @@ spec:
   interval: 1m
   url: ssh://git@example.com/repo.git
   gitImplementation: libgit2
-"#).await.expect("v1beta2 GitRepository");
-    create(&client, &ns, r#"
+"#,
+    )
+    .await
+    .expect("v1beta2 GitRepository");
+    create(
+        &client,
+        &ns,
+        r#"
 apiVersion: kustomize.toolkit.fluxcd.io/v1beta2
 kind: Kustomization
 metadata: {name: legacy}
@@ -143,13 +146,13 @@ spec:
     patch:
     - {op: add, path: /metadata/annotations, value: {team: a}}
     - {op: remove, path: /spec/paused}
-"#).await.expect("v1beta2 Kustomization");
+"#,
+    )
+    .await
+    .expect("v1beta2 Kustomization");
 
     let repo = Api::<GitRepository>::namespaced(client.clone(), &ns).get("legacy").await.expect("read as v1");
-    assert_eq!(
-        serde_json::to_value(repo.spec.git_implementation).expect("json"),
-        json!("libgit2")
-    );
+    assert_eq!(serde_json::to_value(repo.spec.git_implementation).expect("json"), json!("libgit2"));
     let ks = Api::<Kustomization>::namespaced(client, &ns).get("legacy").await.expect("read as v1");
     let spec = serde_json::to_value(&ks.spec).expect("json");
     assert_eq!(spec["validation"], json!("client"));
@@ -173,12 +176,27 @@ async fn schema_rejects_what_flux_rejects_naming_the_field() {
         ("source.toolkit.fluxcd.io/v1", "GitRepository", "url: https://example.com/repo", "spec.interval"),
         ("source.toolkit.fluxcd.io/v1", "GitRepository", "interval: 1m\n  timeout: 1h\n  url: https://example.com/repo", "spec.timeout"),
         ("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "interval: 1m\n  prune: true\n  sourceRef: {kind: HelmRepository, name: x}", "spec.sourceRef.kind"),
-        ("kustomize.toolkit.fluxcd.io/v1beta2", "Kustomization", "interval: 1m\n  prune: true\n  sourceRef: {kind: ExternalArtifact, name: x}", "spec.sourceRef.kind"),
+        (
+            "kustomize.toolkit.fluxcd.io/v1beta2",
+            "Kustomization",
+            "interval: 1m\n  prune: true\n  sourceRef: {kind: ExternalArtifact, name: x}",
+            "spec.sourceRef.kind",
+        ),
         ("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "interval: 1m\n  sourceRef: {kind: GitRepository, name: x}", "spec.prune"),
         ("kustomize.toolkit.fluxcd.io/v1beta2", "Kustomization", "interval: 1m\n  prune: true", "spec.sourceRef"),
         ("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "interval: 1x\n  prune: true\n  sourceRef: {kind: GitRepository, name: x}", "spec.interval"),
-        ("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "interval: 1m\n  prune: true\n  targetNamespace: ''\n  sourceRef: {kind: GitRepository, name: x}", "spec.targetNamespace"),
-        ("kustomize.toolkit.fluxcd.io/v1beta2", "Kustomization", "interval: 1m\n  prune: true\n  validation: strict\n  sourceRef: {kind: GitRepository, name: x}", "spec.validation"),
+        (
+            "kustomize.toolkit.fluxcd.io/v1",
+            "Kustomization",
+            "interval: 1m\n  prune: true\n  targetNamespace: ''\n  sourceRef: {kind: GitRepository, name: x}",
+            "spec.targetNamespace",
+        ),
+        (
+            "kustomize.toolkit.fluxcd.io/v1beta2",
+            "Kustomization",
+            "interval: 1m\n  prune: true\n  validation: strict\n  sourceRef: {kind: GitRepository, name: x}",
+            "spec.validation",
+        ),
     ];
     for (i, (api_version, kind, spec, field)) in cases.iter().enumerate() {
         let yaml = format!("apiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: invalid-{i}\nspec:\n  {spec}\n");
@@ -200,10 +218,12 @@ async fn get_prints_flux_columns_with_the_ready_message() {
     create(&client, &ns, &read_example("examples/tutorial/fluxcd-kustomize.yaml")).await.expect("Kustomization");
 
     let revision = "main@sha1:8260f5a0ac1e4ccdba64e074d1ee2c154956f12d";
-    let ready = |message: String| json!({"status": {"conditions": [{
-        "type": "Ready", "status": "True", "reason": "Succeeded", "message": message,
-        "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1
-    }]}});
+    let ready = |message: String| {
+        json!({"status": {"conditions": [{
+            "type": "Ready", "status": "True", "reason": "Succeeded", "message": message,
+            "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1
+        }]}})
+    };
     let repo_message = format!("stored artifact for revision '{revision}'");
     let ks_message = format!("Applied revision: {revision}");
     Api::<GitRepository>::namespaced(client.clone(), &ns)
@@ -227,10 +247,7 @@ async fn get_prints_flux_columns_with_the_ready_message() {
             vec![json!("hello-world-flask"), Value::Null, json!("True"), json!(ks_message)],
         ),
     ] {
-        let request = http::Request::get(path)
-            .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
-            .body(Vec::new())
-            .expect("request");
+        let request = http::Request::get(path).header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").body(Vec::new()).expect("request");
         let table: Value = serde_json::from_str(&client.request_text(request).await.expect("Table API")).expect("JSON table");
         let names: Vec<_> = table["columnDefinitions"].as_array().expect("columns").iter().map(|c| c["name"].as_str().unwrap_or_default()).collect();
         assert_eq!(names, columns);

@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ferroflux::apply::{Action, ApplyError, ApplyOptions, Applier, ObjectId};
+use ferroflux::apply::{Action, Applier, ApplyError, ApplyOptions, ObjectId};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
@@ -102,10 +102,8 @@ async fn unknown_kind_is_an_error_naming_the_object_and_nothing_is_written() {
     let client = support::client().await;
     let ns = support::namespace(&client, "apply-unknown").await;
     let applier = Applier::new(client.clone());
-    let objects = vec![
-        config_map(&ns, "settings", json!({})),
-        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": ns}}),
-    ];
+    let objects =
+        vec![config_map(&ns, "settings", json!({})), json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": ns}})];
     let err = applier.apply_all(objects, &options(&ns)).await.expect_err("unknown kind");
     assert!(matches!(err, ApplyError::UnknownKind { .. }), "{err}");
     assert!(err.to_string().starts_with(&format!("Widget/{ns}/w is not known to the API server")), "{err}");
@@ -154,7 +152,7 @@ async fn fields_set_by_kubectl_are_taken_over_so_removing_them_from_git_removes_
     assert_eq!(actions(&changes), [format!("ConfigMap/{ns}/settings configured")]);
     let live = Api::<ConfigMap>::namespaced(client, &ns).get("settings").await.expect("configmap");
     assert_eq!(live.data, Some(BTreeMap::from([("a".to_owned(), "1".to_owned())])), "kubectl's key must be gone");
-    assert!(live.metadata.annotations.unwrap_or_default().get("team").is_none(), "kubectl's annotation must be gone");
+    assert!(!live.metadata.annotations.unwrap_or_default().contains_key("team"), "kubectl's annotation must be gone");
     let managers: Vec<_> = live.metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|m| m.manager).collect();
     assert_eq!(managers, ["ferroflux"]);
 }

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use ferroflux::api::{GitRepository, Kustomization};
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::Client;
 use serde_json::json;
 
 use support::TestRepo;
@@ -43,7 +43,14 @@ fn stderr(out: &Output) -> String {
 /// Runs a verb that must succeed; returns stdout and stderr.
 fn ok(ns: &str, args: &[&str]) -> (String, String) {
     let out = ferroflux(ns, args);
-    assert!(out.status.success(), "ferroflux {args:?} failed ({:?}):\n{}\n{}\ncontroller log:\n{}", out.status.code(), stdout(&out), stderr(&out), controller_log());
+    assert!(
+        out.status.success(),
+        "ferroflux {args:?} failed ({:?}):\n{}\n{}\ncontroller log:\n{}",
+        out.status.code(),
+        stdout(&out),
+        stderr(&out),
+        controller_log()
+    );
     (stdout(&out), stderr(&out))
 }
 
@@ -78,19 +85,27 @@ fn ready(status: &str, message: &str) -> serde_json::Value {
 /// into the test namespace; waits until the Kustomization applied `commit`.
 async fn gitops(client: &Client, ns: &str, repo: &TestRepo, interval: &str, path: &str, commit: &str) {
     support::controller();
-    support::create_object(client, ns, json!({
-        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
-        "metadata": {"name": "hello-world-flask"},
-        "spec": {"interval": interval, "ref": {"branch": "main"}, "url": repo.http_url()}
-    }))
+    support::create_object(
+        client,
+        ns,
+        json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+            "metadata": {"name": "hello-world-flask"},
+            "spec": {"interval": interval, "ref": {"branch": "main"}, "url": repo.http_url()}
+        }),
+    )
     .await
     .expect("creating the GitRepository");
-    support::create_object(client, ns, json!({
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-        "metadata": {"name": "hello-world-flask"},
-        "spec": {"interval": "1h", "path": path, "prune": true, "targetNamespace": ns,
-                 "sourceRef": {"kind": "GitRepository", "name": "hello-world-flask"}}
-    }))
+    support::create_object(
+        client,
+        ns,
+        json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "metadata": {"name": "hello-world-flask"},
+            "spec": {"interval": "1h", "path": path, "prune": true, "targetNamespace": ns,
+                     "sourceRef": {"kind": "GitRepository", "name": "hello-world-flask"}}
+        }),
+    )
     .await
     .expect("creating the Kustomization");
     wait_ks(client, ns, "hello-world-flask", &format!("main@sha1:{commit}")).await;
@@ -110,10 +125,14 @@ async fn get_prints_flux_tables_for_sources_kustomizations_and_all() {
     let (client, ns) = cluster("cli-get").await;
     // Suspended, so that a controller running in this test process leaves the patched statuses.
     let sha = "0123456789abcdef0123456789abcdef01234567";
-    support::create_object(&client, &ns, json!({
-        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "podinfo"},
-        "spec": {"interval": "1h", "url": "http://127.0.0.1:9/podinfo.git", "suspend": true}
-    }))
+    support::create_object(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "podinfo"},
+            "spec": {"interval": "1h", "url": "http://127.0.0.1:9/podinfo.git", "suspend": true}
+        }),
+    )
     .await
     .expect("GitRepository");
     patch_status(&client, &ns, "GitRepository", "podinfo", json!({
@@ -121,16 +140,26 @@ async fn get_prints_flux_tables_for_sources_kustomizations_and_all() {
         "conditions": ready("True", &format!("stored artifact for revision 'main@sha1:{sha}'"))
     }))
     .await;
-    support::create_object(&client, &ns, json!({
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "apps"},
-        "spec": {"interval": "1h", "prune": true, "suspend": true, "sourceRef": {"kind": "GitRepository", "name": "podinfo"}}
-    }))
+    support::create_object(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "apps"},
+            "spec": {"interval": "1h", "prune": true, "suspend": true, "sourceRef": {"kind": "GitRepository", "name": "podinfo"}}
+        }),
+    )
     .await
     .expect("Kustomization");
-    patch_status(&client, &ns, "Kustomization", "apps", json!({
-        "lastAppliedRevision": format!("main@sha1:{sha}"),
-        "conditions": ready("False", "kustomization path not found: ./apps")
-    }))
+    patch_status(
+        &client,
+        &ns,
+        "Kustomization",
+        "apps",
+        json!({
+            "lastAppliedRevision": format!("main@sha1:{sha}"),
+            "conditions": ready("False", "kustomization path not found: ./apps")
+        }),
+    )
     .await;
 
     let (out, _) = ok(&ns, &["get", "sources", "git"]);
@@ -166,7 +195,11 @@ async fn get_prints_flux_tables_for_sources_kustomizations_and_all() {
     // Not found: an error that says how to list them.
     let out = ferroflux(&ns, &["get", "ks", "missing"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains(&format!("✗ Kustomization 'missing' not found in namespace '{ns}'; list them with `ferroflux get ks -A`")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("✗ Kustomization 'missing' not found in namespace '{ns}'; list them with `ferroflux get ks -A`")),
+        "{}",
+        stderr(&out)
+    );
     let empty = support::namespace(&client, "cli-get-empty").await;
     let out = ferroflux(&empty, &["get", "sources", "git"]);
     assert!(!out.status.success());
@@ -196,12 +229,16 @@ async fn suspend_and_resume_change_spec_suspend_and_resume_waits_for_ready() {
 
     // Suspended, a push is not applied... The sync point: a witness Kustomization of the same
     // source (its objects prefixed) applies the push, so the trigger has fired for both.
-    support::create_object(&client, &ns, json!({
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-        "metadata": {"name": "witness"},
-        "spec": {"interval": "1h", "path": "./", "prune": true, "targetNamespace": ns, "namePrefix": "witness-",
-                 "sourceRef": {"kind": "GitRepository", "name": "hello-world-flask"}}
-    }))
+    support::create_object(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "metadata": {"name": "witness"},
+            "spec": {"interval": "1h", "path": "./", "prune": true, "targetNamespace": ns, "namePrefix": "witness-",
+                     "sourceRef": {"kind": "GitRepository", "name": "hello-world-flask"}}
+        }),
+    )
     .await
     .expect("creating the witness Kustomization");
     wait_ks(&client, &ns, "witness", &format!("main@sha1:{commit}")).await;
@@ -250,7 +287,8 @@ async fn reconcile_requests_a_reconciliation_and_waits_for_its_result() {
     assert!(progress.contains(&format!("✔ fetched revision main@sha1:{first}")), "{progress}");
     let repositories: Api<GitRepository> = Api::namespaced(client.clone(), &ns);
     let handled = repositories.get("hello-world-flask").await.expect("repo").status.and_then(|s| s.last_handled_reconcile_at);
-    let requested = repositories.get("hello-world-flask").await.expect("repo").metadata.annotations.and_then(|a| a.get("reconcile.fluxcd.io/requestedAt").cloned());
+    let requested =
+        repositories.get("hello-world-flask").await.expect("repo").metadata.annotations.and_then(|a| a.get("reconcile.fluxcd.io/requestedAt").cloned());
     assert!(handled.is_some() && handled == requested, "{handled:?} {requested:?}");
 
     let v1 = repo.commit(&[("deployment.yaml", &DEPLOYMENT.replace(":latest", ":v1"))], "v1");
@@ -272,7 +310,11 @@ async fn reconcile_requests_a_reconciliation_and_waits_for_its_result() {
     // Unknown objects: a clear error.
     let out = ferroflux(&ns, &["reconcile", "source", "git", "nope"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains(&format!("GitRepository 'nope' not found in namespace '{ns}'; list them with `ferroflux get sources git -A`")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("GitRepository 'nope' not found in namespace '{ns}'; list them with `ferroflux get sources git -A`")),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn write_tree(dir: &Path, files: &[(&str, &str)]) {
@@ -322,10 +364,13 @@ async fn build_diff_tree_and_events_of_an_applied_kustomization() {
     // A changed image, a removed ConfigMap (prune is on), a new Service: exit code 1, each listed.
     write_tree(local.path(), &[("app/deployment.yaml", &DEPLOYMENT.replace(":latest", ":v2"))]);
     std::fs::remove_file(local.path().join("app/config.yaml")).expect("rm");
-    write_tree(local.path(), &[(
-        "app/service.yaml",
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    app: web\n  ports:\n  - port: 80\n    protocol: TCP\n",
-    )]);
+    write_tree(
+        local.path(),
+        &[(
+            "app/service.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    app: web\n  ports:\n  - port: 80\n    protocol: TCP\n",
+        )],
+    );
     let out = ferroflux(&ns, &["diff", "ks", "hello-world-flask", "--path", app]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
@@ -383,12 +428,16 @@ async fn build_resolves_substitute_from_with_the_callers_rights() {
     let configs: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
     let vars = serde_json::from_value(json!({"metadata": {"name": "cluster-vars"}, "data": {"region": "eu-1", "tier": "silver"}})).expect("cm");
     configs.create(&Default::default(), &vars).await.expect("vars");
-    support::create_object(&client, &ns, json!({
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-        "metadata": {"name": "vars", "labels": {support::SHARD_LABEL: "nobody"}},
-        "spec": {"interval": "1h", "path": "./", "prune": true, "sourceRef": {"kind": "GitRepository", "name": "absent"},
-                 "postBuild": {"substitute": {"tier": "gold"}, "substituteFrom": [{"kind": "ConfigMap", "name": "cluster-vars"}]}}
-    }))
+    support::create_object(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "metadata": {"name": "vars", "labels": {support::SHARD_LABEL: "nobody"}},
+            "spec": {"interval": "1h", "path": "./", "prune": true, "sourceRef": {"kind": "GitRepository", "name": "absent"},
+                     "postBuild": {"substitute": {"tier": "gold"}, "substituteFrom": [{"kind": "ConfigMap", "name": "cluster-vars"}]}}
+        }),
+    )
     .await
     .expect("creating the Kustomization");
     let local = tempfile::tempdir().expect("temp dir");

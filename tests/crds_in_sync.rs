@@ -18,15 +18,8 @@ fn crds_folder_matches_the_rust_types() {
     for crd in ferroflux::api::crd::all().expect("CRDs merge") {
         generated.insert(ferroflux::api::crd::file_name(&crd), ferroflux::api::crd::to_yaml(&crd).expect("YAML"));
     }
-    assert_eq!(
-        on_disk.keys().collect::<Vec<_>>(),
-        generated.keys().collect::<Vec<_>>(),
-        "crds/ has other files than `ferroflux crds --dir crds` writes"
-    );
+    assert_eq!(on_disk.keys().collect::<Vec<_>>(), generated.keys().collect::<Vec<_>>(), "crds/ has other files than `ferroflux crds --dir crds` writes");
     for (name, yaml) in &generated {
-        assert!(
-            on_disk[name] == *yaml,
-            "crds/{name} differs from the Rust types: run `cargo run -- crds --dir crds`"
-        );
+        assert!(on_disk[name] == *yaml, "crds/{name} differs from the Rust types: run `cargo run -- crds --dir crds`");
     }
 }

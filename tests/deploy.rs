@@ -11,8 +11,8 @@ use ferroflux::deploy::{self, InstallOptions};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{Api, DeleteParams, PostParams};
 use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 
 fn deploy_dir() -> std::path::PathBuf {
@@ -43,7 +43,17 @@ fn deploy_folder_matches_the_generator() {
 fn by_id(objects: Vec<Value>) -> BTreeMap<String, Value> {
     objects
         .into_iter()
-        .map(|o| (format!("{}/{}/{}", o["kind"].as_str().unwrap_or(""), o["metadata"]["namespace"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or("")), o))
+        .map(|o| {
+            (
+                format!(
+                    "{}/{}/{}",
+                    o["kind"].as_str().unwrap_or(""),
+                    o["metadata"]["namespace"].as_str().unwrap_or(""),
+                    o["metadata"]["name"].as_str().unwrap_or("")
+                ),
+                o,
+            )
+        })
         .collect()
 }
 
@@ -70,12 +80,7 @@ async fn ensure_namespace(client: &Client, name: &str) {
 }
 
 async fn ferroflux(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_ferroflux"))
-        .args(args)
-        .env("KUBECONFIG", support::kubeconfig())
-        .output()
-        .await
-        .expect("running ferroflux")
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_ferroflux")).args(args).env("KUBECONFIG", support::kubeconfig()).output().await.expect("running ferroflux")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -101,7 +106,12 @@ async fn install_yaml_passes_a_server_side_dry_run() {
     let out = ferroflux(&["install", "--dry-run"]).await;
     assert!(out.status.success(), "ferroflux install --dry-run failed:\n{}{}", text(&out.stdout), text(&out.stderr));
     let stdout = text(&out.stdout);
-    for id in ["Namespace//flux-system", "ClusterRoleBinding//ferroflux-cluster-reconciler-flux-system", "Deployment/flux-system/ferroflux", "Service/flux-system/ferroflux"] {
+    for id in [
+        "Namespace//flux-system",
+        "ClusterRoleBinding//ferroflux-cluster-reconciler-flux-system",
+        "Deployment/flux-system/ferroflux",
+        "Service/flux-system/ferroflux",
+    ] {
         let (kind, rest) = id.split_once('/').unwrap();
         let (namespace, name) = rest.split_once('/').unwrap();
         let shown = if namespace.is_empty() { format!("{kind}/{name}") } else { format!("{kind}/{namespace}/{name}") };

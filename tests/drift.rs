@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use ferroflux::api::{GitRepository, Kustomization};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use support::TestRepo;

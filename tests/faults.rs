@@ -9,9 +9,9 @@
 //! object deleted. Times to converge are printed (run with `--nocapture`), never asserted
 //! against a threshold; every wait has a generous deadline.
 
-mod support;
 #[path = "support/faults.rs"]
 mod fault;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -109,10 +109,7 @@ fn ready_of(conditions: Option<&Vec<Condition>>) -> Option<&Condition> {
 async fn wait_applied(client: &Client, ns: &str, name: &str, commit: &str, within: Duration, controller: &Controller) -> Kustomization {
     let wanted = format!("Applied revision: main@sha1:{commit}");
     let ready = |ks: &Option<Kustomization>| ks.as_ref().and_then(|k| ready_of(k.status.as_ref().map(|s| &s.conditions))).cloned();
-    let found = support::wait_for(within, || async {
-        ready(&get_ks(client, ns, name).await).is_some_and(|c| c.status == "True" && c.message == wanted)
-    })
-    .await;
+    let found = support::wait_for(within, || async { ready(&get_ks(client, ns, name).await).is_some_and(|c| c.status == "True" && c.message == wanted) }).await;
     let ks = get_ks(client, ns, name).await;
     let last = ready(&ks).map(|c| (c.status, c.reason, c.message));
     assert!(found.is_some(), "Kustomization {name} never applied {commit}; last Ready {last:?}\ncontroller log:\n{}", controller.log_tail());
@@ -132,8 +129,14 @@ async fn controller_killed_mid_apply_then_reverted_ends_with_exactly_the_desired
     let mut controller = Controller::start(support::kubeconfig(), &flags(&shard));
     git_repository(&client, &ns, "app", json!({"interval": "1s", "url": repo.http_url(), "ref": {"branch": "main"}})).await;
     // A long interval: only the source's new revisions trigger reconciles.
-    kustomization(&client, &ns, "app", json!({"interval": "10m", "prune": true, "path": "./", "targetNamespace": ns,
-        "sourceRef": {"kind": "GitRepository", "name": "app"}})).await;
+    kustomization(
+        &client,
+        &ns,
+        "app",
+        json!({"interval": "10m", "prune": true, "path": "./", "targetNamespace": ns,
+        "sourceRef": {"kind": "GitRepository", "name": "app"}}),
+    )
+    .await;
     wait_applied(&client, &ns, "app", &first, Duration::from_secs(180), &controller).await;
     let desired = names("a", 100);
     let original_uids = labelled(&client, &ns, "app").await;
@@ -187,8 +190,14 @@ async fn after_a_kube_apiserver_restart_new_revisions_apply_through_the_watches(
     let first = repo.commit(&[("a.yaml", &config_maps("a", 3))], "first");
     let controller = Controller::start(&plane.kubeconfig(), &[]);
     git_repository(&client, &ns, "app", json!({"interval": "2s", "url": repo.http_url(), "ref": {"branch": "main"}})).await;
-    kustomization(&client, &ns, "app", json!({"interval": "10m", "prune": true, "path": "./", "targetNamespace": ns,
-        "sourceRef": {"kind": "GitRepository", "name": "app"}})).await;
+    kustomization(
+        &client,
+        &ns,
+        "app",
+        json!({"interval": "10m", "prune": true, "path": "./", "targetNamespace": ns,
+        "sourceRef": {"kind": "GitRepository", "name": "app"}}),
+    )
+    .await;
     wait_applied(&client, &ns, "app", &first, Duration::from_secs(180), &controller).await;
     let readyz = controller.readyz_url();
     assert_eq!(fault::http_get(&readyz).await.map(|(s, _)| s), Some(200), "readyz before the outage");
@@ -246,18 +255,31 @@ async fn stuck_sources_and_builds_hold_no_worker_past_their_timeout() {
     shard.extend(["--concurrent".to_owned(), "2".to_owned()]);
     let controller = Controller::start(support::kubeconfig(), &flags(&shard));
     git_repository(&client, &ns, "healthy", json!({"interval": "2s", "url": repo.http_url(), "ref": {"branch": "main"}})).await;
-    kustomization(&client, &ns, "healthy", json!({"interval": "10m", "prune": true, "path": "./app", "targetNamespace": ns,
-        "sourceRef": {"kind": "GitRepository", "name": "healthy"}})).await;
+    kustomization(
+        &client,
+        &ns,
+        "healthy",
+        json!({"interval": "10m", "prune": true, "path": "./app", "targetNamespace": ns,
+        "sourceRef": {"kind": "GitRepository", "name": "healthy"}}),
+    )
+    .await;
     wait_applied(&client, &ns, "healthy", &first, Duration::from_secs(120), &controller).await;
 
     let stuck_repos: Vec<String> = (0..6).map(|i| format!("stuck-{i}")).collect();
     for name in &stuck_repos {
-        git_repository(&client, &ns, name, json!({"interval": "2s", "timeout": "4s", "url": hole.url(&format!("{name}.git")), "ref": {"branch": "main"}})).await;
+        git_repository(&client, &ns, name, json!({"interval": "2s", "timeout": "4s", "url": hole.url(&format!("{name}.git")), "ref": {"branch": "main"}}))
+            .await;
     }
     let stuck_builds: Vec<String> = (0..3).map(|i| format!("stuck-build-{i}")).collect();
     for name in &stuck_builds {
-        kustomization(&client, &ns, name, json!({"interval": "3s", "timeout": "4s", "prune": true, "path": "./stuck", "targetNamespace": ns,
-            "sourceRef": {"kind": "GitRepository", "name": "healthy"}})).await;
+        kustomization(
+            &client,
+            &ns,
+            name,
+            json!({"interval": "3s", "timeout": "4s", "prune": true, "path": "./stuck", "targetNamespace": ns,
+            "sourceRef": {"kind": "GitRepository", "name": "healthy"}}),
+        )
+        .await;
     }
 
     // The healthy pair keeps applying new commits meanwhile.
@@ -281,7 +303,11 @@ async fn stuck_sources_and_builds_hold_no_worker_past_their_timeout() {
         // Our deadline or the Git session's own, whichever ends first.
         assert!(ready.message.contains("timeout") || ready.message.contains("timed out"), "{name}: {}", ready.message);
         let after = ready.last_transition_time.0.duration_since(created);
-        assert!(after >= jiff::SignedDuration::from_secs(3), "{name}: Ready=False at {} is only {after:?} after creation: the reconcile's start, not the failure", ready.last_transition_time.0);
+        assert!(
+            after >= jiff::SignedDuration::from_secs(3),
+            "{name}: Ready=False at {} is only {after:?} after creation: the reconcile's start, not the failure",
+            ready.last_transition_time.0
+        );
     }
     let kss: Api<Kustomization> = Api::namespaced(client.clone(), &ns);
     for name in &stuck_builds {
@@ -304,12 +330,23 @@ async fn sigterm_with_a_stuck_reconcile_exits_within_the_shutdown_deadline() {
     let hole = BlackHole::start();
     let mut shard = shard_flags(&ns);
     shard.extend(
-        ["--enable-leader-election", "--leader-election-namespace", &ns, "--leader-election-lease-duration", "60s", "--leader-election-retry-period", "1s", "--graceful-shutdown-timeout", "3s"]
-            .map(String::from),
+        [
+            "--enable-leader-election",
+            "--leader-election-namespace",
+            &ns,
+            "--leader-election-lease-duration",
+            "60s",
+            "--leader-election-retry-period",
+            "1s",
+            "--graceful-shutdown-timeout",
+            "3s",
+        ]
+        .map(String::from),
     );
     let mut controller = Controller::start(support::kubeconfig(), &flags(&shard));
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
-    let holder = || async { leases.get_opt("ferroflux-leader-election").await.ok().flatten().and_then(|l| l.spec).and_then(|s| s.holder_identity).unwrap_or_default() };
+    let holder =
+        || async { leases.get_opt("ferroflux-leader-election").await.ok().flatten().and_then(|l| l.spec).and_then(|s| s.holder_identity).unwrap_or_default() };
     let leading = support::wait_for(Duration::from_secs(60), || async { !holder().await.is_empty() }).await;
     assert!(leading.is_some(), "never became leader:\n{}", controller.log_tail());
     git_repository(&client, &ns, "stuck", json!({"interval": "1m", "timeout": "2m", "url": hole.url("stuck.git"), "ref": {"branch": "main"}})).await;
@@ -369,7 +406,11 @@ async fn two_controllers_without_leader_election_do_not_churn_status_or_events()
         // The second round's revision is pushed once the first was checked.
         let commit = if round == 0 { first.clone() } else { repo.commit(&[("a.yaml", &config_maps("a", 2))], "second") };
         let stored = support::wait_for(Duration::from_secs(120), || async {
-            repos.get("app").await.ok().is_some_and(|r| ready_of(r.status.as_ref().map(|s| &s.conditions)).is_some_and(|c| c.status == "True" && c.message.contains(&commit)))
+            repos
+                .get("app")
+                .await
+                .ok()
+                .is_some_and(|r| ready_of(r.status.as_ref().map(|s| &s.conditions)).is_some_and(|c| c.status == "True" && c.message.contains(&commit)))
         })
         .await;
         let last = repos.get("app").await.ok().and_then(|r| ready_of(r.status.as_ref().map(|s| &s.conditions)).cloned()).map(|c| c.message);
@@ -384,10 +425,16 @@ async fn two_controllers_without_leader_election_do_not_churn_status_or_events()
         assert!(settle.is_some(), "one of the instances never reconciled:\n{}\n---\n{}", one.log_tail(), two.log_tail());
         // Let both store the revision (the second may still be fetching its own copy).
         let (base_one, base_two) = (repo_reconciles(&url_one, &ns).await, repo_reconciles(&url_two, &ns).await);
-        support::wait_for(Duration::from_secs(60), || async { repo_reconciles(&url_one, &ns).await >= base_one + 2 && repo_reconciles(&url_two, &ns).await >= base_two + 2 }).await;
+        support::wait_for(Duration::from_secs(60), || async {
+            repo_reconciles(&url_one, &ns).await >= base_one + 2 && repo_reconciles(&url_two, &ns).await >= base_two + 2
+        })
+        .await;
         let before = repos.get("app").await.expect("GitRepository");
         let (base_one, base_two) = (repo_reconciles(&url_one, &ns).await, repo_reconciles(&url_two, &ns).await);
-        let more = support::wait_for(Duration::from_secs(90), || async { repo_reconciles(&url_one, &ns).await >= base_one + 5 && repo_reconciles(&url_two, &ns).await >= base_two + 5 }).await;
+        let more = support::wait_for(Duration::from_secs(90), || async {
+            repo_reconciles(&url_one, &ns).await >= base_one + 5 && repo_reconciles(&url_two, &ns).await >= base_two + 5
+        })
+        .await;
         assert!(more.is_some(), "the instances stopped reconciling:\n{}\n---\n{}", one.log_tail(), two.log_tail());
         let after = repos.get("app").await.expect("GitRepository");
         let url = |r: &GitRepository| r.status.as_ref().and_then(|s| s.artifact.as_ref()).map(|a| a.url.clone());
@@ -430,8 +477,14 @@ async fn namespace_deletion_with_an_impersonated_service_account_finishes() {
         .expect("RoleBinding created");
     let controller = Controller::start(support::kubeconfig(), &flags(&shard_flags(&ns)));
     git_repository(&client, &ns, "tenant", json!({"interval": "5s", "url": repo.http_url(), "ref": {"branch": "main"}})).await;
-    kustomization(&client, &ns, "tenant", json!({"interval": "1m", "prune": true, "path": "./", "serviceAccountName": "deployer",
-        "targetNamespace": ns, "sourceRef": {"kind": "GitRepository", "name": "tenant"}})).await;
+    kustomization(
+        &client,
+        &ns,
+        "tenant",
+        json!({"interval": "1m", "prune": true, "path": "./", "serviceAccountName": "deployer",
+        "targetNamespace": ns, "sourceRef": {"kind": "GitRepository", "name": "tenant"}}),
+    )
+    .await;
     wait_applied(&client, &ns, "tenant", &first, Duration::from_secs(120), &controller).await;
     assert_eq!(labelled(&client, &ns, "tenant").await.len(), 3);
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ferroflux::api::GitRepository;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use sha2::Digest;
 
@@ -135,11 +135,7 @@ async fn polls_without_changes_only_list_refs() {
 
     let log = std::path::PathBuf::from(support::git_servers().var("HTTP_ACCESS_LOG"));
     let count = |needle: &str| {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&format!("/{}.git/", repo.name)) && l.contains(needle))
-            .count()
+        std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains(&format!("/{}.git/", repo.name)) && l.contains(needle)).count()
     };
     let (refs_before, fetches_before) = (count("info/refs"), count("POST "));
     // Three polls (interval 1s) are the sync point: none of them may fetch.

@@ -257,10 +257,34 @@ async fn image_as_controller_clones_over_https_with_its_ca_bundle_and_applies() 
     let health_addr = format!("--health-addr=127.0.0.1:{}", free_port());
     let metrics_addr = format!("--metrics-addr=127.0.0.1:{}", free_port());
     let started = docker(&[
-        "run", "-d", "--name", &container, "--network", "host", "--read-only", "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges", "--tmpfs", "/data:uid=65534,gid=65534", "--tmpfs", "/tmp:mode=1777",
-        "-v", &mount_ca, "-v", &mount_kubeconfig, "-e", "KUBECONFIG=/kubeconfig",
-        &tag, "controller", "--storage-path=/data", &storage_addr, &health_addr, &metrics_addr, "--log-encoding=json",
+        "run",
+        "-d",
+        "--name",
+        &container,
+        "--network",
+        "host",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--tmpfs",
+        "/data:uid=65534,gid=65534",
+        "--tmpfs",
+        "/tmp:mode=1777",
+        "-v",
+        &mount_ca,
+        "-v",
+        &mount_kubeconfig,
+        "-e",
+        "KUBECONFIG=/kubeconfig",
+        &tag,
+        "controller",
+        "--storage-path=/data",
+        &storage_addr,
+        &health_addr,
+        &metrics_addr,
+        "--log-encoding=json",
     ]);
     assert!(started.status.success(), "docker run failed:\n{}", text(&started.stderr));
     let logs = || text(&docker(&["logs", "--tail", "40", &container]).stderr);
@@ -272,22 +296,32 @@ async fn image_as_controller_clones_over_https_with_its_ca_bundle_and_applies() 
     }))
     .expect("secret");
     Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.expect("secret");
-    support::create_object(&client, &ns, json!({
-        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "app"},
-        "spec": {"interval": "1s", "url": repo.https_url(), "ref": {"branch": "main"}, "secretRef": {"name": "git-auth"}}
-    }))
+    support::create_object(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "app"},
+            "spec": {"interval": "1s", "url": repo.https_url(), "ref": {"branch": "main"}, "secretRef": {"name": "git-auth"}}
+        }),
+    )
     .await
     .expect("GitRepository");
-    support::create_object(&client, &ns, json!({
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "app"},
-        "spec": {"interval": "1m", "path": "./", "prune": true, "targetNamespace": ns,
-            "sourceRef": {"kind": "GitRepository", "name": "app"}}
-    }))
+    support::create_object(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "app"},
+            "spec": {"interval": "1m", "path": "./", "prune": true, "targetNamespace": ns,
+                "sourceRef": {"kind": "GitRepository", "name": "app"}}
+        }),
+    )
     .await
     .expect("Kustomization");
 
-    let repositories: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &dynamic("source.toolkit.fluxcd.io", "v1", "GitRepository", "gitrepositories"));
-    let kustomizations: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &dynamic("kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations"));
+    let repositories: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &dynamic("source.toolkit.fluxcd.io", "v1", "GitRepository", "gitrepositories"));
+    let kustomizations: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &dynamic("kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations"));
     let last = std::sync::Mutex::new(None);
     let cloned = support::wait_for(Duration::from_secs(90), || async {
         let Ok(object) = repositories.get("app").await else { return false };

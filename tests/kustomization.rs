@@ -10,8 +10,8 @@ use std::time::Duration;
 use ferroflux::api::Kustomization;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use support::TestRepo;
@@ -45,13 +45,7 @@ async fn wait_ks(client: &Client, ns: &str, name: &str, status: &str, message_co
 }
 
 fn image_of(deployment: &Deployment) -> String {
-    deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|s| s.containers.first())
-        .and_then(|c| c.image.clone())
-        .unwrap_or_default()
+    deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|s| s.containers.first()).and_then(|c| c.image.clone()).unwrap_or_default()
 }
 
 #[tokio::test]
@@ -157,10 +151,8 @@ async fn schema_invalid_or_unknown_objects_write_nothing_and_name_the_object() {
     let configs: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     assert!(configs.get_opt("settings").await.expect("get").is_none(), "nothing of the stage may be written");
 
-    let unknown = repo.commit(
-        &[("deployment.yaml", DEPLOYMENT), ("widget.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n")],
-        "unknown kind",
-    );
+    let unknown =
+        repo.commit(&[("deployment.yaml", DEPLOYMENT), ("widget.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n")], "unknown kind");
     let failed = wait_ks(&client, &ns, "hello-world-flask", "False", &format!("Widget/{ns}/w is not known")).await;
     assert_eq!(failed.status.and_then(|s| s.last_attempted_revision).as_deref(), Some(format!("main@sha1:{unknown}").as_str()));
     assert!(configs.get_opt("settings").await.expect("get").is_none());
@@ -177,13 +169,8 @@ async fn wait_reports_health_once_the_deployment_is_available() {
     let repo = TestRepo::new(&format!("{ns}-health"));
     let commit = repo.commit(&[("deployment.yaml", DEPLOYMENT)], "Add deployment");
     support::create_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
-    support::create_example(
-        &client,
-        &ns,
-        "examples/v1/fluxcd-kustomize.yaml",
-        json!({"targetNamespace": ns, "interval": "1m", "wait": true, "timeout": "3m"}),
-    )
-    .await;
+    support::create_example(&client, &ns, "examples/v1/fluxcd-kustomize.yaml", json!({"targetNamespace": ns, "interval": "1m", "wait": true, "timeout": "3m"}))
+        .await;
     let ks = wait_ks(&client, &ns, "hello-world-flask", "True", &format!("main@sha1:{commit}")).await;
     let healthy = ks.status.expect("status").conditions.into_iter().find(|c| c.type_ == "Healthy").expect("Healthy condition");
     assert_eq!(healthy.status, "True");
@@ -206,8 +193,7 @@ async fn deleting_the_kustomization_prunes_what_it_applied() {
     support::wait_for(Duration::from_secs(20), || {
         let (kustomizations, services) = (kustomizations.clone(), services.clone());
         async move {
-            kustomizations.get_opt("hello-world-flask").await.ok().flatten().is_none()
-                && services.get_opt("hello-world-flask").await.ok().flatten().is_none()
+            kustomizations.get_opt("hello-world-flask").await.ok().flatten().is_none() && services.get_opt("hello-world-flask").await.ok().flatten().is_none()
         }
     })
     .await
@@ -224,9 +210,13 @@ async fn depends_on_holds_until_the_dependency_is_ready_and_requested_at_is_hand
     // dependent can only become Ready in time through the trigger of its dependency.
     let shard = [(support::SHARD_LABEL.to_owned(), ns.clone())].into_iter().collect::<std::collections::BTreeMap<_, _>>();
     let _controller = support::spawn_controller(&["--watch-label-selector", &format!("{}={ns}", support::SHARD_LABEL), "--requeue-dependency", "1h"]);
-    support::create_object(&client, &ns, json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+    support::create_object(
+        &client,
+        &ns,
+        json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
         "metadata": {"name": "hello-world-flask", "labels": shard},
-        "spec": {"interval": "1s", "url": repo.http_url(), "ref": {"branch": "main"}}}))
+        "spec": {"interval": "1s", "url": repo.http_url(), "ref": {"branch": "main"}}}),
+    )
     .await
     .expect("GitRepository");
     let kustomizations: Api<Kustomization> = Api::namespaced(client.clone(), &ns);
@@ -260,9 +250,7 @@ async fn depends_on_holds_until_the_dependency_is_ready_and_requested_at_is_hand
     kustomizations.patch("apps", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&annotate)).await.expect("annotate");
     support::wait_for(Duration::from_secs(20), || {
         let kustomizations = kustomizations.clone();
-        async move {
-            kustomizations.get("apps").await.ok().and_then(|k| k.status).and_then(|s| s.last_handled_reconcile_at).as_deref() == Some(token)
-        }
+        async move { kustomizations.get("apps").await.ok().and_then(|k| k.status).and_then(|s| s.last_handled_reconcile_at).as_deref() == Some(token) }
     })
     .await
     .expect("lastHandledReconcileAt echoes the request");
@@ -278,7 +266,8 @@ async fn substitute_from_reads_config_maps_and_secrets_and_substitute_wins() {
     let (client, ns) = setup("ks-substitute-from").await;
     let configs: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
-    let vars: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "cluster-vars"}, "data": {"region": "eu-1", "tier": "from-configmap"}})).expect("cm");
+    let vars: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "cluster-vars"}, "data": {"region": "eu-1", "tier": "from-configmap"}})).expect("cm");
     configs.create(&PostParams::default(), &vars).await.expect("vars");
     let secret = serde_json::from_value(json!({"metadata": {"name": "cluster-secrets"}, "stringData": {"token": "s3cret"}})).expect("secret");
     secrets.create(&PostParams::default(), &secret).await.expect("secret");
@@ -303,10 +292,7 @@ async fn substitute_from_reads_config_maps_and_secrets_and_substitute_wins() {
     assert_eq!(data.get("size").map(String::as_str), Some("small"));
 
     // A missing object that is not optional fails the build and names it.
-    kustomizations
-        .patch("vars", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({"spec": spec(false)})))
-        .await
-        .expect("patch");
+    kustomizations.patch("vars", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({"spec": spec(false)}))).await.expect("patch");
     let failed = wait_ks(&client, &ns, "vars", "False", "substitute from 'ConfigMap/absent' failed").await;
     let ready = failed.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready")).expect("Ready");
     assert_eq!(ready.reason, "BuildFailed");
@@ -361,14 +347,25 @@ async fn a_new_revision_cancels_a_running_health_wait() {
     let repo = TestRepo::new(&format!("{ns}-health-cancel"));
     let stuck = repo.commit(&[("deployment.yaml", DEPLOYMENT)], "never available");
     support::create_example(&client, &ns, "examples/v1/fluxcd-repo.yaml", json!({"url": repo.http_url(), "interval": "1s"})).await;
-    support::create_example(&client, &ns, "examples/v1/fluxcd-kustomize.yaml", json!({"targetNamespace": ns, "interval": "1h", "wait": true, "timeout": "10m"}))
-        .await;
+    support::create_example(
+        &client,
+        &ns,
+        "examples/v1/fluxcd-kustomize.yaml",
+        json!({"targetNamespace": ns, "interval": "1h", "wait": true, "timeout": "10m"}),
+    )
+    .await;
     let kustomizations: Api<Kustomization> = Api::namespaced(client.clone(), &ns);
     support::wait_for(Duration::from_secs(60), || {
         let kustomizations = kustomizations.clone();
         let stuck = stuck.clone();
         async move {
-            kustomizations.get("hello-world-flask").await.ok().and_then(|k| k.status).and_then(|s| s.last_attempted_revision).is_some_and(|r| r.contains(&stuck))
+            kustomizations
+                .get("hello-world-flask")
+                .await
+                .ok()
+                .and_then(|k| k.status)
+                .and_then(|s| s.last_attempted_revision)
+                .is_some_and(|r| r.contains(&stuck))
         }
     })
     .await
@@ -429,7 +426,11 @@ async fn kube_config_applies_with_the_kubeconfig_of_the_secret() {
     let patch = json!({"stringData": {"value": exec}});
     secrets.patch("remote-kubeconfig", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.expect("patch");
     kustomizations
-        .patch("remote", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "exec"}}})))
+        .patch(
+            "remote",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "exec"}}})),
+        )
         .await
         .expect("annotate");
     wait_ks(&client, &ns, "remote", "False", "uses exec").await;
@@ -443,23 +444,27 @@ async fn own_artifacts_reach_kustomizations_in_process_without_the_artifact_serv
     // The advertised artifact address is one nothing listens on, as our own Service is for a
     // pod in a cluster without hairpin routing: an HTTP download cannot succeed.
     let unreachable = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
-    let shard = support::spawn_controller(&[
-        "--watch-label-selector",
-        &format!("{}={ns}", support::SHARD_LABEL),
-        "--storage-adv-addr",
-        &unreachable.to_string(),
-    ]);
+    let shard =
+        support::spawn_controller(&["--watch-label-selector", &format!("{}={ns}", support::SHARD_LABEL), "--storage-adv-addr", &unreachable.to_string()]);
     let repo = TestRepo::new(&format!("{ns}-in-process"));
     let commit = repo.commit(&[("config.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: handed-over\ndata:\n  a: b\n")], "first");
     let labels = json!({support::SHARD_LABEL: ns});
-    support::create_object(&client, &ns, json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+    support::create_object(
+        &client,
+        &ns,
+        json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
         "metadata": {"name": "repo", "labels": labels},
-        "spec": {"interval": "1s", "url": repo.http_url(), "ref": {"branch": "main"}}}))
+        "spec": {"interval": "1s", "url": repo.http_url(), "ref": {"branch": "main"}}}),
+    )
     .await
     .expect("GitRepository");
-    support::create_object(&client, &ns, json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+    support::create_object(
+        &client,
+        &ns,
+        json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
         "metadata": {"name": "apps", "labels": labels},
-        "spec": {"interval": "10m", "prune": true, "targetNamespace": ns, "sourceRef": {"kind": "GitRepository", "name": "repo"}}}))
+        "spec": {"interval": "10m", "prune": true, "targetNamespace": ns, "sourceRef": {"kind": "GitRepository", "name": "repo"}}}),
+    )
     .await
     .expect("Kustomization");
     let api: Api<Kustomization> = Api::namespaced(client.clone(), &ns);
@@ -480,7 +485,8 @@ async fn substituted_secret_values_never_reach_status_or_events() {
     let (client, ns) = setup("ks-mask").await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
     // Not a valid label value: the API server's dry-run refusal quotes it.
-    let secret = serde_json::from_value(json!({"metadata": {"name": "vars"}, "stringData": {"token": "hunter2 s3cr3t!", "broken": "[hunter3-s3cr3t"}})).expect("secret");
+    let secret =
+        serde_json::from_value(json!({"metadata": {"name": "vars"}, "stringData": {"token": "hunter2 s3cr3t!", "broken": "[hunter3-s3cr3t"}})).expect("secret");
     secrets.create(&PostParams::default(), &secret).await.expect("secret");
     let repo = TestRepo::new(&format!("{ns}-mask"));
     let labelled = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: labelled\n  labels:\n    token: ${token}\n";

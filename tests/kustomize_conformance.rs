@@ -172,10 +172,7 @@ fn remote_git_bases_build_like_kubectl_kustomize() {
     ];
     for (name, kustomization, version) in &overlays {
         let dir = scratch.path().join(name);
-        write_tree(
-            &dir,
-            &[("kustomization.yaml", kustomization.as_str()), ("local.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: local}\n")],
-        );
+        write_tree(&dir, &[("kustomization.yaml", kustomization.as_str()), ("local.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: local}\n")]);
         let objects = ferroflux::kustomize::build(&dir, &dir, &options).unwrap_or_else(|e| panic!("{name}: {e}"));
         let config_map = objects.iter().find(|o| o["kind"] == "ConfigMap" && o["data"]["version"].is_string()).expect("the remote ConfigMap");
         assert_eq!(config_map["data"]["version"], *version, "{name}: the ref's version of the file");
@@ -184,7 +181,12 @@ fn remote_git_bases_build_like_kubectl_kustomize() {
         if kubectl {
             let expected = kubectl_kustomize(&dir).unwrap_or_else(|e| panic!("{name}: kubectl kustomize failed: {e}"));
             let ours = documents(&ferroflux::kustomize::to_yaml(&objects));
-            assert_eq!(ours, documents(&expected), "{name}: differs from kubectl kustomize\n--- ours\n{}\n--- kubectl\n{expected}", ferroflux::kustomize::to_yaml(&objects));
+            assert_eq!(
+                ours,
+                documents(&expected),
+                "{name}: differs from kubectl kustomize\n--- ours\n{}\n--- kubectl\n{expected}",
+                ferroflux::kustomize::to_yaml(&objects)
+            );
         }
     }
 
@@ -250,7 +252,10 @@ fn hostile_exponential_target_patterns_finish() {
     let objects = build_bounded(dir).expect("builds");
     assert!(objects[0].get("data").is_none(), "the pattern matches nothing");
     // An invalid pattern fails the build, as in kustomize.
-    write_tree(dir, &[("kustomization.yaml", "resources: [cm.yaml]\npatches:\n- target: {name: \"(a\"}\n  patch: |-\n    - {op: add, path: /data, value: {x: y}}\n")]);
+    write_tree(
+        dir,
+        &[("kustomization.yaml", "resources: [cm.yaml]\npatches:\n- target: {name: \"(a\"}\n  patch: |-\n    - {op: add, path: /data, value: {x: y}}\n")],
+    );
     let error = build_bounded(dir).expect_err("an invalid pattern");
     assert!(error.contains("error parsing regexp"), "{error}");
 }
@@ -309,10 +314,7 @@ fn hostile_amplification_stops_within_the_build_budget() {
     let operations: Vec<String> = (0..60).map(|i| format!("{{op: copy, from: /data, path: /data/k{i}}}")).collect();
     write_tree(
         dir,
-        &[
-            ("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {v: x}\n"),
-            ("kustomization.yaml", &json6902_kustomization(&operations)),
-        ],
+        &[("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {v: x}\n"), ("kustomization.yaml", &json6902_kustomization(&operations))],
     );
     let error = build_bounded(dir).expect_err("a doubling bomb");
     assert!(error.contains("budget"), "{error}");
@@ -324,11 +326,11 @@ fn hostile_amplification_stops_within_the_build_budget() {
         dir,
         &[
             ("cm.yaml", &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm}}\ndata: {{v: {big}}}\n")),
+            ("pod.yaml", &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers: [{{name: c, image: i, args: [\"{uses}\"]}}]\n")),
             (
-                "pod.yaml",
-                &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers: [{{name: c, image: i, args: [\"{uses}\"]}}]\n"),
+                "kustomization.yaml",
+                "resources: [cm.yaml, pod.yaml]\nvars:\n- name: BIG\n  objref: {kind: ConfigMap, name: cm, apiVersion: v1}\n  fieldref: {fieldpath: data.v}\n",
             ),
-            ("kustomization.yaml", "resources: [cm.yaml, pod.yaml]\nvars:\n- name: BIG\n  objref: {kind: ConfigMap, name: cm, apiVersion: v1}\n  fieldref: {fieldpath: data.v}\n"),
         ],
     );
     let error = build_bounded(dir).expect_err("a var bomb");

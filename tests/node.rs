@@ -120,11 +120,7 @@ impl Node {
         if down.exists() {
             let _ = Command::new("sh").arg(&down).output();
         }
-        let _ = Command::new("bash")
-            .arg(support::repo_root().join("hack/git-servers.sh"))
-            .arg("stop")
-            .arg(self.git_dir.path())
-            .output();
+        let _ = Command::new("bash").arg(support::repo_root().join("hack/git-servers.sh")).arg("stop").arg(self.git_dir.path()).output();
         for image in self.images_built.drain(..) {
             let _ = Command::new("docker").args(["rmi", &image]).output();
         }
@@ -150,13 +146,9 @@ fn wait_until<T>(timeout: Duration, what: &str, context: impl Fn() -> String, mu
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    must(Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=ferroflux-tests", "-c", "user.email=tests@ferroflux.invalid"])
-        .args(args))
-    .trim()
-    .to_owned()
+    must(Command::new("git").arg("-C").arg(dir).args(["-c", "user.name=ferroflux-tests", "-c", "user.email=tests@ferroflux.invalid"]).args(args))
+        .trim()
+        .to_owned()
 }
 
 /// The app's Pods: name -> (uid, image, phase, ready, restarts), without Pods being deleted.
@@ -193,8 +185,8 @@ fn wait_pods_running(node: &Node, image: &str, replicas: usize) -> BTreeSet<Stri
         || format!("pods: {:?}\ncontroller log:\n{}", app_pods(node), node.controller_log()),
         || {
             let pods = app_pods(node);
-            let all_running = pods.len() == replicas
-                && pods.iter().all(|(_, _, i, phase, ready, restarts)| i == image && phase == "Running" && *ready && *restarts == 0);
+            let all_running =
+                pods.len() == replicas && pods.iter().all(|(_, _, i, phase, ready, restarts)| i == image && phase == "Running" && *ready && *restarts == 0);
             // Terminating Pods are filtered out above; wait until they are gone too.
             let list = node.json(&["get", "pods", "-n", "default", "-l", &format!("app={APP}")]);
             let total = list["items"].as_array().map(Vec::len).unwrap_or(0);
@@ -243,11 +235,7 @@ fn tutorial_on_a_real_node_releases_and_rolls_back() {
     let version = env!("CARGO_PKG_VERSION");
     let controller_image = format!("ferroflux:{version}");
     let app_images = [format!("lyzhang1999/{APP}:latest"), format!("lyzhang1999/{APP}:v1")];
-    let images_before: Vec<(String, bool)> = app_images
-        .iter()
-        .chain(std::iter::once(&controller_image))
-        .map(|i| (i.clone(), image_exists(i)))
-        .collect();
+    let images_before: Vec<(String, bool)> = app_images.iter().chain(std::iter::once(&controller_image)).map(|i| (i.clone(), image_exists(i))).collect();
 
     let dir = tempfile::Builder::new().prefix("ferroflux-node-").tempdir().expect("temp dir");
     let git_dir = tempfile::Builder::new().prefix("ferroflux-node-git-").tempdir().expect("temp dir");
@@ -268,9 +256,7 @@ fn tutorial_on_a_real_node_releases_and_rolls_back() {
     let docker0 = docker0_address().expect("docker0");
     must(script("hack/git-servers.sh").env("GIT_SERVERS_ADDR", &docker0).arg("start").arg(node.git_dir.path()));
     let env = std::fs::read_to_string(node.git_dir.path().join("env")).expect("git-servers env");
-    let var = |key: &str| {
-        env.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap_or_else(|| panic!("no {key} in git env")).to_owned()
-    };
+    let var = |key: &str| env.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap_or_else(|| panic!("no {key} in git env")).to_owned();
     let bare = Path::new(&var("REPO_ROOT")).join("fluxcd-demo.git");
     must(Command::new("git").args(["init", "-q", "--bare", "-b", "main"]).arg(&bare));
     let work = tempfile::Builder::new().prefix("ferroflux-node-work-").tempdir().expect("temp dir");
@@ -291,10 +277,7 @@ fn tutorial_on_a_real_node_releases_and_rolls_back() {
     let first = git(work.path(), &["rev-parse", "HEAD"]);
 
     // ferroflux in the cluster.
-    must(Command::new(env!("CARGO_BIN_EXE_ferroflux"))
-        .arg("--kubeconfig")
-        .arg(&node.kubeconfig)
-        .args(["--timeout", "3m", "install"]));
+    must(Command::new(env!("CARGO_BIN_EXE_ferroflux")).arg("--kubeconfig").arg(&node.kubeconfig).args(["--timeout", "3m", "install"]));
     let pods = node.json(&["get", "pods", "-n", "flux-system", "-l", "app.kubernetes.io/name=ferroflux"]);
     let controller = pods["items"]
         .as_array()

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use ferroflux::api::{GitRepository, Kustomization};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::Api;
 use kube::Client;
+use kube::api::Api;
 use serde_json::json;
 
 use support::{SHARD_LABEL, SpawnedController, TestRepo};
@@ -27,7 +27,13 @@ fn holds(holder: &Option<String>, controller: &SpawnedController) -> bool {
 
 async fn wait_holder(client: &Client, ns: &str, controller: &SpawnedController, within: Duration) {
     let found = support::wait_for(within, || async { holds(&holder(client, ns).await, controller) }).await;
-    assert!(found.is_some(), "process {} never held the lease (holder {:?}); its log:\n{}", controller.child.id(), holder(client, ns).await, controller.log_tail());
+    assert!(
+        found.is_some(),
+        "process {} never held the lease (holder {:?}); its log:\n{}",
+        controller.child.id(),
+        holder(client, ns).await,
+        controller.log_tail()
+    );
 }
 
 async fn git_repository(client: &Client, ns: &str, name: &str, url: &str) {
@@ -54,9 +60,17 @@ async fn one_leader_reconciles_a_replica_takes_over_when_it_dies_and_sigterm_han
     let ns = support::namespace(&client, "leader").await;
     let selector = format!("{SHARD_LABEL}={ns}");
     let flags = [
-        "--watch-label-selector", &selector,
-        "--enable-leader-election", "--leader-election-namespace", &ns,
-        "--leader-election-lease-duration", "4s", "--leader-election-renew-deadline", "3s", "--leader-election-retry-period", "500ms",
+        "--watch-label-selector",
+        &selector,
+        "--enable-leader-election",
+        "--leader-election-namespace",
+        &ns,
+        "--leader-election-lease-duration",
+        "4s",
+        "--leader-election-renew-deadline",
+        "3s",
+        "--leader-election-retry-period",
+        "500ms",
         "--no-cross-namespace-refs",
     ];
     let repo = TestRepo::new(&format!("{ns}-leader"));
@@ -102,9 +116,7 @@ async fn one_leader_reconciles_a_replica_takes_over_when_it_dies_and_sigterm_han
     // without waiting out the lease duration (the lease is released, not expired).
     let mut second_replica = second_replica;
     let third_replica = support::spawn_controller(&flags);
-    support::wait_for(Duration::from_secs(60), || async { third_replica.log_tail().contains("waiting for leadership") })
-        .await
-        .expect("the third replica runs");
+    support::wait_for(Duration::from_secs(60), || async { third_replica.log_tail().contains("waiting for leadership") }).await.expect("the third replica runs");
     let status = std::process::Command::new("kill").args(["-TERM", &second_replica.child.id().to_string()]).status().expect("kill -TERM");
     assert!(status.success());
     let exit = tokio::task::spawn_blocking(move || {

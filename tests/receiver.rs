@@ -12,8 +12,8 @@ use ferroflux::api::{GitRepository, Kustomization};
 use ferroflux::receiver::verify::github_signature;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use support::TestRepo;
@@ -47,15 +47,23 @@ async fn token_secret(client: &Client, ns: &str, token: &str) {
 /// A GitRepository and a Kustomization that poll only once an hour: whatever happens sooner was
 /// the webhook.
 async fn slow_source(client: &Client, ns: &str, repo: &TestRepo) {
-    create::<GitRepository>(client, ns, json!({
-        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "app", "labels": {"team": "a"}},
-        "spec": {"interval": "1h", "url": repo.http_url(), "ref": {"branch": "main"}}
-    }))
+    create::<GitRepository>(
+        client,
+        ns,
+        json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "app", "labels": {"team": "a"}},
+            "spec": {"interval": "1h", "url": repo.http_url(), "ref": {"branch": "main"}}
+        }),
+    )
     .await;
-    create::<Kustomization>(client, ns, json!({
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "app", "labels": {"team": "a"}},
-        "spec": {"interval": "1h", "path": "./", "prune": true, "targetNamespace": ns, "sourceRef": {"kind": "GitRepository", "name": "app"}}
-    }))
+    create::<Kustomization>(
+        client,
+        ns,
+        json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "app", "labels": {"team": "a"}},
+            "spec": {"interval": "1h", "path": "./", "prune": true, "targetNamespace": ns, "sourceRef": {"kind": "GitRepository", "name": "app"}}
+        }),
+    )
     .await;
 }
 
@@ -71,7 +79,8 @@ async fn wait_applied(client: &Client, ns: &str, commit: &str, timeout: Duration
 
 async fn ready_receiver(client: &Client, ns: &str, name: &str) -> Receiver {
     let api: Api<Receiver> = Api::namespaced(client.clone(), ns);
-    support::wait_ready(&api, name, "True", "Receiver initialized for path: /hook/", Duration::from_secs(60), |r| r.status.as_ref().map(|s| &s.conditions)).await
+    support::wait_ready(&api, name, "True", "Receiver initialized for path: /hook/", Duration::from_secs(60), |r| r.status.as_ref().map(|s| &s.conditions))
+        .await
 }
 
 async fn post(path: &str, headers: &[(&str, String)], body: &[u8]) -> u16 {
@@ -109,11 +118,15 @@ async fn github_receiver_refuses_bad_signatures_and_a_signed_push_reconciles_the
     assert!(wait_applied(&client, &ns, &first, Duration::from_secs(120)).await, "first commit not applied\n{}", support::controller().log_tail());
 
     token_secret(&client, &ns, "s3cret-token").await;
-    create::<Receiver>(&client, &ns, json!({
-        "apiVersion": "notification.toolkit.fluxcd.io/v1", "kind": "Receiver", "metadata": {"name": "github"},
-        "spec": {"type": "github", "events": ["push"], "secretRef": {"name": "webhook-token"},
-                 "resources": [{"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "name": "app"}]}
-    }))
+    create::<Receiver>(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "notification.toolkit.fluxcd.io/v1", "kind": "Receiver", "metadata": {"name": "github"},
+            "spec": {"type": "github", "events": ["push"], "secretRef": {"name": "webhook-token"},
+                     "resources": [{"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "name": "app"}]}
+        }),
+    )
     .await;
     let receiver = ready_receiver(&client, &ns, "github").await;
     let path = receiver.status.and_then(|s| s.webhook_path).expect("webhookPath");
@@ -162,23 +175,35 @@ async fn gitlab_and_generic_hmac_receivers_select_by_labels_and_check_their_own_
     assert!(wait_applied(&client, &ns, &first, Duration::from_secs(120)).await, "first commit not applied");
     token_secret(&client, &ns, "gl-token").await;
     // GitLab, every Kustomization labelled team=a.
-    create::<Receiver>(&client, &ns, json!({
-        "apiVersion": "notification.toolkit.fluxcd.io/v1", "kind": "Receiver", "metadata": {"name": "gitlab"},
-        "spec": {"type": "gitlab", "events": ["Push Hook"], "secretRef": {"name": "webhook-token"},
-                 "resources": [{"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "name": "*", "matchLabels": {"team": "a"}}]}
-    }))
+    create::<Receiver>(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "notification.toolkit.fluxcd.io/v1", "kind": "Receiver", "metadata": {"name": "gitlab"},
+            "spec": {"type": "gitlab", "events": ["Push Hook"], "secretRef": {"name": "webhook-token"},
+                     "resources": [{"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "name": "*", "matchLabels": {"team": "a"}}]}
+        }),
+    )
     .await;
-    create::<Receiver>(&client, &ns, json!({
-        "apiVersion": "notification.toolkit.fluxcd.io/v1", "kind": "Receiver", "metadata": {"name": "hmac"},
-        "spec": {"type": "generic-hmac", "secretRef": {"name": "webhook-token"}, "resources": [{"kind": "GitRepository", "name": "app"}]}
-    }))
+    create::<Receiver>(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "notification.toolkit.fluxcd.io/v1", "kind": "Receiver", "metadata": {"name": "hmac"},
+            "spec": {"type": "generic-hmac", "secretRef": {"name": "webhook-token"}, "resources": [{"kind": "GitRepository", "name": "app"}]}
+        }),
+    )
     .await;
     let gitlab = ready_receiver(&client, &ns, "gitlab").await.status.and_then(|s| s.webhook_path).expect("path");
     let hmac = ready_receiver(&client, &ns, "hmac").await.status.and_then(|s| s.webhook_path).expect("path");
     let event = ("X-Gitlab-Event", "Push Hook".to_owned());
     assert_eq!(post(&gitlab, &[event.clone(), ("X-Gitlab-Token", "gl-tokeN".into())], b"{}").await, 401);
     assert_eq!(post(&gitlab, std::slice::from_ref(&event), b"{}").await, 401, "no token");
-    assert_eq!(post(&gitlab, &[("X-Gitlab-Event", "Tag Push Hook".into()), ("X-Gitlab-Token", "gl-token".into())], b"{}").await, 401, "event not in spec.events");
+    assert_eq!(
+        post(&gitlab, &[("X-Gitlab-Event", "Tag Push Hook".into()), ("X-Gitlab-Token", "gl-token".into())], b"{}").await,
+        401,
+        "event not in spec.events"
+    );
     assert_eq!(post(&hmac, &[("X-Hub-Signature-256", github_signature("gl-token", b"{}"))], b"{}").await, 401, "generic-hmac reads X-Signature");
     assert_eq!(post(&hmac, &[("X-Signature", github_signature("wrong", b"{}"))], b"{}").await, 401);
     assert!(!annotated(&client, &ns).await);
@@ -205,13 +230,19 @@ async fn gitlab_and_generic_hmac_receivers_select_by_labels_and_check_their_own_
 #[tokio::test]
 async fn a_receiver_without_its_secret_is_not_ready_and_publishes_no_path() {
     let (client, ns) = setup("receiver-nosecret").await;
-    create::<Receiver>(&client, &ns, json!({
-        "apiVersion": "notification.toolkit.fluxcd.io/v1", "kind": "Receiver", "metadata": {"name": "orphan"},
-        "spec": {"type": "github", "secretRef": {"name": "missing"}, "resources": [{"kind": "GitRepository", "name": "app"}]}
-    }))
+    create::<Receiver>(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "notification.toolkit.fluxcd.io/v1", "kind": "Receiver", "metadata": {"name": "orphan"},
+            "spec": {"type": "github", "secretRef": {"name": "missing"}, "resources": [{"kind": "GitRepository", "name": "app"}]}
+        }),
+    )
     .await;
     let api: Api<Receiver> = Api::namespaced(client.clone(), &ns);
-    let receiver = support::wait_ready(&api, "orphan", "False", "secrets \"missing\" not found", Duration::from_secs(60), |r| r.status.as_ref().map(|s| &s.conditions)).await;
+    let receiver =
+        support::wait_ready(&api, "orphan", "False", "secrets \"missing\" not found", Duration::from_secs(60), |r| r.status.as_ref().map(|s| &s.conditions))
+            .await;
     let status = receiver.status.expect("status");
     assert_eq!(status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.reason.as_str()), Some("TokenNotFound"));
     assert_eq!(status.webhook_path, None);

@@ -14,8 +14,8 @@ use std::time::Duration;
 use ferroflux::api::{GitRepository, Kustomization};
 use ferroflux::source::git::{self, Credentials};
 use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{Api, ListParams, PostParams};
 use kube::Client;
+use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
 use support::TestRepo;
@@ -67,10 +67,14 @@ async fn credentials_are_not_sent_over_plain_http() {
     let token = servers.var("BEARER_TOKEN").to_owned();
     create_secret(&client, &ns, "token", BTreeMap::from([("bearerToken", token.clone())])).await;
     let url = format!("{}/{}.git", servers.var("BEARER_URL_BASE"), repo.name);
-    support::create_object(&client, &ns, json!({
-        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "bearer"},
-        "spec": {"interval": "1m", "url": url, "ref": {"branch": "main"}, "secretRef": {"name": "token"}}
-    }))
+    support::create_object(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "bearer"},
+            "spec": {"interval": "1m", "url": url, "ref": {"branch": "main"}, "secretRef": {"name": "token"}}
+        }),
+    )
     .await
     .expect("GitRepository");
     let failed = wait_repo(&client, &ns, "bearer", "False", "bearer token cannot be sent over HTTP").await;
@@ -82,11 +86,15 @@ async fn credentials_are_not_sent_over_plain_http() {
 
     // Opted in, the same object works.
     let opted_in = support::spawn_controller(&["--allow-insecure-http-credentials", "--watch-label-selector", &format!("{}=sec-http", support::SHARD_LABEL)]);
-    support::create_object(&client, &ns, json!({
-        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
-        "metadata": {"name": "bearer-opted-in", "labels": {support::SHARD_LABEL: "sec-http"}},
-        "spec": {"interval": "1m", "url": url, "ref": {"branch": "main"}, "secretRef": {"name": "token"}}
-    }))
+    support::create_object(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+            "metadata": {"name": "bearer-opted-in", "labels": {support::SHARD_LABEL: "sec-http"}},
+            "spec": {"interval": "1m", "url": url, "ref": {"branch": "main"}, "secretRef": {"name": "token"}}
+        }),
+    )
     .await
     .expect("GitRepository");
     let api: Api<GitRepository> = Api::namespaced(client.clone(), &ns);
@@ -112,15 +120,24 @@ async fn a_known_hosts_wildcard_bomb_does_not_hang_the_fetch() {
     let commit = repo.commit(&[("cm.yaml", CONFIG_MAP)], "first");
     let real = std::fs::read_to_string(servers.var("KNOWN_HOSTS_FILE")).expect("known_hosts");
     let bomb = format!("{}Z ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake\n", "*".repeat(60));
-    create_secret(&client, &ns, "ssh", BTreeMap::from([
-        ("identity", std::fs::read_to_string(servers.var("SSH_KEY_FILE")).expect("key")),
-        ("known_hosts", format!("{}{real}", bomb.repeat(20))),
-    ]))
+    create_secret(
+        &client,
+        &ns,
+        "ssh",
+        BTreeMap::from([
+            ("identity", std::fs::read_to_string(servers.var("SSH_KEY_FILE")).expect("key")),
+            ("known_hosts", format!("{}{real}", bomb.repeat(20))),
+        ]),
+    )
     .await;
-    support::create_object(&client, &ns, json!({
-        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "ssh"},
-        "spec": {"interval": "1m", "url": repo.ssh_url(), "ref": {"branch": "main"}, "secretRef": {"name": "ssh"}}
-    }))
+    support::create_object(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "ssh"},
+            "spec": {"interval": "1m", "url": repo.ssh_url(), "ref": {"branch": "main"}, "secretRef": {"name": "ssh"}}
+        }),
+    )
     .await
     .expect("GitRepository");
     wait_repo(&client, &ns, "ssh", "True", &format!("main@sha1:{commit}")).await;
@@ -137,17 +154,25 @@ async fn a_silent_remote_base_fails_within_its_own_timeout() {
     let repo = TestRepo::new(&format!("{ns}-remote"));
     let kustomization = format!("resources:\n- cm.yaml\n- http://127.0.0.1:{port}/org/repo.git//base?timeout=3s\n");
     repo.commit(&[("kustomization.yaml", &kustomization), ("cm.yaml", CONFIG_MAP)], "a remote base that never answers");
-    support::create_object(&client, &ns, json!({
-        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "app"},
-        "spec": {"interval": "1m", "url": repo.http_url(), "ref": {"branch": "main"}}
-    }))
+    support::create_object(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "app"},
+            "spec": {"interval": "1m", "url": repo.http_url(), "ref": {"branch": "main"}}
+        }),
+    )
     .await
     .expect("GitRepository");
-    support::create_object(&client, &ns, json!({
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "app"},
-        "spec": {"interval": "1m", "retryInterval": "1m", "timeout": "50s", "path": "./", "prune": true, "targetNamespace": ns,
-                 "sourceRef": {"kind": "GitRepository", "name": "app"}}
-    }))
+    support::create_object(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "app"},
+            "spec": {"interval": "1m", "retryInterval": "1m", "timeout": "50s", "path": "./", "prune": true, "targetNamespace": ns,
+                     "sourceRef": {"kind": "GitRepository", "name": "app"}}
+        }),
+    )
     .await
     .expect("Kustomization");
     // The deadline of the wait (60s) is above the Kustomization's timeout, below the 60s

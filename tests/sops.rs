@@ -32,7 +32,8 @@ const PGP: &str = include_str!("sops/keys/pgp.asc");
 const PLAINTEXTS: &[&str] = &["s3cr3t-stringdata-pw", "cGxhaW50ZXh0LWRhdGEtdG9rZW4=", "plaintext-data-token", "env-file-password-42", "binary-blob-secret"];
 
 const ROOT_KUSTOMIZATION: &str = "resources:\n- secret-stringdata.yaml\n- secret-data.yaml\n- base\n";
-const BASE_KUSTOMIZATION: &str = "generatorOptions:\n  disableNameSuffixHash: true\nsecretGenerator:\n- name: app-env\n  envs:\n  - app.env\n- name: blob\n  files:\n  - blob.bin\n";
+const BASE_KUSTOMIZATION: &str =
+    "generatorOptions:\n  disableNameSuffixHash: true\nsecretGenerator:\n- name: app-env\n  envs:\n  - app.env\n- name: blob\n  files:\n  - blob.bin\n";
 
 async fn setup(test: &str) -> (Client, String) {
     let client = support::client().await;
@@ -44,7 +45,8 @@ async fn setup(test: &str) -> (Client, String) {
 
 async fn key_secret(client: &Client, ns: &str, name: &str, entries: &[(&str, &str)]) {
     let data: serde_json::Map<String, serde_json::Value> = entries.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
-    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data})).expect("a Secret");
+    let secret: Secret =
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data})).expect("a Secret");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     secrets.create(&PostParams::default(), &secret).await.expect("key Secret");
 }
@@ -187,7 +189,8 @@ async fn the_global_age_secret_serves_kustomizations_without_a_secret_ref() {
     let (client, ns) = setup("sops-global").await;
     // A controller of its own, for a shard: it has the global age key.
     let shard = format!("{ns}-shard");
-    let controller = support::spawn_controller(&["--watch-label-selector", &format!("{}={shard}", support::SHARD_LABEL), "--sops-age-secret", &format!("{ns}/global-age")]);
+    let controller =
+        support::spawn_controller(&["--watch-label-selector", &format!("{}={shard}", support::SHARD_LABEL), "--sops-age-secret", &format!("{ns}/global-age")]);
     let labels = json!({support::SHARD_LABEL: shard});
     let repo = TestRepo::new(&format!("{ns}-sops"));
     let first = repo.commit(&[("app/secret.yaml", STRINGDATA)], "encrypted");

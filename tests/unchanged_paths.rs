@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use ferroflux::api::{GitRepository, Kustomization};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use support::TestRepo;

@@ -4,22 +4,16 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
-use kube::core::crd::{MergeError, merge_crds};
 use kube::CustomResourceExt;
+use kube::core::crd::{MergeError, merge_crds};
 
 use super::{kustomize, notification, source};
 
 /// Every CRD ferroflux serves, each with all its versions (`v1` stored).
 pub fn all() -> Result<Vec<CustomResourceDefinition>, MergeError> {
     let mut crds = vec![
-        merge_crds(
-            vec![source::v1::GitRepository::crd(), source::v1beta2::GitRepository::crd()],
-            "v1",
-        )?,
-        merge_crds(
-            vec![kustomize::v1::Kustomization::crd(), kustomize::v1beta2::Kustomization::crd()],
-            "v1",
-        )?,
+        merge_crds(vec![source::v1::GitRepository::crd(), source::v1beta2::GitRepository::crd()], "v1")?,
+        merge_crds(vec![kustomize::v1::Kustomization::crd(), kustomize::v1beta2::Kustomization::crd()], "v1")?,
         notification::v1::Receiver::crd(),
     ];
     for crd in &mut crds {

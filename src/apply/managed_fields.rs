@@ -19,10 +19,7 @@ pub fn takeover_patch(live: &DynamicObject, manager: &str) -> Option<Patch> {
     let resource_version = live.metadata.resource_version.clone()?;
     let managed = serde_json::to_value(rewritten).ok()?;
     Some(Patch(vec![
-        PatchOperation::Test(TestOperation {
-            path: "/metadata/resourceVersion".parse().ok()?,
-            value: Value::String(resource_version),
-        }),
+        PatchOperation::Test(TestOperation { path: "/metadata/resourceVersion".parse().ok()?, value: Value::String(resource_version) }),
         PatchOperation::Replace(ReplaceOperation { path: "/metadata/managedFields".parse().ok()?, value: managed }),
     ]))
 }
@@ -30,10 +27,8 @@ pub fn takeover_patch(live: &DynamicObject, manager: &str) -> Option<Patch> {
 /// The managed fields with every main-resource entry of a takeover manager merged into
 /// `manager`'s Apply entry of the same API version; `None` when no entry is taken over.
 pub fn takeover(entries: &[ManagedFieldsEntry], manager: &str) -> Option<Vec<ManagedFieldsEntry>> {
-    let is_taken = |e: &ManagedFieldsEntry| {
-        e.manager.as_deref().is_some_and(|m| TAKEOVER_MANAGERS.contains(&m))
-            && e.subresource.as_deref().unwrap_or("").is_empty()
-    };
+    let is_taken =
+        |e: &ManagedFieldsEntry| e.manager.as_deref().is_some_and(|m| TAKEOVER_MANAGERS.contains(&m)) && e.subresource.as_deref().unwrap_or("").is_empty();
     if !entries.iter().any(is_taken) {
         return None;
     }

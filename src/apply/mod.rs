@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
+use futures::{StreamExt, stream};
+use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope, pinned_kind};
-use futures::{StreamExt, stream};
-use kube::Client;
 use serde_json::Value;
 use tokio::sync::RwLock;
 
@@ -212,11 +212,7 @@ impl Applier {
     }
 
     fn api(&self, r: &Resolved) -> Api<DynamicObject> {
-        if r.namespaced {
-            Api::namespaced_with(self.client.clone(), &r.id.namespace, &r.resource)
-        } else {
-            Api::all_with(self.client.clone(), &r.resource)
-        }
+        if r.namespaced { Api::namespaced_with(self.client.clone(), &r.id.namespace, &r.resource) } else { Api::all_with(self.client.clone(), &r.resource) }
     }
 
     /// Reads one live object, `None` when it does not exist.
@@ -226,11 +222,7 @@ impl Applier {
             "metadata": {"name": id.name, "namespace": id.namespace}
         });
         let resolved = self.resolve(0, probe).await?;
-        let live = self
-            .api(&resolved)
-            .get_opt(&id.name)
-            .await
-            .map_err(|e| ApplyError::Api { context: format!("reading {id}"), source: e })?;
+        let live = self.api(&resolved).get_opt(&id.name).await.map_err(|e| ApplyError::Api { context: format!("reading {id}"), source: e })?;
         Ok(live.and_then(|o| serde_json::to_value(o).ok()))
     }
 
@@ -304,7 +296,13 @@ impl Applier {
 
     /// The objects of `stage` that neither Git nor the cluster changed since `previous` was
     /// recorded, found with one metadata LIST per kind and namespace.
-    async fn unchanged_since(&self, stage: &[Resolved], digests: &[String], previous: &AppliedState, opts: &ApplyOptions) -> Result<HashMap<ObjectId, String>, ApplyError> {
+    async fn unchanged_since(
+        &self,
+        stage: &[Resolved],
+        digests: &[String],
+        previous: &AppliedState,
+        opts: &ApplyOptions,
+    ) -> Result<HashMap<ObjectId, String>, ApplyError> {
         let mut groups: BTreeMap<(String, String), (&Resolved, Vec<usize>)> = BTreeMap::new();
         for (i, r) in stage.iter().enumerate() {
             if previous.entries.get(&r.id).is_some_and(|(digest, _)| *digest == digests[i]) {
@@ -316,15 +314,12 @@ impl Applier {
         let mut unchanged = HashMap::new();
         for ((_, _), (sample, members)) in groups {
             let params = kube::api::ListParams { label_selector: (!selector.is_empty()).then(|| selector.clone()), ..Default::default() };
-            let listed = self.api(sample).list_metadata(&params).await.map_err(|e| ApplyError::Api {
-                context: format!("listing {} in {}", sample.resource.plural, sample.id.namespace),
-                source: e,
-            })?;
-            let live: HashMap<String, String> = listed
-                .items
-                .into_iter()
-                .filter_map(|o| Some((o.metadata.name?, o.metadata.resource_version?)))
-                .collect();
+            let listed = self
+                .api(sample)
+                .list_metadata(&params)
+                .await
+                .map_err(|e| ApplyError::Api { context: format!("listing {} in {}", sample.resource.plural, sample.id.namespace), source: e })?;
+            let live: HashMap<String, String> = listed.items.into_iter().filter_map(|o| Some((o.metadata.name?, o.metadata.resource_version?))).collect();
             for i in members {
                 let r = &stage[i];
                 if let (Some((_, recorded)), Some(current)) = (previous.entries.get(&r.id), live.get(&r.id.name)) {
@@ -342,15 +337,17 @@ impl Applier {
         for (index, object) in objects {
             resolved.push(self.resolve(index, object).await?);
         }
-        resolved.sort_by(|a, b| {
-            object::apply_rank(&a.id.kind)
-                .cmp(&object::apply_rank(&b.id.kind))
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        resolved.sort_by(|a, b| object::apply_rank(&a.id.kind).cmp(&object::apply_rank(&b.id.kind)).then_with(|| a.id.cmp(&b.id)));
         Ok(resolved)
     }
 
-    async fn apply_stage(&self, stage: Vec<Resolved>, opts: &ApplyOptions, previous: &AppliedState, state: &mut AppliedState) -> Result<Vec<Change>, ApplyError> {
+    async fn apply_stage(
+        &self,
+        stage: Vec<Resolved>,
+        opts: &ApplyOptions,
+        previous: &AppliedState,
+        state: &mut AppliedState,
+    ) -> Result<Vec<Change>, ApplyError> {
         let dry_run = PatchParams { dry_run: true, ..PatchParams::apply(FIELD_MANAGER).force() };
         let params = PatchParams::apply(FIELD_MANAGER).force();
 
@@ -457,9 +454,7 @@ impl Applier {
         if recreate {
             // An immutable field changed and force is set: delete, then create again. Its
             // dependents (a Deployment's ReplicaSets) are collected in the background.
-            api.delete(&r.id.name, &DeleteParams::background())
-                .await
-                .map_err(|e| ApplyError::Api { context: format!("recreating {}", r.id), source: e })?;
+            api.delete(&r.id.name, &DeleteParams::background()).await.map_err(|e| ApplyError::Api { context: format!("recreating {}", r.id), source: e })?;
             self.wait_gone(&api, &r.id, opts.wait_timeout).await?;
         }
         let applied = api.patch(&r.id.name, params, &Patch::Apply(&r.object)).await.map_err(|e| match e {
@@ -484,9 +479,7 @@ impl Applier {
         loop {
             match api.get_opt(&id.name).await {
                 Ok(None) => return Ok(()),
-                Ok(Some(_)) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(250)).await
-                }
+                Ok(Some(_)) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
                 Ok(Some(_)) => return Err(ApplyError::WaitTimeout { what: format!("{id} to be deleted") }),
                 Err(e) => return Err(ApplyError::Api { context: format!("waiting for {id} deletion"), source: e }),
             }
@@ -510,10 +503,7 @@ impl Applier {
             };
             let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
             loop {
-                let object = api.get_opt(&change.id.name).await.map_err(|e| ApplyError::Api {
-                    context: format!("waiting for {}", change.id),
-                    source: e,
-                })?;
+                let object = api.get_opt(&change.id.name).await.map_err(|e| ApplyError::Api { context: format!("waiting for {}", change.id), source: e })?;
                 let ready = object.is_some_and(|o| {
                     let status = o.data.get("status");
                     if condition.is_empty() {
@@ -541,11 +531,7 @@ impl Applier {
     /// skipped silently; objects without all the owner labels, or annotated
     /// `kustomize.toolkit.fluxcd.io/prune: disabled`, are left in place. Returns what was done and
     /// the objects whose deletion failed (they stay in the inventory, to retry).
-    pub async fn prune(
-        &self,
-        stale: &[(ObjectId, String)],
-        opts: &ApplyOptions,
-    ) -> (Vec<Change>, Vec<((ObjectId, String), String)>) {
+    pub async fn prune(&self, stale: &[(ObjectId, String)], opts: &ApplyOptions) -> (Vec<Change>, Vec<((ObjectId, String), String)>) {
         let mut ordered: Vec<&(ObjectId, String)> = stale.iter().collect();
         ordered.sort_by(|a, b| object::apply_rank(&b.0.kind).cmp(&object::apply_rank(&a.0.kind)).then_with(|| b.0.cmp(&a.0)));
         let mut changes = Vec::new();

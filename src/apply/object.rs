@@ -39,15 +39,7 @@ impl ObjectId {
         let name = field(object.pointer("/metadata/name"), index, "metadata.name")?;
         let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
         let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-        Ok((
-            ObjectId {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                group: group.to_owned(),
-                kind: kind.to_owned(),
-            },
-            api_version.to_owned(),
-        ))
+        Ok((ObjectId { namespace: namespace.to_owned(), name: name.to_owned(), group: group.to_owned(), kind: kind.to_owned() }, api_version.to_owned()))
     }
 
     /// Flux's inventory id.
@@ -60,12 +52,9 @@ impl ObjectId {
     pub fn from_inventory_id(id: &str) -> Result<ObjectId, InvalidInventoryId> {
         let parts: Vec<&str> = id.split('_').collect();
         match parts.as_slice() {
-            [namespace, name, group, kind] if !name.is_empty() && !kind.is_empty() => Ok(ObjectId {
-                namespace: (*namespace).to_owned(),
-                name: (*name).to_owned(),
-                group: (*group).to_owned(),
-                kind: (*kind).to_owned(),
-            }),
+            [namespace, name, group, kind] if !name.is_empty() && !kind.is_empty() => {
+                Ok(ObjectId { namespace: (*namespace).to_owned(), name: (*name).to_owned(), group: (*group).to_owned(), kind: (*kind).to_owned() })
+            }
             _ => Err(InvalidInventoryId(id.to_owned())),
         }
     }
@@ -75,9 +64,7 @@ impl ObjectId {
     pub fn is_cluster_definition(&self) -> bool {
         matches!(
             (self.group.as_str(), self.kind.as_str()),
-            ("apiextensions.k8s.io", "CustomResourceDefinition")
-                | ("", "Namespace")
-                | ("rbac.authorization.k8s.io", "ClusterRole")
+            ("apiextensions.k8s.io", "CustomResourceDefinition") | ("", "Namespace") | ("rbac.authorization.k8s.io", "ClusterRole")
         )
     }
 }
@@ -86,11 +73,7 @@ impl ObjectId {
 /// cluster-scoped.
 impl fmt::Display for ObjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.namespace.is_empty() {
-            write!(f, "{}/{}", self.kind, self.name)
-        } else {
-            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
-        }
+        if self.namespace.is_empty() { write!(f, "{}/{}", self.kind, self.name) } else { write!(f, "{}/{}/{}", self.kind, self.namespace, self.name) }
     }
 }
 
@@ -157,18 +140,15 @@ mod tests {
 
     #[test]
     fn inventory_ids_round_trip() {
-        let (id, version) = ObjectId::of(
-            &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hello-world-flask", "namespace": "default"}}),
-            0,
-        )
-        .expect("complete object");
+        let (id, version) =
+            ObjectId::of(&json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hello-world-flask", "namespace": "default"}}), 0)
+                .expect("complete object");
         assert_eq!(id.inventory_id(), "default_hello-world-flask_apps_Deployment");
         assert_eq!(version, "apps/v1");
         assert_eq!(id.to_string(), "Deployment/default/hello-world-flask");
         assert_eq!(ObjectId::from_inventory_id(&id.inventory_id()), Ok(id));
 
-        let (ns, _) = ObjectId::of(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}), 0)
-            .expect("complete object");
+        let (ns, _) = ObjectId::of(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}), 0).expect("complete object");
         assert_eq!(ns.inventory_id(), "_apps__Namespace");
         assert_eq!(ns.to_string(), "Namespace/apps");
         assert!(ns.is_cluster_definition());

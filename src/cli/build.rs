@@ -10,7 +10,7 @@ use kube::Client;
 use serde_json::Value;
 
 use super::status::FluxKind;
-use super::{ClusterArgs, CliError};
+use super::{CliError, ClusterArgs};
 use crate::api::Kustomization;
 use crate::controller::render::{self, RenderOptions};
 use crate::controller::variables::{self, Variables};
@@ -83,10 +83,10 @@ pub async fn run(cluster: &ClusterArgs, target: BuildTarget) -> Result<(), CliEr
 /// variables it substituted (to mask the Secret values among them in messages).
 pub async fn build(client: &Client, ns: &str, local: &LocalBuild) -> Result<(Kustomization, Vec<Value>, Variables), CliError> {
     let object = super::get_object(client, FluxKind::Kustomization, ns, &local.name).await?;
-    let ks: Kustomization = serde_json::from_value(object)
-        .map_err(|e| CliError::Usage(format!("Kustomization '{}' in namespace '{ns}' cannot be read: {e}", local.name)))?;
-    let dir = std::fs::canonicalize(&local.path)
-        .map_err(|e| CliError::Usage(format!("--path {}: {e}; give the local directory to build", local.path.display())))?;
+    let ks: Kustomization =
+        serde_json::from_value(object).map_err(|e| CliError::Usage(format!("Kustomization '{}' in namespace '{ns}' cannot be read: {e}", local.name)))?;
+    let dir =
+        std::fs::canonicalize(&local.path).map_err(|e| CliError::Usage(format!("--path {}: {e}; give the local directory to build", local.path.display())))?;
     if !dir.is_dir() {
         return Err(CliError::Usage(format!("--path {} is not a directory", local.path.display())));
     }
@@ -126,11 +126,8 @@ mod tests {
     #[test]
     fn builds_with_the_kustomizations_settings_and_owner_labels() {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(
-            dir.path().join("config.yaml"),
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  cluster: ${cluster}\n",
-        )
-        .expect("write");
+        std::fs::write(dir.path().join("config.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  cluster: ${cluster}\n")
+            .expect("write");
         let ks: Kustomization = serde_json::from_value(json!({
             "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
             "metadata": {"name": "apps", "namespace": "flux-system"},

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::controller::leader::{self, LeaderConfig};
 use crate::controller::ControllerOptions;
+use crate::controller::leader::{self, LeaderConfig};
 
 /// Flags of `ferroflux controller`, named like Flux's.
 #[derive(clap::Args, Debug)]
@@ -126,10 +126,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         artifact_cache,
         watch_label_selector: args.watch_label_selector.filter(|s| !s.is_empty()),
         leader_election: args.enable_leader_election.then(|| LeaderConfig {
-            namespace: args
-                .leader_election_namespace
-                .or_else(|| std::env::var("RUNTIME_NAMESPACE").ok())
-                .unwrap_or_else(|| kube_namespace.clone()),
+            namespace: args.leader_election_namespace.or_else(|| std::env::var("RUNTIME_NAMESPACE").ok()).unwrap_or_else(|| kube_namespace.clone()),
             name: args.leader_election_id,
             identity: leader::identity(),
             lease_duration: args.leader_election_lease_duration,
@@ -144,10 +141,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             allow_insecure_http_credentials: args.allow_insecure_http_credentials,
             sops_age_secret: args.sops_age_secret.filter(|s| !s.is_empty()).map(|s| match s.split_once('/') {
                 Some((namespace, name)) => crate::sops::cluster::SecretName { namespace: namespace.to_owned(), name: name.to_owned() },
-                None => crate::sops::cluster::SecretName {
-                    namespace: std::env::var("RUNTIME_NAMESPACE").unwrap_or_else(|_| kube_namespace.clone()),
-                    name: s,
-                },
+                None => crate::sops::cluster::SecretName { namespace: std::env::var("RUNTIME_NAMESPACE").unwrap_or_else(|_| kube_namespace.clone()), name: s },
             }),
             requeue_dependency: Some(args.requeue_dependency),
         },
@@ -156,8 +150,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging(encoding: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if encoding == "json" {
         builder.json().init();
@@ -165,4 +158,3 @@ fn init_logging(encoding: &str) {
         builder.init();
     }
 }
-

@@ -12,7 +12,7 @@ use clap::Subcommand;
 use serde_json::Value;
 
 use super::build::LocalBuild;
-use super::{ClusterArgs, CliError};
+use super::{CliError, ClusterArgs};
 use crate::apply::{Applier, DryRun, ObjectId, comparable};
 use crate::controller::variables::MASK;
 

@@ -8,7 +8,7 @@ use kube::api::{Api, ListParams};
 
 use super::output;
 use super::status::FluxKind;
-use super::{ClusterArgs, CliError};
+use super::{CliError, ClusterArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct EventsArgs {
@@ -133,11 +133,7 @@ pub fn table(mut events: Vec<Event>, now: Timestamp, show_namespace: bool) -> St
         .iter()
         .map(|e| {
             let count = e.series.as_ref().map(|s| s.count).or(e.deprecated_count).unwrap_or(1);
-            let seen = if count > 1 {
-                format!("{} (x{count} over {})", age(now, last_seen(e)), age(now, first_seen(e)))
-            } else {
-                age(now, last_seen(e))
-            };
+            let seen = if count > 1 { format!("{} (x{count} over {})", age(now, last_seen(e)), age(now, first_seen(e))) } else { age(now, last_seen(e)) };
             let regarding = e.regarding.clone().unwrap_or_default();
             let mut row = vec![
                 seen,
@@ -182,10 +178,8 @@ mod tests {
         let mut repeated = event("GitRepository", "repo", minutes_ago(30), "GitOperationFailed", "auth failed");
         repeated.type_ = Some("Warning".into());
         repeated.series = Some(EventSeries { count: 3, last_observed_time: MicroTime(minutes_ago(1)) });
-        let events = vec![
-            repeated,
-            event("Kustomization", "apps", minutes_ago(5), "Progressing", "Deployment/default/app configured\nService/default/app created"),
-        ];
+        let events =
+            vec![repeated, event("Kustomization", "apps", minutes_ago(5), "Progressing", "Deployment/default/app configured\nService/default/app created")];
         assert_eq!(
             table(events, now, false),
             "LAST SEEN        \tTYPE   \tREASON            \tOBJECT            \tMESSAGE\n\

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::output;
 use super::status::{self, FluxKind};
-use super::{ClusterArgs, CliError};
+use super::{CliError, ClusterArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
@@ -72,7 +72,9 @@ pub async fn run(cluster: &ClusterArgs, args: GetArgs) -> Result<(), CliError> {
                 continue;
             }
             return Err(match name {
-                Some(name) if !args.all_namespaces => CliError::NotFound { kind: kind.name(), name, namespace: cluster.namespace.clone(), target: kind.verb_target() },
+                Some(name) if !args.all_namespaces => {
+                    CliError::NotFound { kind: kind.name(), name, namespace: cluster.namespace.clone(), target: kind.verb_target() }
+                }
                 Some(name) => CliError::Usage(format!("{} '{name}' not found in any namespace", kind.name())),
                 None if !args.all_namespaces => CliError::NoneFound { kind: kind.name(), namespace: cluster.namespace.clone(), target: kind.verb_target() },
                 None => CliError::Usage(format!("no {} objects found in any namespace", kind.name())),
@@ -85,7 +87,10 @@ pub async fn run(cluster: &ClusterArgs, args: GetArgs) -> Result<(), CliError> {
         printed = true;
     }
     if all && !printed {
-        output::failure(format!("no Flux objects found in {}", if args.all_namespaces { "any namespace".to_owned() } else { format!("namespace '{}'", cluster.namespace) }));
+        output::failure(format!(
+            "no Flux objects found in {}",
+            if args.all_namespaces { "any namespace".to_owned() } else { format!("namespace '{}'", cluster.namespace) }
+        ));
     }
     Ok(())
 }

@@ -45,10 +45,7 @@ pub async fn run(cluster_args: &super::ClusterArgs, args: InstallArgs) -> anyhow
     let client = super::client(cluster_args)
         .await
         .context("no cluster to install into: set KUBECONFIG (or --kubeconfig/--context) to the cluster, or use --export to print the manifests")?;
-    client
-        .apiserver_version()
-        .await
-        .context("the API server of the current kubeconfig does not answer: check KUBECONFIG and that the cluster is running")?;
+    client.apiserver_version().await.context("the API server of the current kubeconfig does not answer: check KUBECONFIG and that the cluster is running")?;
     if args.dry_run {
         let outcome = cluster::dry_run(&client, &manifests.all()).await?;
         for id in &outcome.valid {

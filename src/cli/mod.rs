@@ -105,9 +105,7 @@ pub enum Command {
     /// Print the Events of GitRepositories and Kustomizations, oldest first.
     Events(events::EventsArgs),
     /// Print a shell completion script: `source <(ferroflux completions bash)`.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Print the CustomResourceDefinitions (GitRepository, Kustomization), or write them to a folder.
     Crds {
         /// Write one file per CRD into this folder instead of printing them.
@@ -127,7 +125,11 @@ impl Command {
     pub fn needs_runtime(&self) -> bool {
         !matches!(
             self,
-            Command::Build { kustomization: None, .. } | Command::Crds { .. } | Command::Version | Command::Completions { .. } | Command::Install(install::InstallArgs { export: true, .. })
+            Command::Build { kustomization: None, .. }
+                | Command::Crds { .. }
+                | Command::Version
+                | Command::Completions { .. }
+                | Command::Install(install::InstallArgs { export: true, .. })
         )
     }
 }
@@ -145,7 +147,9 @@ pub enum CliError {
     Suspended { kind: &'static str, name: String, namespace: String, target: &'static str },
     #[error("{kind} reconciliation failed: '{message}'; see `ferroflux events --for {kind}/{name} -n {namespace}`")]
     ReconciliationFailed { kind: &'static str, name: String, namespace: String, message: String },
-    #[error("timed out after {waited:?} waiting for {kind} '{name}' ({last}); check that the controller runs, see `ferroflux events --for {kind}/{name} -n {namespace}`, or raise --timeout")]
+    #[error(
+        "timed out after {waited:?} waiting for {kind} '{name}' ({last}); check that the controller runs, see `ferroflux events --for {kind}/{name} -n {namespace}`, or raise --timeout"
+    )]
     Timeout { kind: &'static str, name: String, namespace: String, waited: Duration, last: String },
     #[error("{0}")]
     Usage(String),
@@ -206,9 +210,7 @@ pub async fn client(args: &ClusterArgs) -> Result<Client, CliError> {
         (None, None) => match Config::from_kubeconfig(&options).await {
             Ok(config) => config,
             // No kubeconfig at all: inside a pod, the service account.
-            Err(kubeconfig_error) if args.context.is_none() => {
-                Config::incluster().map_err(|_| CliError::Kubeconfig(kubeconfig_error.to_string()))?
-            }
+            Err(kubeconfig_error) if args.context.is_none() => Config::incluster().map_err(|_| CliError::Kubeconfig(kubeconfig_error.to_string()))?,
             Err(e) => return Err(CliError::Kubeconfig(e.to_string())),
         },
     };
@@ -251,10 +253,7 @@ pub async fn get_object(client: &Client, kind: FluxKind, namespace: &str, name: 
 
 /// Lists our objects of `kind` as JSON, sorted by namespace and name.
 pub async fn list_objects(client: &Client, kind: FluxKind, namespace: Option<&str>) -> Result<Vec<Value>, CliError> {
-    let listed = flux_api(client, kind, namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(CliError::api(format!("listing {} objects", kind.name())))?;
+    let listed = flux_api(client, kind, namespace).list(&ListParams::default()).await.map_err(CliError::api(format!("listing {} objects", kind.name())))?;
     let mut objects: Vec<Value> = listed.items.into_iter().filter_map(|o| serde_json::to_value(o).ok()).collect();
     objects.sort_by(|a, b| (status::namespace_of(a), status::name_of(a)).cmp(&(status::namespace_of(b), status::name_of(b))));
     Ok(objects)
@@ -267,8 +266,7 @@ fn crds(dir: Option<PathBuf>) -> anyhow::Result<()> {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             for c in &crds {
                 let path = dir.join(crd::file_name(c));
-                std::fs::write(&path, crd::to_yaml(c)?)
-                    .with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, crd::to_yaml(c)?).with_context(|| format!("writing {}", path.display()))?;
             }
         }
         None => {

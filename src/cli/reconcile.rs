@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::output;
 use super::status::{self, FluxKind, Progress};
-use super::{ClusterArgs, CliError};
+use super::{CliError, ClusterArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum ReconcileTarget {

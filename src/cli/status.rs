@@ -107,11 +107,7 @@ pub fn is_suspended(object: &Value) -> bool {
 }
 
 fn ready_condition(object: &Value) -> Option<&Value> {
-    object
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(meta::READY))
+    object.pointer("/status/conditions").and_then(Value::as_array)?.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(meta::READY))
 }
 
 /// The Ready status and message, as `flux get` shows them: `False`, "waiting to be reconciled"

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::output;
 use super::reconcile;
 use super::status::{self, FluxKind};
-use super::{ClusterArgs, CliError};
+use super::{CliError, ClusterArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum Target {

@@ -8,7 +8,7 @@ use kube::Client;
 use serde_json::Value;
 
 use super::status::FluxKind;
-use super::{ClusterArgs, CliError};
+use super::{CliError, ClusterArgs};
 use crate::api::kustomize::GROUP as KUSTOMIZE_GROUP;
 use crate::apply::ObjectId;
 
@@ -113,7 +113,13 @@ mod tests {
     use serde_json::json;
 
     fn id(kind: &str, namespace: &str, name: &str) -> ObjectId {
-        let group = if kind == "Kustomization" { KUSTOMIZE_GROUP } else if kind == "Deployment" { "apps" } else { "" };
+        let group = if kind == "Kustomization" {
+            KUSTOMIZE_GROUP
+        } else if kind == "Deployment" {
+            "apps"
+        } else {
+            ""
+        };
         ObjectId { namespace: namespace.into(), name: name.into(), group: group.into(), kind: kind.into() }
     }
 

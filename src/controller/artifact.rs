@@ -342,9 +342,7 @@ fn verify_and_unpack(mut file: std::fs::File, expected: &str, into: &Path, url: 
         return Err(ArtifactError::DigestMismatch { computed, expected: expected.to_owned() });
     }
     file.rewind().map_err(read_failed)?;
-    crate::source::artifact::unpack(std::io::BufReader::new(file), into, UnpackLimits::default())
-        .map(|_| ())
-        .map_err(|e| ArtifactError::Unpack(e.to_string()))
+    crate::source::artifact::unpack(std::io::BufReader::new(file), into, UnpackLimits::default()).map(|_| ()).map_err(|e| ArtifactError::Unpack(e.to_string()))
 }
 
 #[cfg(test)]

@@ -22,15 +22,7 @@ impl Status {
 
 /// Sets (adds or updates) a condition. `lastTransitionTime` moves only when the status changes,
 /// as the API conventions require; reason, message and generation always take the new values.
-pub fn set(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: Status,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: &Time,
-) {
+pub fn set(conditions: &mut Vec<Condition>, type_: &str, status: Status, reason: &str, message: &str, generation: Option<i64>, now: &Time) {
     let status_str = status.as_str();
     if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == type_) {
         if existing.status != status_str {

@@ -19,14 +19,14 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::channel::mpsc::UnboundedSender;
 use futures::StreamExt;
+use futures::channel::mpsc::UnboundedSender;
 use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
 use kube::discovery::pinned_kind;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info, warn};
 

@@ -37,11 +37,7 @@ pub struct GitContext {
 
 impl GitContext {
     pub fn new(ctx: Arc<Context>, storage: Arc<Storage>, advertised_base: String) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default();
         GitContext { ctx, storage, advertised_base, http }
     }
 }
@@ -139,24 +135,18 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
         None => Credentials::default(),
         Some(secret_ref) => {
             let secrets: Api<Secret> = Api::namespaced(gctx.ctx.client.clone(), &ns);
-            let secret = secrets.get(&secret_ref.name).await.map_err(|e| {
-                fetch_failed(reason::AUTHENTICATION_FAILED, format!("failed to get secret '{ns}/{}': {}", secret_ref.name, kube_message(e)))
-            })?;
+            let secret = secrets
+                .get(&secret_ref.name)
+                .await
+                .map_err(|e| fetch_failed(reason::AUTHENTICATION_FAILED, format!("failed to get secret '{ns}/{}': {}", secret_ref.name, kube_message(e))))?;
             let data: BTreeMap<String, Vec<u8>> = secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-            Credentials::from_secret_data(&data).map_err(|e| {
-                fetch_failed(reason::AUTHENTICATION_FAILED, format!("failed to configure authentication options: {e}"))
-            })?
+            Credentials::from_secret_data(&data)
+                .map_err(|e| fetch_failed(reason::AUTHENTICATION_FAILED, format!("failed to configure authentication options: {e}")))?
         }
     };
     credentials.allow_insecure_http = gctx.ctx.options.allow_insecure_http_credentials;
     let spec_ref = repo.spec.r#ref.clone().unwrap_or_default();
-    let ref_spec = GitRefSpec {
-        branch: spec_ref.branch,
-        tag: spec_ref.tag,
-        semver: spec_ref.semver,
-        name: spec_ref.name,
-        commit: spec_ref.commit,
-    };
+    let ref_spec = GitRefSpec { branch: spec_ref.branch, tag: spec_ref.tag, semver: spec_ref.semver, name: spec_ref.name, commit: spec_ref.commit };
     let git_failed = |e: git::GitError| {
         let message = match e.reason() {
             git::FailureReason::GitOperationFailed => format!("failed to checkout and determine revision: {e}"),
@@ -172,8 +162,8 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
         .map_err(|e| fetch_failed(reason::GIT_OPERATION_FAILED, e.to_string()))?
         .map_err(git_failed)?;
     let revision = resolved.revision();
-    let key = ObjectKey::git_repository(&ns, &name)
-        .map_err(|e| (reason::STORAGE_OPERATION_FAILED, Failure::new(reason::STORAGE_OPERATION_FAILED, e.to_string())))?;
+    let key =
+        ObjectKey::git_repository(&ns, &name).map_err(|e| (reason::STORAGE_OPERATION_FAILED, Failure::new(reason::STORAGE_OPERATION_FAILED, e.to_string())))?;
     let unchanged_config = status.observed_ignore == repo.spec.ignore;
     if let Some(current) = &status.artifact {
         if current.revision == revision && unchanged_config && gctx.storage.exists(&key, &resolved.commit) {

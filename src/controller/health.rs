@@ -108,11 +108,7 @@ fn daemonset(d: &Value) -> Health {
 fn replicas_ready(r: &Value, kind: &str) -> Health {
     let want = int(r, "/spec/replicas").unwrap_or(1);
     let ready = int(r, "/status/readyReplicas").unwrap_or(0);
-    if ready < want {
-        Health::InProgress(format!("{kind}: {ready} of {want} ready replicas"))
-    } else {
-        Health::Current
-    }
+    if ready < want { Health::InProgress(format!("{kind}: {ready} of {want} ready replicas")) } else { Health::Current }
 }
 
 fn job(j: &Value) -> Health {
@@ -181,6 +177,9 @@ mod tests {
         assert!(matches!(health(&json!({"kind": "Job", "status": {"conditions": [{"type": "Failed", "status": "True"}]}})), Health::Failed(_)));
         assert!(matches!(health(&json!({"kind": "CustomResourceDefinition", "status": {}})), Health::InProgress(_)));
         assert_eq!(health(&json!({"kind": "ConfigMap"})), Health::Current);
-        assert!(matches!(health(&json!({"kind": "Widget", "status": {"conditions": [{"type": "Ready", "status": "False", "message": "x"}]}})), Health::InProgress(_)));
+        assert!(matches!(
+            health(&json!({"kind": "Widget", "status": {"conditions": [{"type": "Ready", "status": "False", "message": "x"}]}})),
+            Health::InProgress(_)
+        ));
     }
 }

@@ -16,21 +16,19 @@ use kube::{Resource, ResourceExt};
 use serde_json::Value;
 use tracing::{info, instrument, warn};
 
-use super::render::{self, RenderOptions, owner_labels};
-use super::variables::{self, Variables};
 use super::conditions::{self, Status};
 use super::health::{Health, health};
 use super::reconciler::{self, Done, write_status};
+use super::render::{self, RenderOptions, owner_labels};
+use super::variables::{self, Variables};
 use super::{Context, Failure, ReconcileError, Retry, now, with_jitter};
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::api::kustomize::v1::{DeletionPolicy, Kustomization, KustomizationStatus, SourceKind};
-use crate::api::kustomize::{
-    ResourceInventory, ResourceRef, condition as ks_reason,
-};
+use crate::api::kustomize::{ResourceInventory, ResourceRef, condition as ks_reason};
 use crate::api::meta::{RECONCILE_REQUEST_ANNOTATION, condition as meta, parse_duration};
 use crate::api::source::v1::GitRepository;
-use crate::apply::{Action as Change, ApplyError, ApplyOptions, Applier, ObjectId};
+use crate::apply::{Action as Change, Applier, ApplyError, ApplyOptions, ObjectId};
 
 #[instrument(skip_all, fields(kustomization = %format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any())))]
 pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -174,11 +172,7 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
     inputs.digest().await;
     drop(tree);
 
-    let opts = ApplyOptions {
-        force: ks.spec.force == Some(true),
-        owner_labels: owner_labels(ks),
-        wait_timeout: timeout(ks),
-    };
+    let opts = ApplyOptions { force: ks.spec.force == Some(true), owner_labels: owner_labels(ks), wait_timeout: timeout(ks) };
     let mut new_inventory = Vec::with_capacity(objects.len());
     for (index, object) in objects.iter().enumerate() {
         let (id, version) = ObjectId::of(object, index).map_err(|e| Failure::new(ks_reason::BUILD_FAILED, e.to_string()))?;
@@ -191,16 +185,14 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
     let known: BTreeSet<&ObjectId> = previous.iter().map(|(id, _)| id).collect();
     if new_inventory.iter().any(|(id, _)| !known.contains(id)) {
         status.inventory = Some(inventory(previous.iter().chain(new_inventory.iter())));
-        write_status(ctx, ks, status).await.map_err(|e| {
-            Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to record the inventory before applying: {e}"))
-        })?;
+        write_status(ctx, ks, status)
+            .await
+            .map_err(|e| Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to record the inventory before applying: {e}")))?;
     }
     let key = format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any());
     let mut state = ctx.applied.lock().await.remove(&key).unwrap_or_default();
-    let applied = applier
-        .apply_all_with(objects, &opts, &mut state)
-        .await
-        .map_err(|e: ApplyError| Failure::new(ks_reason::RECONCILIATION_FAILED, e.to_string()))?;
+    let applied =
+        applier.apply_all_with(objects, &opts, &mut state).await.map_err(|e: ApplyError| Failure::new(ks_reason::RECONCILIATION_FAILED, e.to_string()))?;
     // Kept only after a successful apply: after a failure, the next reconcile checks everything.
     ctx.applied.lock().await.insert(key, state);
     let mut changes: Vec<String> = applied.iter().filter(|c| c.action != Change::Unchanged).map(ToString::to_string).collect();
@@ -232,7 +224,10 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
 async fn applier_for(ks: &Kustomization, ctx: &Context) -> Result<Arc<Applier>, Failure> {
     let ns = ks.namespace().unwrap_or_default();
     ctx.applier_as(&ns, ks.spec.service_account_name.as_deref()).await.map_err(|e| {
-        Failure::new(ks_reason::RECONCILIATION_FAILED, format!("failed to impersonate ServiceAccount '{ns}/{}': {e}", ctx.service_account(ks.spec.service_account_name.as_deref()).unwrap_or_default()))
+        Failure::new(
+            ks_reason::RECONCILIATION_FAILED,
+            format!("failed to impersonate ServiceAccount '{ns}/{}': {e}", ctx.service_account(ks.spec.service_account_name.as_deref()).unwrap_or_default()),
+        )
     })
 }
 
@@ -269,19 +264,14 @@ async fn target_applier(ks: &Kustomization, ctx: &Context, local: &Arc<Applier>)
     // As Flux's impersonator: the Kustomization's account, else the default one, on the remote
     // cluster too.
     let impersonate = ctx.service_account(ks.spec.service_account_name.as_deref()).map(|sa| format!("system:serviceaccount:{ns}:{sa}"));
-    ctx.applier_for_kubeconfig(&version, text, impersonate)
-        .await
-        .map_err(|e| failed(format!("kubeconfig secret '{ns}/{}': {e}", secret_ref.name)))
+    ctx.applier_for_kubeconfig(&version, text, impersonate).await.map_err(|e| failed(format!("kubeconfig secret '{ns}/{}': {e}", secret_ref.name)))
 }
 
 /// With `--no-cross-namespace-refs`, a reference to another namespace is refused (Flux's
 /// `AccessDenied`).
 fn check_namespace_access(ks: &Kustomization, ctx: &Context, kind: &str, namespace: &str, name: &str) -> Result<(), Failure> {
     if ctx.options.no_cross_namespace_refs && namespace != ks.namespace().unwrap_or_default() {
-        return Err(Failure::new(
-            meta::ACCESS_DENIED,
-            format!("can't access '{kind}/{namespace}/{name}', cross-namespace references have been blocked"),
-        ));
+        return Err(Failure::new(meta::ACCESS_DENIED, format!("can't access '{kind}/{namespace}/{name}', cross-namespace references have been blocked")));
     }
     Ok(())
 }
@@ -289,10 +279,7 @@ fn check_namespace_access(ks: &Kustomization, ctx: &Context, kind: &str, namespa
 /// Flux's inventory: the id, and the version alone (`v1`, not `apps/v1`).
 fn inventory<'a>(entries: impl Iterator<Item = &'a (ObjectId, String)>) -> ResourceInventory {
     let mut entries: Vec<ResourceRef> = entries
-        .map(|(id, api_version)| ResourceRef {
-            id: id.inventory_id(),
-            v: api_version.rsplit_once('/').map_or(api_version.as_str(), |(_, v)| v).to_owned(),
-        })
+        .map(|(id, api_version)| ResourceRef { id: id.inventory_id(), v: api_version.rsplit_once('/').map_or(api_version.as_str(), |(_, v)| v).to_owned() })
         .collect();
     entries.sort();
     entries.dedup();
@@ -316,12 +303,7 @@ pub fn inventory_entries(inventory: Option<&ResourceInventory>) -> Vec<(ObjectId
 }
 
 pub fn timeout(ks: &Kustomization) -> Duration {
-    ks.spec
-        .timeout
-        .as_deref()
-        .or(Some(ks.spec.interval.as_str()))
-        .and_then(|t| parse_duration(t).ok())
-        .unwrap_or(Duration::from_secs(300))
+    ks.spec.timeout.as_deref().or(Some(ks.spec.interval.as_str())).and_then(|t| parse_duration(t).ok()).unwrap_or(Duration::from_secs(300))
 }
 
 async fn check_dependencies(ks: &Kustomization, ctx: &Context) -> Result<(), Failure> {
@@ -329,7 +311,9 @@ async fn check_dependencies(ks: &Kustomization, ctx: &Context) -> Result<(), Fai
         let ns = dep.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default());
         check_namespace_access(ks, ctx, "Kustomization", &ns, &dep.name)?;
         let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
-        let not_ready = |why: &str| Failure::new(meta::DEPENDENCY_NOT_READY, format!("dependency '{ns}/{}' is not ready{why}", dep.name)).retry_after(ctx.options.dependency_requeue());
+        let not_ready = |why: &str| {
+            Failure::new(meta::DEPENDENCY_NOT_READY, format!("dependency '{ns}/{}' is not ready{why}", dep.name)).retry_after(ctx.options.dependency_requeue())
+        };
         let found = api.get_opt(&dep.name).await.map_err(|e| not_ready(&format!(": {e}")))?.ok_or_else(|| not_ready(": not found"))?;
         let status = found.status.unwrap_or_default();
         let ready = conditions::is_true(&status.conditions, meta::READY)
@@ -360,9 +344,9 @@ async fn source_artifact(ks: &Kustomization, ctx: &Context) -> Result<crate::api
         .await
         .map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, format!("failed to get source '{key}': {e}")).retry_after(requeue))?
         .ok_or_else(|| Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source '{key}' not found")).retry_after(requeue))?;
-    repo.status.and_then(|s| s.artifact).ok_or_else(|| {
-        Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source artifact not found, retrying in {}s", requeue.as_secs())).retry_after(requeue)
-    })
+    repo.status
+        .and_then(|s| s.artifact)
+        .ok_or_else(|| Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source artifact not found, retrying in {}s", requeue.as_secs())).retry_after(requeue))
 }
 
 /// The revision's objects ([`render::render`]): the build runs on a blocking thread, inside this
@@ -433,12 +417,7 @@ async fn check_health(
             .map(|h| {
                 let api_version = h.api_version.clone().unwrap_or_default();
                 let group = api_version.rsplit_once('/').map(|(g, _)| g.to_owned()).unwrap_or_default();
-                let id = ObjectId {
-                    namespace: h.namespace.clone().unwrap_or_default(),
-                    name: h.name.clone(),
-                    group,
-                    kind: h.kind.clone(),
-                };
+                let id = ObjectId { namespace: h.namespace.clone().unwrap_or_default(), name: h.name.clone(), group, kind: h.kind.clone() };
                 (id, api_version)
             })
             .collect()
@@ -507,7 +486,13 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, Re
             // can only fail; the objects are listed and the finalizer goes.
             let objects = entries.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>().join("\n");
             warn!(service_account = %gone, "skipping pruning: the ServiceAccount to impersonate is gone");
-            ctx.event(ks.as_ref(), true, ks_reason::PRUNE_FAILED, format!("unable to prune objects, ServiceAccount '{gone}' to impersonate not found:\n{objects}")).await;
+            ctx.event(
+                ks.as_ref(),
+                true,
+                ks_reason::PRUNE_FAILED,
+                format!("unable to prune objects, ServiceAccount '{gone}' to impersonate not found:\n{objects}"),
+            )
+            .await;
             ctx.metrics.record_status("Kustomization", &ks.namespace().unwrap_or_default(), &ks.name_any(), "Deleted", false);
             return Ok(Action::await_change());
         }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -121,11 +121,7 @@ impl LeaderElector {
                 Err(e) => warn!(error = %e, "renewing the leader election lease"),
             }
             if last_renewed.elapsed() >= self.config.renew_deadline {
-                return LeaderError::Lost {
-                    namespace: self.config.namespace.clone(),
-                    name: self.config.name.clone(),
-                    deadline: self.config.renew_deadline,
-                };
+                return LeaderError::Lost { namespace: self.config.namespace.clone(), name: self.config.name.clone(), deadline: self.config.renew_deadline };
             }
         }
     }

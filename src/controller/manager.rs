@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, Config as WatcherConfig};
-use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -282,9 +282,12 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
                 .into_iter()
                 .filter(|ks| {
                     ready
-                        && ks.spec.depends_on.iter().flatten().any(|d| {
-                            d.name == dep_name && d.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default()) == dep_ns
-                        })
+                        && ks
+                            .spec
+                            .depends_on
+                            .iter()
+                            .flatten()
+                            .any(|d| d.name == dep_name && d.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default()) == dep_ns)
                 })
                 .map(|ks| ObjectRef::from_obj(ks.as_ref()))
                 .collect::<Vec<_>>()
@@ -326,7 +329,8 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
                 warn!(error = %e, "Receiver controller");
             }
         });
-    let receiver_server = crate::receiver::server::serve(config.receiver_addr, Arc::new(crate::receiver::server::ReceiverServer::new(ctx.clone(), receiver_store, triggers)));
+    let receiver_server =
+        crate::receiver::server::serve(config.receiver_addr, Arc::new(crate::receiver::server::ReceiverServer::new(ctx.clone(), receiver_store, triggers)));
     let drift_watch = async move {
         match drift {
             Some(drift) => drift.run().await,

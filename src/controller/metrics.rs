@@ -65,21 +65,6 @@ impl Default for Metrics {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn condition_and_suspend_gauges_use_fluxs_names_and_labels() {
-        let metrics = Metrics::default();
-        metrics.record_status("Kustomization", "apps", "web", "False", true);
-        let text = metrics.encode();
-        assert!(text.contains(r#"gotk_reconcile_condition{kind="Kustomization",name="web",namespace="apps",type="Ready",status="False"} 1"#), "{text}");
-        assert!(text.contains(r#"gotk_reconcile_condition{kind="Kustomization",name="web",namespace="apps",type="Ready",status="True"} 0"#), "{text}");
-        assert!(text.contains(r#"gotk_suspend_status{kind="Kustomization",name="web",namespace="apps"} 1"#), "{text}");
-    }
-}
-
 impl Metrics {
     /// Records one reconcile of `kind` `namespace/name`.
     pub fn reconciled(&self, kind: &str, namespace: &str, name: &str, took: Duration, ok: bool) {
@@ -113,5 +98,20 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn condition_and_suspend_gauges_use_fluxs_names_and_labels() {
+        let metrics = Metrics::default();
+        metrics.record_status("Kustomization", "apps", "web", "False", true);
+        let text = metrics.encode();
+        assert!(text.contains(r#"gotk_reconcile_condition{kind="Kustomization",name="web",namespace="apps",type="Ready",status="False"} 1"#), "{text}");
+        assert!(text.contains(r#"gotk_reconcile_condition{kind="Kustomization",name="web",namespace="apps",type="Ready",status="True"} 0"#), "{text}");
+        assert!(text.contains(r#"gotk_suspend_status{kind="Kustomization",name="web",namespace="apps"} 1"#), "{text}");
     }
 }

@@ -2,7 +2,6 @@
 //! `Ready=False` with a reason and a message.
 
 pub mod artifact;
-pub mod render;
 pub mod conditions;
 pub mod drift;
 pub mod events;
@@ -13,6 +12,7 @@ pub mod leader;
 pub mod manager;
 pub mod metrics;
 pub mod reconciler;
+pub mod render;
 pub mod substitute;
 pub mod unchanged;
 pub mod variables;
@@ -84,7 +84,13 @@ pub struct Context {
 impl Context {
     /// `config` is what `client` was made from; without it, ServiceAccount impersonation is
     /// refused with a clear error.
-    pub fn new(client: Client, config: Option<kube::Config>, options: ControllerOptions, artifacts: artifact::ArtifactCache, metrics: Arc<metrics::Metrics>) -> Self {
+    pub fn new(
+        client: Client,
+        config: Option<kube::Config>,
+        options: ControllerOptions,
+        artifacts: artifact::ArtifactCache,
+        metrics: Arc<metrics::Metrics>,
+    ) -> Self {
         let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "ferroflux".into());
         Context {
             recorder: events::EventRecorder::new(client.clone(), "ferroflux", &instance),
@@ -114,9 +120,10 @@ impl Context {
         if let Some(applier) = appliers.get(&user) {
             return Ok(applier.clone());
         }
-        let mut config = self.config.clone().ok_or_else(|| {
-            kube::Error::Service("ServiceAccount impersonation needs the controller's kube config, which this process does not have".into())
-        })?;
+        let mut config = self
+            .config
+            .clone()
+            .ok_or_else(|| kube::Error::Service("ServiceAccount impersonation needs the controller's kube config, which this process does not have".into()))?;
         config.auth_info.impersonate = Some(user.clone());
         config.auth_info.impersonate_groups = None;
         let applier = Arc::new(Applier::new(Client::try_from(config)?));
@@ -162,7 +169,8 @@ impl Context {
             other => RemoteClusterError::Kubeconfig(other),
         })?;
         refuse_local_references(&kubeconfig)?;
-        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await.map_err(RemoteClusterError::Kubeconfig)?;
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await.map_err(RemoteClusterError::Kubeconfig)?;
         if impersonate.is_some() {
             config.auth_info.impersonate = impersonate;
             config.auth_info.impersonate_groups = None;
@@ -216,12 +224,18 @@ fn refuse_local_references(kubeconfig: &kube::config::Kubeconfig) -> Result<(), 
             (auth.client_key.is_some(), "client-key (a file path)"),
         ];
         if let Some((_, field)) = refused.iter().find(|(set, _)| *set) {
-            return Err(RemoteClusterError::Refused(format!("user '{}' uses {field}; only inline credentials (token, client-certificate-data, client-key-data, username/password) are allowed", named.name)));
+            return Err(RemoteClusterError::Refused(format!(
+                "user '{}' uses {field}; only inline credentials (token, client-certificate-data, client-key-data, username/password) are allowed",
+                named.name
+            )));
         }
     }
     for named in &kubeconfig.clusters {
         if named.cluster.as_ref().is_some_and(|c| c.certificate_authority.is_some()) {
-            return Err(RemoteClusterError::Refused(format!("cluster '{}' uses certificate-authority (a file path); use certificate-authority-data", named.name)));
+            return Err(RemoteClusterError::Refused(format!(
+                "cluster '{}' uses certificate-authority (a file path); use certificate-authority-data",
+                named.name
+            )));
         }
     }
     Ok(())

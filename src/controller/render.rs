@@ -18,9 +18,9 @@ use std::path::{Component, Path, PathBuf};
 use kube::ResourceExt;
 use serde_json::Value;
 
-use crate::api::kustomize::v1::{Kustomization, KustomizationSpec};
 use super::substitute::{SubstituteError, substitute_objects};
 use super::variables::Variables;
+use crate::api::kustomize::v1::{Kustomization, KustomizationSpec};
 use crate::api::kustomize::{Image, NAME_LABEL, NAMESPACE_LABEL, Patch, Selector, condition as ks_reason};
 use crate::api::meta::condition as meta;
 use crate::kustomize::{self, BuildOptions, file, object};
@@ -283,21 +283,14 @@ fn build_filtered(
     let overlay = overlay(spec);
     // Called with `dir` canonical and inside the root: nothing is read before that check.
     let root_kustomization = |dir: &Path, load: kustomize::RootLoader| {
-        let (file, mut kustomization) = if kustomize::has_kustomization(dir) {
-            load(dir)?
-        } else {
-            (dir.join("kustomization.yaml"), generate_kustomization(dir)?)
-        };
+        let (file, mut kustomization) =
+            if kustomize::has_kustomization(dir) { load(dir)? } else { (dir.join("kustomization.yaml"), generate_kustomization(dir)?) };
         overlay.merge_into(&mut kustomization);
         Ok((file, kustomization))
     };
     let mut objects = kustomize::build_kustomization_filtered(root, dir, &options, kustomize::LoadRestrictions::BuildRoot, root_kustomization, file_filter)?;
     if let Some(common) = &spec.common_metadata {
-        add_common_metadata(
-            &mut objects,
-            &common.labels.clone().unwrap_or_default(),
-            &common.annotations.clone().unwrap_or_default(),
-        );
+        add_common_metadata(&mut objects, &common.labels.clone().unwrap_or_default(), &common.annotations.clone().unwrap_or_default());
     }
     Ok(objects)
 }
@@ -305,10 +298,7 @@ fn build_filtered(
 /// The owner labels Flux puts on every object of a Kustomization (the controller when applying,
 /// the CLI when building and diffing).
 pub fn owner_labels(ks: &Kustomization) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (NAME_LABEL.to_owned(), ks.name_any()),
-        (NAMESPACE_LABEL.to_owned(), ks.namespace().unwrap_or_default()),
-    ])
+    BTreeMap::from([(NAME_LABEL.to_owned(), ks.name_any()), (NAMESPACE_LABEL.to_owned(), ks.namespace().unwrap_or_default())])
 }
 
 /// Sets `labels` on every object.
@@ -417,7 +407,8 @@ mod tests {
     }
 
     fn kustomization(spec: Value) -> Kustomization {
-        let mut object = json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "apps", "namespace": "flux-system"}});
+        let mut object =
+            json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "apps", "namespace": "flux-system"}});
         object["spec"] = serde_json::to_value(self::spec(spec)).expect("spec");
         serde_json::from_value(object).expect("a Kustomization")
     }

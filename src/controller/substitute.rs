@@ -25,8 +25,7 @@ pub enum SubstituteError {
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+    chars.next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic()) && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
 /// Checks variable names as Flux does before substituting.
@@ -88,17 +87,13 @@ pub fn substitute_objects(objects: Vec<Value>, vars: &BTreeMap<String, String>) 
     objects
         .into_iter()
         .map(|object| {
-            let disabled = object
-                .pointer("/metadata/annotations")
-                .and_then(|a| a.get(SUBSTITUTE_ANNOTATION))
-                .and_then(Value::as_str)
-                .is_some_and(|v| v == "disabled");
+            let disabled =
+                object.pointer("/metadata/annotations").and_then(|a| a.get(SUBSTITUTE_ANNOTATION)).and_then(Value::as_str).is_some_and(|v| v == "disabled");
             if disabled {
                 return Ok(object);
             }
             let name = describe(&object);
-            let yaml = serde_saphyr::to_string(&object)
-                .map_err(|e| SubstituteError::InvalidResult { object: name.clone(), message: e.to_string() })?;
+            let yaml = serde_saphyr::to_string(&object).map_err(|e| SubstituteError::InvalidResult { object: name.clone(), message: e.to_string() })?;
             if !yaml.contains("${") {
                 return Ok(object);
             }
@@ -111,11 +106,7 @@ pub fn substitute_objects(objects: Vec<Value>, vars: &BTreeMap<String, String>) 
 fn describe(object: &Value) -> String {
     let field = |p: &str| object.pointer(p).and_then(Value::as_str).unwrap_or("");
     let ns = field("/metadata/namespace");
-    if ns.is_empty() {
-        format!("{}/{}", field("/kind"), field("/metadata/name"))
-    } else {
-        format!("{}/{}/{}", field("/kind"), ns, field("/metadata/name"))
-    }
+    if ns.is_empty() { format!("{}/{}", field("/kind"), field("/metadata/name")) } else { format!("{}/{}/{}", field("/kind"), ns, field("/metadata/name")) }
 }
 
 #[cfg(test)]

@@ -304,7 +304,10 @@ mod tests {
         write(
             dir.path(),
             &[
-                ("apps/a/kustomization.yaml", "resources:\n- ../../base\n- deploy.yaml\nconfigMapGenerator:\n- name: c\n  files:\n  - conf=../../config/a.conf\n"),
+                (
+                    "apps/a/kustomization.yaml",
+                    "resources:\n- ../../base\n- deploy.yaml\nconfigMapGenerator:\n- name: c\n  files:\n  - conf=../../config/a.conf\n",
+                ),
                 ("apps/a/deploy.yaml", "kind: Deployment\n"),
                 ("apps/b/kustomization.yaml", "resources:\n- svc.yaml\n"),
                 ("apps/b/svc.yaml", "kind: Service\n"),

@@ -7,10 +7,10 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Scope, pinned_kind};
-use kube::Client;
 use serde_json::Value;
 
 use crate::apply::{Applier, ApplyError, ApplyOptions, Change, FIELD_MANAGER, ObjectId};

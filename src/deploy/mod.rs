@@ -163,11 +163,8 @@ impl Manifests {
     /// The files of `deploy/`, name and content: one per part, a kustomization.yaml listing them
     /// and install.yaml with everything.
     pub fn files(&self) -> Vec<(String, String)> {
-        let mut files: Vec<(String, String)> = self
-            .parts()
-            .into_iter()
-            .map(|(name, objects)| (name.to_owned(), format!("{HEADER}---\n{}", crate::kustomize::to_yaml(objects))))
-            .collect();
+        let mut files: Vec<(String, String)> =
+            self.parts().into_iter().map(|(name, objects)| (name.to_owned(), format!("{HEADER}---\n{}", crate::kustomize::to_yaml(objects)))).collect();
         let kustomization = serde_json::json!({
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
@@ -282,7 +279,10 @@ mod tests {
     fn files_list_each_part_in_the_kustomization() {
         let files = manifests(&InstallOptions::default()).unwrap().files();
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["namespace.yaml", "crds.yaml", "rbac.yaml", "deployment.yaml", "service.yaml", "network-policies.yaml", "kustomization.yaml", "install.yaml"]);
+        assert_eq!(
+            names,
+            ["namespace.yaml", "crds.yaml", "rbac.yaml", "deployment.yaml", "service.yaml", "network-policies.yaml", "kustomization.yaml", "install.yaml"]
+        );
         let kustomization = &files[6].1;
         for name in &names[..6] {
             assert!(kustomization.contains(&format!("- {name}")), "{kustomization}");

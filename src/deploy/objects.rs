@@ -266,10 +266,7 @@ pub fn network_policies(options: &InstallOptions) -> Vec<Value> {
                 "egress": [{}],
             }),
         ),
-        policy(
-            "allow-scraping",
-            json!({"podSelector": {}, "policyTypes": ["Ingress"], "ingress": from_any_namespace_on(METRICS_PORT)}),
-        ),
+        policy("allow-scraping", json!({"podSelector": {}, "policyTypes": ["Ingress"], "ingress": from_any_namespace_on(METRICS_PORT)})),
         policy(
             "allow-webhooks",
             json!({"podSelector": {"matchLabels": selector()}, "policyTypes": ["Ingress"], "ingress": from_any_namespace_on(WEBHOOK_PORT)}),

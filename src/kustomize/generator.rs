@@ -271,6 +271,9 @@ mod tests {
     #[test]
     fn env_files_skip_comments_and_blank_lines() {
         assert_eq!(env_lines("\u{feff}A=1\n\n  # c\nB=x=y\n").ok(), Some(vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]));
-        assert_eq!(env_lines("1A=x\nexport B=2\nC\n").ok(), Some(vec![("1A".into(), "x".into()), ("export B".into(), "2".into()), ("C".into(), String::new())]));
+        assert_eq!(
+            env_lines("1A=x\nexport B=2\nC\n").ok(),
+            Some(vec![("1A".into(), "x".into()), ("export B".into(), "2".into()), ("C".into(), String::new())])
+        );
     }
 }

@@ -11,8 +11,8 @@
 //! not nest deeper than [`limits::MAX_DEPTH`]: a `copy` into its own subtree doubles the object
 //! each time, and must stop cleanly rather than exhaust memory.
 
-use json_patch::{AddOperation, CopyOperation, MoveOperation, PatchOperation, RemoveOperation, ReplaceOperation, TestOperation};
 use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, CopyOperation, MoveOperation, PatchOperation, RemoveOperation, ReplaceOperation, TestOperation};
 use serde_json::Value;
 
 use super::limits;

@@ -89,7 +89,6 @@ pub fn nodes(value: &Value) -> usize {
     count
 }
 
-
 /// How deeply a value nests (a scalar: 0), counted without recursion.
 pub fn depth(value: &Value) -> usize {
     let mut deepest = 0;

@@ -24,14 +24,14 @@ pub mod file;
 pub mod generator;
 mod json6902;
 mod limits;
+mod metadata;
 mod nameref;
 pub mod object;
-mod metadata;
 mod openapi;
-mod remote;
 mod order;
 pub mod patch;
 mod regex;
+mod remote;
 mod replacement;
 mod transform;
 mod vars;
@@ -82,7 +82,9 @@ pub enum Error {
     Remote { url: String },
     #[error("remote resource '{url}': {message}")]
     RemoteGit { url: String, message: String },
-    #[error("remote resource '{url}': single files over HTTP are not fetched by ferroflux's kustomize engine; name a git repository instead (https://host/org/repo//path?ref=...)")]
+    #[error(
+        "remote resource '{url}': single files over HTTP are not fetched by ferroflux's kustomize engine; name a git repository instead (https://host/org/repo//path?ref=...)"
+    )]
     RemoteFile { url: String },
     #[error("accumulating resources from '{entry}' in {}: no such file or directory", dir.display())]
     MissingResource { entry: String, dir: PathBuf },
@@ -122,7 +124,6 @@ pub enum FileUse<'a> {
 pub trait FileFilter: Send + Sync {
     fn filter(&self, path: &Path, usage: FileUse<'_>, bytes: Vec<u8>) -> Result<Vec<u8>, String>;
 }
-
 
 /// Which files a kustomization may read, beside the build root that always bounds a build.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -325,7 +326,12 @@ impl Builder<'_> {
 
     fn start<'a>(root: &Path, dir: &Path, options: &'a BuildOptions, restrictions: LoadRestrictions) -> Result<(Builder<'a>, PathBuf), Error> {
         let root = root.canonicalize().map_err(|source| Error::Io { path: root.to_owned(), source })?;
-        let builder = Builder { root, options, file_filter: None, restrictions, stack: Vec::new(),
+        let builder = Builder {
+            root,
+            options,
+            file_filter: None,
+            restrictions,
+            stack: Vec::new(),
             vars: Vec::new(),
             config: config::TransformerConfig::default(),
             schema: std::cell::OnceCell::new(),
@@ -876,7 +882,8 @@ impl Builder<'_> {
             self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("ReplicaCountTransformer"));
         }
         for image in &k.images {
-            transform::set_images(&mut resources, std::slice::from_ref(image), &self.config.images).map_err(|message| Error::Images { file: file.to_owned(), message })?;
+            transform::set_images(&mut resources, std::slice::from_ref(image), &self.config.images)
+                .map_err(|message| Error::Images { file: file.to_owned(), message })?;
             self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("ImageTagTransformer"));
         }
         if !k.replacements.is_empty() {
@@ -898,7 +905,8 @@ impl Builder<'_> {
                 }
                 builtin::BuiltinTransformer::PrefixSuffix { prefix, suffix } => transform::add_prefix_suffix(&mut resources, &prefix, &suffix),
                 builtin::BuiltinTransformer::Image { image, specs } => {
-                    transform::set_images(&mut resources, std::slice::from_ref(&image), &specs).map_err(|message| Error::Images { file: file.to_owned(), message })?;
+                    transform::set_images(&mut resources, std::slice::from_ref(&image), &specs)
+                        .map_err(|message| Error::Images { file: file.to_owned(), message })?;
                 }
                 builtin::BuiltinTransformer::Replicas { replica, specs } => {
                     let specs = if specs.is_empty() { fieldspec::REPLICA_SPECS.clone() } else { specs };

@@ -88,12 +88,18 @@ pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) {
             let subject_namespaces: Vec<String> = if cluster_scoped {
                 Vec::new()
             } else {
-                resource.object.get("subjects").and_then(Value::as_array).into_iter().flatten()
+                resource
+                    .object
+                    .get("subjects")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
                     .filter(|s| s.get("kind").and_then(Value::as_str) == Some("ServiceAccount"))
                     .filter_map(|s| s.get("namespace").and_then(Value::as_str).map(str::to_owned))
                     .collect()
             };
-            let may_name = |c: &Referent| cluster_scoped || same_namespace(&referrer_namespace, &c.current_namespace) || subject_namespaces.contains(&c.current_namespace);
+            let may_name =
+                |c: &Referent| cluster_scoped || same_namespace(&referrer_namespace, &c.current_namespace) || subject_namespaces.contains(&c.current_namespace);
             let entries: Vec<&mut Value> = match resource.object.get_mut(*path) {
                 Some(Value::Array(items)) => items.iter_mut().collect(),
                 Some(single) => vec![single],

@@ -134,7 +134,11 @@ fn collect(types: &serde_json::Map<String, Value>, type_name: &str, kind: &str, 
             // a reference with a group (`apps/v1`) never matches anything: such a spec is dropped.
             if !api_version.contains('/') {
                 let name_key = extension("x-kubernetes-object-ref-name-key").unwrap_or("name");
-                config.name_references.push(NameReference { referent_group: String::new(), referent_kind: referent_kind.to_owned(), referrer: spec(Some(name_key)) });
+                config.name_references.push(NameReference {
+                    referent_group: String::new(),
+                    referent_kind: referent_kind.to_owned(),
+                    referrer: spec(Some(name_key)),
+                });
             }
         }
         if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {

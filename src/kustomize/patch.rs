@@ -4,9 +4,9 @@
 use serde_json::{Map, Value};
 
 use super::file::Selector;
-use super::openapi::OpenApi;
-use super::object::{Resource, kind, name, namespace};
 use super::limits;
+use super::object::{Resource, kind, name, namespace};
+use super::openapi::OpenApi;
 use super::regex::InvalidRegex;
 
 /// API groups of the builtin kinds whose lists merge by key; lists of other kinds (custom
@@ -677,9 +677,15 @@ mod tests {
         let containers = keyed(values, "name", &names, |values| {
             let mut container = serde_json::Map::new();
             container.insert("image".into(), values.value(0));
-            let port_list = keyed(values, "containerPort", &ports, |values| {
-                if values.next() % 2 == 0 { json!({"protocol": "UDP"}) } else { json!({"name": values.value(0)}) }
-            });
+            let port_list =
+                keyed(
+                    values,
+                    "containerPort",
+                    &ports,
+                    |values| {
+                        if values.next() % 2 == 0 { json!({"protocol": "UDP"}) } else { json!({"name": values.value(0)}) }
+                    },
+                );
             container.insert("ports".into(), port_list);
             container.insert("env".into(), keyed(values, "name", &names, |values| json!({"value": values.value(0)})));
             container.insert("extra".into(), values.value(2));
@@ -779,5 +785,4 @@ mod tests {
         let selector = Selector { name: Some("(a|a)*b".into()), ..Selector::default() };
         assert!(!selects_as(&selector, &d, &name, "", Compare::Pattern).expect("a valid pattern"));
     }
-
 }

@@ -182,9 +182,7 @@ fn split_path(path: &str, file: bool) -> Result<(String, String), String> {
 /// `?submodules=true`), within the spec's timeout and the remote-base size limits.
 pub fn clone(spec: &RepoSpec, into: &Path) -> Result<(), String> {
     let options = CloneOptions::new(spec.timeout, spec.submodules);
-    clone_remote_base(&spec.clone_url, &spec.reference, &options, into)
-        .map(|_commit| ())
-        .map_err(|e| e.to_string())
+    clone_remote_base(&spec.clone_url, &spec.reference, &options, into).map(|_commit| ()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::file::Selector;
-use super::object::Resource;
 use super::limits;
+use super::object::Resource;
 use super::patch::selects_resource;
 
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -215,7 +215,6 @@ fn source_selector(source: &Source) -> Selector {
         annotation_selector: None,
     }
 }
-
 
 /// Applies the kustomization's `replacements` (inline, or `path:` entries read with `read`).
 pub fn apply(entries: &[Value], resources: &mut [Resource], read: &mut dyn FnMut(&str) -> Result<String, String>) -> Result<(), String> {

@@ -10,20 +10,20 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Scope, pinned_kind};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::ResourceExt;
 use serde_json::json;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::{ReceiverError, Triggers, reconciler, verify};
 use crate::api::meta::{RECONCILE_REQUEST_ANNOTATION, condition as meta};
+use crate::api::notification::WEBHOOK_PATH_PREFIX;
 use crate::api::notification::condition as reason;
 use crate::api::notification::v1::{Receiver, ReceiverResource, default_api_version};
-use crate::api::notification::WEBHOOK_PATH_PREFIX;
 use crate::controller::Context;
 use crate::controller::conditions;
 
@@ -48,10 +48,7 @@ impl ReceiverServer {
 
 /// Serves until the listener fails.
 pub async fn serve(addr: SocketAddr, server: Arc<ReceiverServer>) -> anyhow::Result<()> {
-    let app = axum::Router::new()
-        .route("/hook/{digest}", axum::routing::any(hook))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(server);
+    let app = axum::Router::new().route("/hook/{digest}", axum::routing::any(hook)).layer(DefaultBodyLimit::max(BODY_LIMIT)).with_state(server);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await?;
     Ok(())
@@ -118,9 +115,14 @@ impl ReceiverServer {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version.as_str()));
         let gvk = GroupVersionKind::gvk(group, version, &resource.kind);
         let (api_resource, namespaced) = self.kind(&gvk).await.map_err(|e| failed(e.to_string()))?;
-        let api: Api<DynamicObject> = if namespaced { Api::namespaced_with(self.ctx.client.clone(), &ns, &api_resource) } else { Api::all_with(self.ctx.client.clone(), &api_resource) };
+        let api: Api<DynamicObject> =
+            if namespaced { Api::namespaced_with(self.ctx.client.clone(), &ns, &api_resource) } else { Api::all_with(self.ctx.client.clone(), &api_resource) };
         let names = if resource.name == "*" {
-            let labels = resource.match_labels.clone().filter(|l| !l.is_empty()).ok_or_else(|| failed("matchLabels field not set when using wildcard '*' as name".into()))?;
+            let labels = resource
+                .match_labels
+                .clone()
+                .filter(|l| !l.is_empty())
+                .ok_or_else(|| failed("matchLabels field not set when using wildcard '*' as name".into()))?;
             let selector = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
             let listed = api.list_metadata(&ListParams::default().labels(&selector)).await.map_err(|e| failed(e.to_string()))?;
             if listed.items.is_empty() {
@@ -133,15 +135,13 @@ impl ReceiverServer {
         let requested_at = jiff::Timestamp::now().to_string();
         let patch = json!({"metadata": {"annotations": {RECONCILE_REQUEST_ANNOTATION: requested_at}}});
         for name in names {
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|e| {
-                ReceiverError::Resource {
-                    kind: resource.kind.clone(),
-                    name: name.clone(),
-                    message: match e {
-                        kube::Error::Api(status) => status.message,
-                        other => other.to_string(),
-                    },
-                }
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|e| ReceiverError::Resource {
+                kind: resource.kind.clone(),
+                name: name.clone(),
+                message: match e {
+                    kube::Error::Api(status) => status.message,
+                    other => other.to_string(),
+                },
             })?;
             info!(kind = %resource.kind, %ns, %name, "annotated");
             // Ours: straight into the controller's queue (a closed channel means the process is

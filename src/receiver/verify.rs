@@ -179,7 +179,10 @@ mod tests {
         let good = github_signature("k", BODY);
         assert!(verify(ReceiverType::GenericHmac, "k", &[], &headers(&[("X-Signature", &good)]), BODY).is_ok());
         // The GitHub header is not what generic-hmac reads.
-        assert_eq!(verify(ReceiverType::GenericHmac, "k", &[], &headers(&[("X-Hub-Signature-256", &good)]), BODY), Err(VerifyError::MissingSignature("X-Signature")));
+        assert_eq!(
+            verify(ReceiverType::GenericHmac, "k", &[], &headers(&[("X-Hub-Signature-256", &good)]), BODY),
+            Err(VerifyError::MissingSignature("X-Signature"))
+        );
         assert_eq!(
             verify(ReceiverType::Bitbucket, "k", &[], &headers(&[("X-Hub-Signature", &good), ("X-Event-Key", "repo:refs_changed")]), BODY),
             Ok(Some("repo:refs_changed".into()))

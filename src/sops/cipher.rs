@@ -47,8 +47,14 @@ pub fn decrypt(text: &str, key: &[u8], path: &str) -> Result<Value, Error> {
     let payload = Payload { msg: &data, aad: path.as_bytes() };
     let wrong = |_| failed("the value does not decrypt with the file's data key (changed, or moved from another place)");
     let plain = match iv.len() {
-        32 => AesGcm::<Aes256, U32>::new_from_slice(key).map_err(|_| failed("invalid data key"))?.decrypt(Nonce::<U32>::from_slice(&iv), payload).map_err(wrong)?,
-        12 => AesGcm::<Aes256, U12>::new_from_slice(key).map_err(|_| failed("invalid data key"))?.decrypt(Nonce::<U12>::from_slice(&iv), payload).map_err(wrong)?,
+        32 => AesGcm::<Aes256, U32>::new_from_slice(key)
+            .map_err(|_| failed("invalid data key"))?
+            .decrypt(Nonce::<U32>::from_slice(&iv), payload)
+            .map_err(wrong)?,
+        12 => AesGcm::<Aes256, U12>::new_from_slice(key)
+            .map_err(|_| failed("invalid data key"))?
+            .decrypt(Nonce::<U12>::from_slice(&iv), payload)
+            .map_err(wrong)?,
         _ => return Err(failed("unsupported IV length")),
     };
     let text = || std::str::from_utf8(&plain).map(str::to_owned).map_err(|_| failed("the decrypted value is not UTF-8"));

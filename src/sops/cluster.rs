@@ -45,10 +45,10 @@ pub async fn decryptor_for(ks: &Kustomization, client: &Client, controller: &Cli
 async fn read(client: &Client, namespace: &str, name: &str) -> Result<Secret, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = format!("{namespace}/{name}");
-    api.get_opt(name).await.map_err(|e| Error::KeySecret { secret: secret.clone(), message: e.to_string() })?.ok_or(Error::KeySecret {
-        secret,
-        message: "not found".into(),
-    })
+    api.get_opt(name)
+        .await
+        .map_err(|e| Error::KeySecret { secret: secret.clone(), message: e.to_string() })?
+        .ok_or(Error::KeySecret { secret, message: "not found".into() })
 }
 
 /// Imports a Secret's key entries; `all_kinds` is false for the global Secret, which holds only

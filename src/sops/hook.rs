@@ -45,7 +45,8 @@ impl Decryptor {
         if !has_metadata.iter().any(|&m| m) {
             return Ok(None);
         }
-        let whole_file = documents.len() > 1 && has_metadata[0] && documents.iter().skip(1).all(|d| d.get("sops").is_none_or(|s| Some(s) == documents[0].get("sops")));
+        let whole_file =
+            documents.len() > 1 && has_metadata[0] && documents.iter().skip(1).all(|d| d.get("sops").is_none_or(|s| Some(s) == documents[0].get("sops")));
         let mut out: Vec<Value> = Vec::with_capacity(documents.len());
         if whole_file && !documents.iter().any(decryption_disabled) {
             let mut document = Document::from_documents(documents)?;
@@ -84,7 +85,12 @@ impl Decryptor {
 }
 
 fn decryption_disabled(document: &Value) -> bool {
-    document.get("metadata").and_then(|m| m.get("annotations")).and_then(|a| a.get(DECRYPT_ANNOTATION)).and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case("disabled"))
+    document
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(DECRYPT_ANNOTATION))
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.eq_ignore_ascii_case("disabled"))
 }
 
 impl FileFilter for Decryptor {
@@ -116,10 +122,9 @@ impl FileFilter for Decryptor {
 /// would be applied with its ciphertext, so it is refused.
 pub fn refuse_encrypted(objects: &[serde_json::Value]) -> Result<(), Error> {
     match objects.iter().find(|o| !object_disabled(o) && super::is_encrypted_object(o)) {
-        Some(object) => Err(Error::Object {
-            object: object_name(object),
-            message: "the object is SOPS-encrypted, but the Kustomization sets no spec.decryption".into(),
-        }),
+        Some(object) => {
+            Err(Error::Object { object: object_name(object), message: "the object is SOPS-encrypted, but the Kustomization sets no spec.decryption".into() })
+        }
         None => Ok(()),
     }
 }

@@ -111,4 +111,3 @@ fn redact(message: &str) -> String {
     // rpgp's messages name packet types and positions, not key material; keep them short.
     message.chars().take(200).collect()
 }
-

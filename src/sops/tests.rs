@@ -196,7 +196,9 @@ fn unsupported_settings_are_refused_by_name() {
 fn finish_decrypts_secret_data_holding_whole_files_and_refuses_leftovers() {
     use base64::Engine;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let mut objects = vec![serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"app.env": b64(ENV.as_bytes()), "plain": b64(b"x")}})];
+    let mut objects = vec![
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"app.env": b64(ENV.as_bytes()), "plain": b64(b"x")}}),
+    ];
     hook::finish(&mut objects, Some(&Decryptor::new(age(AGE2)))).expect("decrypts");
     assert_eq!(objects[0]["data"]["app.env"], b64(b"DB_USER=envuser\nDB_PASSWORD=env-file-password-42\n"));
     assert_eq!(objects[0]["data"]["plain"], b64(b"x"));

@@ -39,15 +39,8 @@ pub enum ArtifactError {
     LimitExceeded { what: &'static str, limit: u64 },
 }
 
-fn io_error<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> ArtifactError + 'a {
-    move |source| ArtifactError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ArtifactError + 'a {
+    move |source| ArtifactError::Io { action, path: path.to_path_buf(), source }
 }
 
 /// The name of the per-directory ignore file.
@@ -104,19 +97,9 @@ impl IgnoreRules {
     pub fn load(root: &Path, spec_ignore: Option<&str>) -> Result<Self, ArtifactError> {
         let mut file_sources = Vec::new();
         collect_sourceignore_files(root, Path::new(""), 0, &mut file_sources)?;
-        let mut base = vec![build_matcher(
-            root,
-            Path::new(""),
-            VCS_PATTERNS.iter().copied(),
-            "VCS defaults",
-        )?];
+        let mut base = vec![build_matcher(root, Path::new(""), VCS_PATTERNS.iter().copied(), "VCS defaults")?];
         if file_sources.is_empty() && spec_ignore.is_none() {
-            base.push(build_matcher(
-                root,
-                Path::new(""),
-                DEFAULT_PATTERNS.iter().copied(),
-                "defaults",
-            )?);
+            base.push(build_matcher(root, Path::new(""), DEFAULT_PATTERNS.iter().copied(), "defaults")?);
         }
         let mut by_folder = HashMap::new();
         for (folder, content) in &file_sources {
@@ -124,20 +107,9 @@ impl IgnoreRules {
             let matcher = build_matcher(root, folder, content.lines(), &origin)?;
             by_folder.insert(folder.clone(), matcher);
         }
-        let spec = spec_ignore
-            .map(|spec| build_matcher(root, Path::new(""), spec.lines(), "spec.ignore"))
-            .transpose()?;
-        let has_negations = base
-            .iter()
-            .chain(by_folder.values())
-            .chain(spec.iter())
-            .any(|m| m.num_whitelists() > 0);
-        Ok(IgnoreRules {
-            base,
-            by_folder,
-            spec,
-            has_negations,
-        })
+        let spec = spec_ignore.map(|spec| build_matcher(root, Path::new(""), spec.lines(), "spec.ignore")).transpose()?;
+        let has_negations = base.iter().chain(by_folder.values()).chain(spec.iter()).any(|m| m.num_whitelists() > 0);
+        Ok(IgnoreRules { base, by_folder, spec, has_negations })
     }
 
     /// Whether `relative` (a path inside the tree, `/`-separated components) is excluded.
@@ -145,12 +117,10 @@ impl IgnoreRules {
         if relative.as_os_str().is_empty() {
             return false;
         }
-        let verdict = |matcher: &Gitignore, inside: &Path| {
-            match matcher.matched_path_or_any_parents(inside, is_dir) {
-                Match::Ignore(_) => Some(true),
-                Match::Whitelist(_) => Some(false),
-                Match::None => None,
-            }
+        let verdict = |matcher: &Gitignore, inside: &Path| match matcher.matched_path_or_any_parents(inside, is_dir) {
+            Match::Ignore(_) => Some(true),
+            Match::Whitelist(_) => Some(false),
+            Match::None => None,
         };
         if let Some(verdict) = self.spec.as_ref().and_then(|m| verdict(m, relative)) {
             return verdict;
@@ -167,57 +137,29 @@ impl IgnoreRules {
                 return verdict;
             }
         }
-        self.base
-            .iter()
-            .rev()
-            .find_map(|m| verdict(m, relative))
-            .unwrap_or(false)
+        self.base.iter().rev().find_map(|m| verdict(m, relative)).unwrap_or(false)
     }
 }
 
-fn build_matcher<'a>(
-    root: &Path,
-    domain: &Path,
-    lines: impl Iterator<Item = &'a str>,
-    origin: &str,
-) -> Result<Gitignore, ArtifactError> {
+fn build_matcher<'a>(root: &Path, domain: &Path, lines: impl Iterator<Item = &'a str>, origin: &str) -> Result<Gitignore, ArtifactError> {
     let mut builder = GitignoreBuilder::new(root.join(domain));
     for line in lines {
-        builder
-            .add_line(None, line)
-            .map_err(|e| ArtifactError::IgnorePattern {
-                origin: origin.to_owned(),
-                message: e.to_string(),
-            })?;
+        builder.add_line(None, line).map_err(|e| ArtifactError::IgnorePattern { origin: origin.to_owned(), message: e.to_string() })?;
     }
-    builder.build().map_err(|e| ArtifactError::IgnorePattern {
-        origin: origin.to_owned(),
-        message: e.to_string(),
-    })
+    builder.build().map_err(|e| ArtifactError::IgnorePattern { origin: origin.to_owned(), message: e.to_string() })
 }
 
 /// Depth-first, sorted, so that rule order (and thus precedence) is stable.
-fn collect_sourceignore_files(
-    root: &Path,
-    relative: &Path,
-    depth: usize,
-    out: &mut Vec<(PathBuf, String)>,
-) -> Result<(), ArtifactError> {
+fn collect_sourceignore_files(root: &Path, relative: &Path, depth: usize, out: &mut Vec<(PathBuf, String)>) -> Result<(), ArtifactError> {
     // The packer refuses such trees anyway; this keeps the walk's recursion bounded.
     if depth > TreeLimits::default().max_depth {
-        return Err(ArtifactError::LimitExceeded {
-            what: "folder levels",
-            limit: TreeLimits::default().max_depth as u64,
-        });
+        return Err(ArtifactError::LimitExceeded { what: "folder levels", limit: TreeLimits::default().max_depth as u64 });
     }
     let dir = root.join(relative);
     let candidate = dir.join(SOURCE_IGNORE_FILE);
     if fs::symlink_metadata(&candidate).is_ok_and(|m| m.is_file()) {
         let bytes = fs::read(&candidate).map_err(io_error("reading", &candidate))?;
-        out.push((
-            relative.to_path_buf(),
-            String::from_utf8_lossy(&bytes).into_owned(),
-        ));
+        out.push((relative.to_path_buf(), String::from_utf8_lossy(&bytes).into_owned()));
     }
     for (name, kind) in sorted_entries(&dir)? {
         if kind == EntryKind::Dir && name != ".git" {
@@ -244,13 +186,9 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(std::ffi::OsString, EntryKind)>, Ar
     let mut entries = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_error("reading directory", dir))? {
         let entry = entry.map_err(io_error("reading directory", dir))?;
-        let metadata =
-            fs::symlink_metadata(entry.path()).map_err(io_error("inspecting", &entry.path()))?;
+        let metadata = fs::symlink_metadata(entry.path()).map_err(io_error("inspecting", &entry.path()))?;
         let kind = if metadata.is_file() {
-            EntryKind::File {
-                executable: metadata.permissions().mode() & 0o111 != 0,
-                size: metadata.len(),
-            }
+            EntryKind::File { executable: metadata.permissions().mode() & 0o111 != 0, size: metadata.len() }
         } else if metadata.is_dir() {
             EntryKind::Dir
         } else {
@@ -298,19 +236,13 @@ impl Collected<'_> {
     }
 }
 
-fn collect_files(
-    root: &Path,
-    relative: &Path,
-    rules: &IgnoreRules,
-    out: &mut Collected<'_>,
-) -> Result<(), ArtifactError> {
+fn collect_files(root: &Path, relative: &Path, rules: &IgnoreRules, out: &mut Collected<'_>) -> Result<(), ArtifactError> {
     for (name, kind) in sorted_entries(&root.join(relative))? {
         let path = relative.join(&name);
         match kind {
             EntryKind::Dir => {
                 // Without negations nothing under an ignored directory can come back.
-                let prune =
-                    name == ".git" || (!rules.has_negations && rules.is_ignored(&path, true));
+                let prune = name == ".git" || (!rules.has_negations && rules.is_ignored(&path, true));
                 if !prune {
                     out.count(&path, 0)?;
                     collect_files(root, &path, rules, out)?;
@@ -319,10 +251,7 @@ fn collect_files(
             EntryKind::File { executable, size } => {
                 if !rules.is_ignored(&path, false) {
                     out.count(&path, size)?;
-                    out.files.push(PackedFile {
-                        relative: path,
-                        executable,
-                    });
+                    out.files.push(PackedFile { relative: path, executable });
                 }
             }
             EntryKind::Other => {}
@@ -342,52 +271,26 @@ pub struct PackSummary {
 }
 
 /// Writes `root` as a deterministic `.tar.gz` to `out`, within the default [`TreeLimits`].
-pub fn pack<W: Write>(
-    root: &Path,
-    rules: &IgnoreRules,
-    out: W,
-) -> Result<PackSummary, ArtifactError> {
+pub fn pack<W: Write>(root: &Path, rules: &IgnoreRules, out: W) -> Result<PackSummary, ArtifactError> {
     pack_within(root, rules, &TreeLimits::default(), out)
 }
 
 /// [`pack`] with other limits: a tree beyond them is refused before anything is written (what
 /// is packed can always be unpacked with the same limits).
-pub fn pack_within<W: Write>(
-    root: &Path,
-    rules: &IgnoreRules,
-    limits: &TreeLimits,
-    out: W,
-) -> Result<PackSummary, ArtifactError> {
-    let mut collected = Collected {
-        files: Vec::new(),
-        entries: 0,
-        bytes: 0,
-        limits,
-    };
+pub fn pack_within<W: Write>(root: &Path, rules: &IgnoreRules, limits: &TreeLimits, out: W) -> Result<PackSummary, ArtifactError> {
+    let mut collected = Collected { files: Vec::new(), entries: 0, bytes: 0, limits };
     collect_files(root, Path::new(""), rules, &mut collected)?;
     let mut files = collected.files;
     // Sorting by full path (not per directory) gives the same order whatever the walk did.
-    files.sort_by(|a, b| {
-        a.relative
-            .as_os_str()
-            .as_encoded_bytes()
-            .cmp(b.relative.as_os_str().as_encoded_bytes())
-    });
+    files.sort_by(|a, b| a.relative.as_os_str().as_encoded_bytes().cmp(b.relative.as_os_str().as_encoded_bytes()));
 
-    let hashing = HashingWriter {
-        inner: out,
-        hasher: Sha256::new(),
-        written: 0,
-    };
+    let hashing = HashingWriter { inner: out, hasher: Sha256::new(), written: 0 };
     let encoder = GzEncoder::new(hashing, Compression::default());
     let mut builder = tar::Builder::new(encoder);
     for file in &files {
         let path = root.join(&file.relative);
         let handle = fs::File::open(&path).map_err(io_error("opening", &path))?;
-        let size = handle
-            .metadata()
-            .map_err(io_error("inspecting", &path))?
-            .len();
+        let size = handle.metadata().map_err(io_error("inspecting", &path))?.len();
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
         header.set_size(size);
@@ -397,26 +300,13 @@ pub fn pack_within<W: Write>(
         header.set_gid(0);
         // A file that changes size while being read would corrupt the archive: read exactly
         // `size` bytes and fail if fewer come.
-        let reader = ExactReader {
-            inner: handle.take(size),
-            remaining: size,
-        };
-        builder
-            .append_data(&mut header, &file.relative, reader)
-            .map_err(|source| ArtifactError::Io {
-                action: "archiving",
-                path: path.clone(),
-                source,
-            })?;
+        let reader = ExactReader { inner: handle.take(size), remaining: size };
+        builder.append_data(&mut header, &file.relative, reader).map_err(|source| ArtifactError::Io { action: "archiving", path: path.clone(), source })?;
     }
     let encoder = builder.into_inner().map_err(ArtifactError::Write)?;
     let mut hashing = encoder.finish().map_err(ArtifactError::Write)?;
     hashing.flush().map_err(ArtifactError::Write)?;
-    Ok(PackSummary {
-        digest: format!("sha256:{}", hex::encode(hashing.hasher.finalize())),
-        size: hashing.written,
-        files: files.len() as u64,
-    })
+    Ok(PackSummary { digest: format!("sha256:{}", hex::encode(hashing.hasher.finalize())), size: hashing.written, files: files.len() as u64 })
 }
 
 /// `sha256:<hex>` of some bytes, as Flux writes artifact digests.
@@ -454,10 +344,7 @@ impl<R: Read> Read for ExactReader<R> {
         }
         let n = self.inner.read(buf)?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while being archived",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being archived"));
         }
         self.remaining -= n as u64;
         Ok(n)
@@ -488,12 +375,7 @@ pub type UnpackLimits = TreeLimits;
 
 impl Default for TreeLimits {
     fn default() -> Self {
-        TreeLimits {
-            max_entries: 100_000,
-            max_total_bytes: 512 * 1024 * 1024,
-            max_file_bytes: 128 * 1024 * 1024,
-            max_depth: 64,
-        }
+        TreeLimits { max_entries: 100_000, max_total_bytes: 512 * 1024 * 1024, max_file_bytes: 128 * 1024 * 1024, max_depth: 64 }
     }
 }
 
@@ -509,31 +391,17 @@ pub struct UnpackSummary {
 /// entry: absolute paths, `..` components, links (symbolic and hard), device and FIFO entries,
 /// duplicate paths, and archives beyond `limits`. On error the directory may hold a partial
 /// tree: the caller discards it.
-pub fn unpack<R: Read>(
-    archive: R,
-    into_dir: &Path,
-    limits: UnpackLimits,
-) -> Result<UnpackSummary, ArtifactError> {
+pub fn unpack<R: Read>(archive: R, into_dir: &Path, limits: UnpackLimits) -> Result<UnpackSummary, ArtifactError> {
     fs::create_dir_all(into_dir).map_err(io_error("creating", into_dir))?;
-    if fs::read_dir(into_dir)
-        .map_err(io_error("reading directory", into_dir))?
-        .next()
-        .is_some()
-    {
+    if fs::read_dir(into_dir).map_err(io_error("reading directory", into_dir))?.next().is_some() {
         return Err(ArtifactError::Io {
             action: "unpacking into non-empty directory",
             path: into_dir.to_path_buf(),
             source: io::Error::new(io::ErrorKind::AlreadyExists, "directory not empty"),
         });
     }
-    let stream_limit = limits
-        .max_total_bytes
-        .saturating_add(limits.max_entries.saturating_mul(TAR_OVERHEAD_PER_ENTRY));
-    let limited = LimitedReader {
-        inner: GzDecoder::new(archive),
-        remaining: stream_limit,
-        limit: stream_limit,
-    };
+    let stream_limit = limits.max_total_bytes.saturating_add(limits.max_entries.saturating_mul(TAR_OVERHEAD_PER_ENTRY));
+    let limited = LimitedReader { inner: GzDecoder::new(archive), remaining: stream_limit, limit: stream_limit };
     let mut tar = tar::Archive::new(limited);
     let mut summary = UnpackSummary { files: 0, bytes: 0 };
     let mut entry_count = 0u64;
@@ -543,36 +411,22 @@ pub fn unpack<R: Read>(
         let mut entry = entry.map_err(map_read_error)?;
         entry_count += 1;
         if entry_count > limits.max_entries {
-            return Err(ArtifactError::LimitExceeded {
-                what: "entries",
-                limit: limits.max_entries,
-            });
+            return Err(ArtifactError::LimitExceeded { what: "entries", limit: limits.max_entries });
         }
         let raw_path = entry.path().map_err(map_read_error)?.into_owned();
         let shown = raw_path.display().to_string();
-        let relative = safe_relative_path(&raw_path).ok_or(ArtifactError::UnsafeEntry {
-            path: shown.clone(),
-            reason: "path is absolute or leaves the target directory",
-        })?;
+        let relative = safe_relative_path(&raw_path)
+            .ok_or(ArtifactError::UnsafeEntry { path: shown.clone(), reason: "path is absolute or leaves the target directory" })?;
         if relative.components().count() > limits.max_depth {
-            return Err(ArtifactError::LimitExceeded {
-                what: "folder levels",
-                limit: limits.max_depth as u64,
-            });
+            return Err(ArtifactError::LimitExceeded { what: "folder levels", limit: limits.max_depth as u64 });
         }
         // The header's size is checked before a byte is written; the copy below is bounded by
         // it (the tar reader never yields more than an entry's size).
         if entry.size() > limits.max_file_bytes {
-            return Err(ArtifactError::LimitExceeded {
-                what: "bytes in one file",
-                limit: limits.max_file_bytes,
-            });
+            return Err(ArtifactError::LimitExceeded { what: "bytes in one file", limit: limits.max_file_bytes });
         }
         if summary.bytes.saturating_add(entry.size()) > limits.max_total_bytes {
-            return Err(ArtifactError::LimitExceeded {
-                what: "bytes in all files",
-                limit: limits.max_total_bytes,
-            });
+            return Err(ArtifactError::LimitExceeded { what: "bytes in all files", limit: limits.max_total_bytes });
         }
         let entry_type = entry.header().entry_type();
         let target = into_dir.join(&relative);
@@ -584,19 +438,12 @@ pub fn unpack<R: Read>(
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 if relative.as_os_str().is_empty() {
-                    return Err(ArtifactError::UnsafeEntry {
-                        path: shown,
-                        reason: "empty file name",
-                    });
+                    return Err(ArtifactError::UnsafeEntry { path: shown, reason: "empty file name" });
                 }
                 if let Some(parent) = relative.parent() {
                     create_dirs_inside(into_dir, parent, &mut known_dirs)?;
                 }
-                let executable = entry
-                    .header()
-                    .mode()
-                    .map(|m| m & 0o111 != 0)
-                    .unwrap_or(false);
+                let executable = entry.header().mode().map(|m| m & 0o111 != 0).unwrap_or(false);
                 let mut options = fs::OpenOptions::new();
                 // create_new is O_CREAT|O_EXCL, which also refuses to follow a symlink at the
                 // last component.
@@ -607,16 +454,9 @@ pub fn unpack<R: Read>(
                 }
                 let mut file = options.open(&target).map_err(|source| {
                     if source.kind() == io::ErrorKind::AlreadyExists {
-                        ArtifactError::UnsafeEntry {
-                            path: shown.clone(),
-                            reason: "duplicate entry",
-                        }
+                        ArtifactError::UnsafeEntry { path: shown.clone(), reason: "duplicate entry" }
                     } else {
-                        ArtifactError::Io {
-                            action: "creating",
-                            path: target.clone(),
-                            source,
-                        }
+                        ArtifactError::Io { action: "creating", path: target.clone(), source }
                     }
                 })?;
                 let copied = io::copy(&mut entry, &mut file).map_err(map_read_error)?;
@@ -626,16 +466,10 @@ pub fn unpack<R: Read>(
             // GNU/PAX metadata entries are consumed by the tar reader itself.
             tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => {}
             tar::EntryType::Symlink | tar::EntryType::Link => {
-                return Err(ArtifactError::UnsafeEntry {
-                    path: shown,
-                    reason: "links are not allowed",
-                });
+                return Err(ArtifactError::UnsafeEntry { path: shown, reason: "links are not allowed" });
             }
             _ => {
-                return Err(ArtifactError::UnsafeEntry {
-                    path: shown,
-                    reason: "only regular files and directories are allowed",
-                });
+                return Err(ArtifactError::UnsafeEntry { path: shown, reason: "only regular files and directories are allowed" });
             }
         }
     }
@@ -643,14 +477,8 @@ pub fn unpack<R: Read>(
 }
 
 fn map_read_error(error: io::Error) -> ArtifactError {
-    match error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<LimitHit>())
-    {
-        Some(hit) => ArtifactError::LimitExceeded {
-            what: "decompressed bytes",
-            limit: hit.0,
-        },
+    match error.get_ref().and_then(|inner| inner.downcast_ref::<LimitHit>()) {
+        Some(hit) => ArtifactError::LimitExceeded { what: "decompressed bytes", limit: hit.0 },
         None => ArtifactError::Read(error),
     }
 }
@@ -670,11 +498,7 @@ fn safe_relative_path(path: &Path) -> Option<PathBuf> {
 
 /// Creates `relative`'s directories under `root`, refusing to pass through anything that is
 /// not a real directory (a symlink could point outside).
-fn create_dirs_inside(
-    root: &Path,
-    relative: &Path,
-    known_dirs: &mut HashSet<PathBuf>,
-) -> Result<(), ArtifactError> {
+fn create_dirs_inside(root: &Path, relative: &Path, known_dirs: &mut HashSet<PathBuf>) -> Result<(), ArtifactError> {
     if relative.as_os_str().is_empty() || known_dirs.contains(relative) {
         return Ok(());
     }
@@ -684,10 +508,7 @@ fn create_dirs_inside(
         match fs::symlink_metadata(&current) {
             Ok(metadata) if metadata.is_dir() => {}
             Ok(_) => {
-                return Err(ArtifactError::UnsafeEntry {
-                    path: relative.display().to_string(),
-                    reason: "a parent path exists and is not a directory",
-                });
+                return Err(ArtifactError::UnsafeEntry { path: relative.display().to_string(), reason: "a parent path exists and is not a directory" });
             }
             Err(_) => fs::create_dir(&current).map_err(io_error("creating", &current))?,
         }
@@ -723,9 +544,7 @@ impl<R: Read> Read for LimitedReader<R> {
                 _ => Err(io::Error::other(LimitHit(self.limit))),
             };
         }
-        let max = buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let max = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..max])?;
         self.remaining -= n as u64;
         Ok(n)
@@ -753,18 +572,13 @@ mod tests {
                 assert_eq!(h.mtime().unwrap(), 0);
                 assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (0, 0));
                 assert_eq!(h.username().unwrap(), Some(""));
-                (
-                    e.path().unwrap().display().to_string(),
-                    h.mode().unwrap(),
-                    e.size(),
-                )
+                (e.path().unwrap().display().to_string(), h.mode().unwrap(), e.size())
             })
             .collect()
     }
 
     fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("ferroflux-artifact-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("ferroflux-artifact-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         dir
@@ -791,14 +605,7 @@ mod tests {
         write(&root, ".gitignore", "x");
         std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
         let (first, summary) = pack_to_vec(&root, None);
-        assert_eq!(
-            listing(&first),
-            vec![
-                ("a.yaml".to_owned(), 0o644, 2),
-                ("b/deploy.yaml".to_owned(), 0o644, 8),
-                ("run.sh".to_owned(), 0o755, 10),
-            ]
-        );
+        assert_eq!(listing(&first), vec![("a.yaml".to_owned(), 0o644, 2), ("b/deploy.yaml".to_owned(), 0o644, 8), ("run.sh".to_owned(), 0o755, 10),]);
         assert_eq!(summary.size, first.len() as u64);
         assert_eq!(summary.digest, sha256_digest(&first));
         // Same tree, different mtimes and creation order: same bytes.
@@ -823,30 +630,14 @@ mod tests {
         write(&root, "apps/important.tmp", "x");
         write(&root, "x.tmp", "x");
         write(&root, ".gitmodules", "x");
-        let names = |archive: &[u8]| {
-            listing(archive)
-                .into_iter()
-                .map(|e| e.0)
-                .collect::<Vec<_>>()
-        };
+        let names = |archive: &[u8]| listing(archive).into_iter().map(|e| e.0).collect::<Vec<_>>();
         let (with_file, _) = pack_to_vec(&root, None);
         // The .sourceignore replaced the defaults (png kept) and is scoped to apps/.
-        assert_eq!(
-            names(&with_file),
-            vec![
-                "apps/.sourceignore",
-                "apps/important.tmp",
-                "keep.png",
-                "x.tmp"
-            ]
-        );
+        assert_eq!(names(&with_file), vec!["apps/.sourceignore", "apps/important.tmp", "keep.png", "x.tmp"]);
         // spec.ignore has the last word, as in Flux (go-git's matcher): re-including apps/
         // also re-includes what apps/.sourceignore excluded.
         let (with_spec, _) = pack_to_vec(&root, Some("/*\n!/apps/\n"));
-        assert_eq!(
-            names(&with_spec),
-            vec!["apps/.sourceignore", "apps/important.tmp", "apps/x.tmp"]
-        );
+        assert_eq!(names(&with_spec), vec!["apps/.sourceignore", "apps/important.tmp", "apps/x.tmp"]);
         fs::remove_dir_all(&root).unwrap();
     }
 
@@ -878,68 +669,29 @@ mod tests {
         let target = scratch("roundtrip-dst");
         let summary = unpack(archive.as_slice(), &target, UnpackLimits::default()).unwrap();
         assert_eq!(summary, UnpackSummary { files: 2, bytes: 9 });
-        assert_eq!(
-            fs::read_to_string(target.join("a/b/c.yaml")).unwrap(),
-            "deep\n"
-        );
+        assert_eq!(fs::read_to_string(target.join("a/b/c.yaml")).unwrap(), "deep\n");
         fs::remove_dir_all(&root).unwrap();
         fs::remove_dir_all(&target).unwrap();
     }
 
     #[test]
     fn unpack_refuses_hostile_archives() {
-        let absolute = std::env::temp_dir()
-            .join(format!("ferroflux-absolute-{}.txt", std::process::id()))
-            .display()
-            .to_string();
+        let absolute = std::env::temp_dir().join(format!("ferroflux-absolute-{}.txt", std::process::id())).display().to_string();
         let cases: Vec<(&str, Vec<u8>)> = vec![
-            (
-                "dotdot",
-                tar_gz(&[("../escape.txt", tar::EntryType::Regular, b"x", None)]),
-            ),
-            (
-                "nested dotdot",
-                tar_gz(&[("a/../../escape.txt", tar::EntryType::Regular, b"x", None)]),
-            ),
-            (
-                "absolute",
-                tar_gz(&[(absolute.as_str(), tar::EntryType::Regular, b"x", None)]),
-            ),
-            (
-                "symlink",
-                tar_gz(&[("link", tar::EntryType::Symlink, b"", Some("/etc"))]),
-            ),
-            (
-                "hardlink",
-                tar_gz(&[("hard", tar::EntryType::Link, b"", Some("/etc/passwd"))]),
-            ),
+            ("dotdot", tar_gz(&[("../escape.txt", tar::EntryType::Regular, b"x", None)])),
+            ("nested dotdot", tar_gz(&[("a/../../escape.txt", tar::EntryType::Regular, b"x", None)])),
+            ("absolute", tar_gz(&[(absolute.as_str(), tar::EntryType::Regular, b"x", None)])),
+            ("symlink", tar_gz(&[("link", tar::EntryType::Symlink, b"", Some("/etc"))])),
+            ("hardlink", tar_gz(&[("hard", tar::EntryType::Link, b"", Some("/etc/passwd"))])),
             ("fifo", tar_gz(&[("fifo", tar::EntryType::Fifo, b"", None)])),
-            (
-                "duplicate",
-                tar_gz(&[
-                    ("a.txt", tar::EntryType::Regular, b"1", None),
-                    ("a.txt", tar::EntryType::Regular, b"2", None),
-                ]),
-            ),
-            (
-                "file then dir",
-                tar_gz(&[
-                    ("a", tar::EntryType::Regular, b"1", None),
-                    ("a/b", tar::EntryType::Regular, b"2", None),
-                ]),
-            ),
+            ("duplicate", tar_gz(&[("a.txt", tar::EntryType::Regular, b"1", None), ("a.txt", tar::EntryType::Regular, b"2", None)])),
+            ("file then dir", tar_gz(&[("a", tar::EntryType::Regular, b"1", None), ("a/b", tar::EntryType::Regular, b"2", None)])),
         ];
         for (name, archive) in cases {
             let target = scratch("hostile");
             let result = unpack(archive.as_slice(), &target, UnpackLimits::default());
-            assert!(
-                matches!(result, Err(ArtifactError::UnsafeEntry { .. })),
-                "{name}: {result:?}"
-            );
-            assert!(
-                !target.parent().unwrap().join("escape.txt").exists(),
-                "{name}"
-            );
+            assert!(matches!(result, Err(ArtifactError::UnsafeEntry { .. })), "{name}: {result:?}");
+            assert!(!target.parent().unwrap().join("escape.txt").exists(), "{name}");
             fs::remove_dir_all(&target).unwrap();
         }
         assert!(!Path::new(&absolute).exists());
@@ -952,78 +704,33 @@ mod tests {
         let bomb = tar_gz(&[("zeros", tar::EntryType::Regular, &zeros, None)]);
         assert!(bomb.len() < 100 * 1024);
         let target = scratch("bomb");
-        let limits = UnpackLimits {
-            max_total_bytes: 1024 * 1024,
-            max_entries: 10,
-            ..TreeLimits::default()
-        };
+        let limits = UnpackLimits { max_total_bytes: 1024 * 1024, max_entries: 10, ..TreeLimits::default() };
         let result = unpack(bomb.as_slice(), &target, limits);
-        assert!(
-            matches!(result, Err(ArtifactError::LimitExceeded { .. })),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(ArtifactError::LimitExceeded { .. })), "{result:?}");
         fs::remove_dir_all(&target).unwrap();
 
-        let many: Vec<(String, tar::EntryType, &[u8], Option<&str>)> = (0..20)
-            .map(|i| {
-                (
-                    format!("f{i}"),
-                    tar::EntryType::Regular,
-                    b"x" as &[u8],
-                    None,
-                )
-            })
-            .collect();
-        let many_refs: Vec<_> = many
-            .iter()
-            .map(|(p, k, d, l)| (p.as_str(), *k, *d, *l))
-            .collect();
+        let many: Vec<(String, tar::EntryType, &[u8], Option<&str>)> =
+            (0..20).map(|i| (format!("f{i}"), tar::EntryType::Regular, b"x" as &[u8], None)).collect();
+        let many_refs: Vec<_> = many.iter().map(|(p, k, d, l)| (p.as_str(), *k, *d, *l)).collect();
         let target = scratch("many");
         let result = unpack(tar_gz(&many_refs).as_slice(), &target, limits);
-        assert!(
-            matches!(
-                result,
-                Err(ArtifactError::LimitExceeded {
-                    what: "entries",
-                    ..
-                })
-            ),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(ArtifactError::LimitExceeded { what: "entries", .. })), "{result:?}");
         fs::remove_dir_all(&target).unwrap();
     }
 
     #[test]
     fn unpack_refuses_big_files_and_deep_trees_before_writing() {
-        let limits = TreeLimits {
-            max_file_bytes: 1000,
-            max_depth: 3,
-            ..TreeLimits::default()
-        };
+        let limits = TreeLimits { max_file_bytes: 1000, max_depth: 3, ..TreeLimits::default() };
         let big = vec![b'x'; 1001];
         let target = scratch("big-file");
-        let result = unpack(
-            tar_gz(&[("big", tar::EntryType::Regular, &big, None)]).as_slice(),
-            &target,
-            limits,
-        );
-        assert!(
-            matches!(result, Err(ArtifactError::LimitExceeded { what: "bytes in one file", .. })),
-            "{result:?}"
-        );
+        let result = unpack(tar_gz(&[("big", tar::EntryType::Regular, &big, None)]).as_slice(), &target, limits);
+        assert!(matches!(result, Err(ArtifactError::LimitExceeded { what: "bytes in one file", .. })), "{result:?}");
         assert!(!target.join("big").exists(), "nothing is written for a refused entry");
         fs::remove_dir_all(&target).unwrap();
 
         let target = scratch("deep");
-        let result = unpack(
-            tar_gz(&[("a/b/c/d.yaml", tar::EntryType::Regular, b"x", None)]).as_slice(),
-            &target,
-            limits,
-        );
-        assert!(
-            matches!(result, Err(ArtifactError::LimitExceeded { what: "folder levels", .. })),
-            "{result:?}"
-        );
+        let result = unpack(tar_gz(&[("a/b/c/d.yaml", tar::EntryType::Regular, b"x", None)]).as_slice(), &target, limits);
+        assert!(matches!(result, Err(ArtifactError::LimitExceeded { what: "folder levels", .. })), "{result:?}");
         assert!(!target.join("a").exists());
         fs::remove_dir_all(&target).unwrap();
     }
@@ -1043,17 +750,9 @@ mod tests {
             (TreeLimits { max_total_bytes: 2000, ..base }, "bytes in all files"),
         ] {
             let result = limit(limits);
-            assert!(
-                matches!(&result, Err(ArtifactError::LimitExceeded { what: w, .. }) if *w == what),
-                "{what}: {result:?}"
-            );
+            assert!(matches!(&result, Err(ArtifactError::LimitExceeded { what: w, .. }) if *w == what), "{what}: {result:?}");
         }
-        let exact = TreeLimits {
-            max_entries: 4,
-            max_depth: 3,
-            max_file_bytes: 2000,
-            max_total_bytes: 2001,
-        };
+        let exact = TreeLimits { max_entries: 4, max_depth: 3, max_file_bytes: 2000, max_total_bytes: 2001 };
         let mut archive = Vec::new();
         pack_within(&root, &rules, &exact, &mut archive).unwrap();
         let target = scratch("pack-limits-out");

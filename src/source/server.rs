@@ -46,13 +46,8 @@ struct ServerState {
 
 /// The router alone, for embedding in another server.
 pub fn router(root: &Path) -> Result<Router, ServerError> {
-    let root = std::fs::canonicalize(root).map_err(|source| ServerError::Root {
-        path: root.to_path_buf(),
-        source,
-    })?;
-    Ok(Router::new()
-        .fallback(serve_file)
-        .with_state(ServerState { root }))
+    let root = std::fs::canonicalize(root).map_err(|source| ServerError::Root { path: root.to_path_buf(), source })?;
+    Ok(Router::new().fallback(serve_file).with_state(ServerState { root }))
 }
 
 /// A bound server; `local_addr` tells the port when bound to port 0.
@@ -64,9 +59,7 @@ pub struct ArtifactServer {
 impl ArtifactServer {
     pub async fn bind(root: &Path, addr: SocketAddr) -> Result<Self, ServerError> {
         let router = router(root)?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
         Ok(ArtifactServer { listener, router })
     }
 
@@ -75,14 +68,8 @@ impl ArtifactServer {
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight requests.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServerError> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ServerError::Serve)
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve)
     }
 
     pub async fn run(self) -> Result<(), ServerError> {
@@ -135,9 +122,7 @@ fn request_components(raw_path: &str) -> Result<Vec<String>, PathRejection> {
 /// malformed escape (which `percent-encoding` keeps as text) or a double-encoded one
 /// (`%252e`). No artifact path has a '%' (they are Kubernetes names and commit ids).
 fn percent_decode(segment: &str) -> Option<String> {
-    let decoded = percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .ok()?;
+    let decoded = percent_encoding::percent_decode_str(segment).decode_utf8().ok()?;
     (!decoded.contains('%')).then(|| decoded.into_owned())
 }
 
@@ -149,9 +134,7 @@ async fn serve_file(State(state): State<ServerState>, request: Request) -> Respo
     let method = request.method().clone();
     if method != Method::GET && method != Method::HEAD {
         let mut response = status(StatusCode::METHOD_NOT_ALLOWED);
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
     let raw_path = request.uri().path().to_owned();
@@ -160,9 +143,7 @@ async fn serve_file(State(state): State<ServerState>, request: Request) -> Respo
         Err(PathRejection::BadRequest) => return status(StatusCode::BAD_REQUEST),
         Err(PathRejection::NotServed) => return status(StatusCode::NOT_FOUND),
     };
-    let candidate = components
-        .iter()
-        .fold(state.root.clone(), |path, c| path.join(c));
+    let candidate = components.iter().fold(state.root.clone(), |path, c| path.join(c));
     // Resolve symlinks and insist the result is still inside the root.
     let Ok(resolved) = tokio::fs::canonicalize(&candidate).await else {
         return status(StatusCode::NOT_FOUND);
@@ -180,17 +161,9 @@ async fn serve_file(State(state): State<ServerState>, request: Request) -> Respo
     if !metadata.is_file() {
         return status(StatusCode::NOT_FOUND);
     }
-    let content_type = if raw_path.ends_with(".tar.gz") || raw_path.ends_with(".tgz") {
-        "application/gzip"
-    } else {
-        "application/octet-stream"
-    };
+    let content_type = if raw_path.ends_with(".tar.gz") || raw_path.ends_with(".tgz") { "application/gzip" } else { "application/octet-stream" };
     let length = metadata.len();
-    let body = if method == Method::HEAD {
-        Body::empty()
-    } else {
-        Body::from_stream(file_chunks(file, length))
-    };
+    let body = if method == Method::HEAD { Body::empty() } else { Body::from_stream(file_chunks(file, length)) };
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -202,10 +175,7 @@ async fn serve_file(State(state): State<ServerState>, request: Request) -> Respo
 /// Content-Length, even if the file grew meanwhile; artifacts are replaced by rename, so an
 /// open file does not change in practice, and one that shrank ends the body short, which the
 /// HTTP server reports by closing the connection).
-fn file_chunks(
-    file: tokio::fs::File,
-    length: u64,
-) -> tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>> {
+fn file_chunks(file: tokio::fs::File, length: u64) -> tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>> {
     tokio_util::io::ReaderStream::with_capacity(file.take(length), 64 * 1024)
 }
 
@@ -216,10 +186,7 @@ mod tests {
     #[test]
     fn request_paths() {
         let ok = |p: &str| request_components(p).unwrap();
-        assert_eq!(
-            ok("/gitrepository/ns/name/abc.tar.gz"),
-            vec!["gitrepository", "ns", "name", "abc.tar.gz"]
-        );
+        assert_eq!(ok("/gitrepository/ns/name/abc.tar.gz"), vec!["gitrepository", "ns", "name", "abc.tar.gz"]);
         assert_eq!(ok("/a%20b"), vec!["a b"]);
         for bad in [
             "/../etc/passwd",
@@ -238,18 +205,10 @@ mod tests {
             "/a%",
             "/a%4",
         ] {
-            assert_eq!(
-                request_components(bad),
-                Err(PathRejection::BadRequest),
-                "{bad}"
-            );
+            assert_eq!(request_components(bad), Err(PathRejection::BadRequest), "{bad}");
         }
         for hidden in ["/", "/a/.tmp-x", "/.git/config"] {
-            assert_eq!(
-                request_components(hidden),
-                Err(PathRejection::NotServed),
-                "{hidden}"
-            );
+            assert_eq!(request_components(hidden), Err(PathRejection::NotServed), "{hidden}");
         }
     }
 }

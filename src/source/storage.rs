@@ -21,11 +21,7 @@ const STALE_TEMP_AGE: Duration = Duration::from_secs(600);
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("invalid {field} '{value}': {reason}")]
-    InvalidName {
-        field: &'static str,
-        value: String,
-        reason: &'static str,
-    },
+    InvalidName { field: &'static str, value: String, reason: &'static str },
     #[error("{action} '{}': {source}", path.display())]
     Io {
         action: &'static str,
@@ -37,15 +33,8 @@ pub enum StorageError {
     Artifact(#[from] ArtifactError),
 }
 
-fn io_error<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> StorageError + 'a {
-    move |source| StorageError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StorageError + 'a {
+    move |source| StorageError::Io { action, path: path.to_path_buf(), source }
 }
 
 /// Identifies one object's artifacts: kind, namespace and name, validated on construction so
@@ -60,19 +49,11 @@ pub struct ObjectKey {
 impl ObjectKey {
     pub fn new(kind: &str, namespace: &str, name: &str) -> Result<Self, StorageError> {
         if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_lowercase()) {
-            return Err(StorageError::InvalidName {
-                field: "kind",
-                value: kind.to_owned(),
-                reason: "must be lowercase letters",
-            });
+            return Err(StorageError::InvalidName { field: "kind", value: kind.to_owned(), reason: "must be lowercase letters" });
         }
         validate_dns_name("namespace", namespace, 63)?;
         validate_dns_name("name", name, 253)?;
-        Ok(ObjectKey {
-            kind: kind.to_owned(),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        })
+        Ok(ObjectKey { kind: kind.to_owned(), namespace: namespace.to_owned(), name: name.to_owned() })
     }
 
     pub fn git_repository(namespace: &str, name: &str) -> Result<Self, StorageError> {
@@ -88,25 +69,14 @@ impl ObjectKey {
 /// Kubernetes object names are DNS subdomains (namespaces DNS labels): lowercase letters,
 /// digits, `-` and `.`. Checked here anyway because these strings become paths.
 fn validate_dns_name(field: &'static str, value: &str, max_len: usize) -> Result<(), StorageError> {
-    let invalid = |reason| {
-        Err(StorageError::InvalidName {
-            field,
-            value: value.to_owned(),
-            reason,
-        })
-    };
+    let invalid = |reason| Err(StorageError::InvalidName { field, value: value.to_owned(), reason });
     if value.is_empty() || value.len() > max_len {
         return invalid("length must be between 1 and the Kubernetes limit");
     }
-    if !value
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-    {
+    if !value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.') {
         return invalid("only lowercase letters, digits, '-' and '.' are allowed");
     }
-    let first_and_last_alnum = [value.as_bytes()[0], value.as_bytes()[value.len() - 1]]
-        .iter()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let first_and_last_alnum = [value.as_bytes()[0], value.as_bytes()[value.len() - 1]].iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if !first_and_last_alnum || value.contains("..") {
         return invalid("must start and end with a letter or digit");
     }
@@ -116,21 +86,8 @@ fn validate_dns_name(field: &'static str, value: &str, max_len: usize) -> Result
 /// The revision part of a file name: the commit id (hex), or any id made of letters, digits,
 /// `-`, `_` and `.` not starting with `.`.
 fn validate_revision_id(id: &str) -> Result<(), StorageError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StorageError::InvalidName {
-            field: "revision id",
-            value: id.to_owned(),
-            reason: "must be a commit id or similar token",
-        })
-    }
+    let ok = !id.is_empty() && id.len() <= 128 && !id.starts_with('.') && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok { Ok(()) } else { Err(StorageError::InvalidName { field: "revision id", value: id.to_owned(), reason: "must be a commit id or similar token" }) }
 }
 
 /// A stored artifact.
@@ -162,89 +119,45 @@ impl Storage {
     }
 
     pub fn object_dir(&self, key: &ObjectKey) -> PathBuf {
-        self.root
-            .join(&key.kind)
-            .join(&key.namespace)
-            .join(&key.name)
+        self.root.join(&key.kind).join(&key.namespace).join(&key.name)
     }
 
     /// `<kind>/<namespace>/<name>/<revision_id>.tar.gz`.
-    pub fn relative_path(
-        &self,
-        key: &ObjectKey,
-        revision_id: &str,
-    ) -> Result<String, StorageError> {
+    pub fn relative_path(&self, key: &ObjectKey, revision_id: &str) -> Result<String, StorageError> {
         validate_revision_id(revision_id)?;
-        Ok(format!(
-            "{}/{revision_id}{ARTIFACT_SUFFIX}",
-            key.relative_dir()
-        ))
+        Ok(format!("{}/{revision_id}{ARTIFACT_SUFFIX}", key.relative_dir()))
     }
 
-    pub fn artifact_path(
-        &self,
-        key: &ObjectKey,
-        revision_id: &str,
-    ) -> Result<PathBuf, StorageError> {
+    pub fn artifact_path(&self, key: &ObjectKey, revision_id: &str) -> Result<PathBuf, StorageError> {
         validate_revision_id(revision_id)?;
-        Ok(self
-            .object_dir(key)
-            .join(format!("{revision_id}{ARTIFACT_SUFFIX}")))
+        Ok(self.object_dir(key).join(format!("{revision_id}{ARTIFACT_SUFFIX}")))
     }
 
     /// Whether the artifact for this revision is stored (as a regular file, not a symlink).
     pub fn exists(&self, key: &ObjectKey, revision_id: &str) -> bool {
-        self.artifact_path(key, revision_id)
-            .ok()
-            .and_then(|path| fs::symlink_metadata(path).ok())
-            .is_some_and(|m| m.is_file())
+        self.artifact_path(key, revision_id).ok().and_then(|path| fs::symlink_metadata(path).ok()).is_some_and(|m| m.is_file())
     }
 
     /// Packs `tree` (with `rules`) straight into the artifact for `revision_id`, atomically:
     /// the archive is written to a temp file in the same directory, synced, then renamed, so
     /// readers see either the old file or the complete new one.
-    pub fn store_tree(
-        &self,
-        key: &ObjectKey,
-        revision_id: &str,
-        tree: &Path,
-        rules: &IgnoreRules,
-    ) -> Result<StoredArtifact, StorageError> {
+    pub fn store_tree(&self, key: &ObjectKey, revision_id: &str, tree: &Path, rules: &IgnoreRules) -> Result<StoredArtifact, StorageError> {
         let mut summary: Option<PackSummary> = None;
         let path = self.write_atomically(key, revision_id, |file| {
             summary = Some(artifact::pack(tree, rules, io::BufWriter::new(&mut *file))?);
             Ok(())
         })?;
-        let summary = summary.ok_or_else(|| StorageError::Io {
-            action: "packing",
-            path: path.clone(),
-            source: io::Error::other("archive was not written"),
-        })?;
-        Ok(StoredArtifact {
-            relative_path: self.relative_path(key, revision_id)?,
-            path,
-            digest: summary.digest,
-            size: summary.size,
-        })
+        let summary = summary.ok_or_else(|| StorageError::Io { action: "packing", path: path.clone(), source: io::Error::other("archive was not written") })?;
+        Ok(StoredArtifact { relative_path: self.relative_path(key, revision_id)?, path, digest: summary.digest, size: summary.size })
     }
 
     /// Stores already-packed bytes (for tests and other producers).
-    pub fn store_bytes(
-        &self,
-        key: &ObjectKey,
-        revision_id: &str,
-        bytes: &[u8],
-    ) -> Result<StoredArtifact, StorageError> {
+    pub fn store_bytes(&self, key: &ObjectKey, revision_id: &str, bytes: &[u8]) -> Result<StoredArtifact, StorageError> {
         let path = self.write_atomically(key, revision_id, |file| {
             file.write_all(bytes).map_err(ArtifactError::Write)?;
             Ok(())
         })?;
-        Ok(StoredArtifact {
-            relative_path: self.relative_path(key, revision_id)?,
-            path,
-            digest: artifact::sha256_digest(bytes),
-            size: bytes.len() as u64,
-        })
+        Ok(StoredArtifact { relative_path: self.relative_path(key, revision_id)?, path, digest: artifact::sha256_digest(bytes), size: bytes.len() as u64 })
     }
 
     fn write_atomically(
@@ -259,20 +172,11 @@ impl Storage {
         // A random name beside the final one (so the rename stays on one filesystem), with the
         // prefix the server never serves and garbage collection removes when stale; dropped
         // (deleted) on any error.
-        let mut temp = tempfile::Builder::new()
-            .prefix(&format!("{TEMP_PREFIX}{revision_id}-"))
-            .tempfile_in(&dir)
-            .map_err(io_error("creating temp file", &dir))?;
+        let mut temp =
+            tempfile::Builder::new().prefix(&format!("{TEMP_PREFIX}{revision_id}-")).tempfile_in(&dir).map_err(io_error("creating temp file", &dir))?;
         write(temp.as_file_mut())?;
-        temp.as_file()
-            .sync_all()
-            .map_err(io_error("syncing", temp.path()))?;
-        temp.persist(&final_path)
-            .map_err(|e| StorageError::Io {
-                action: "renaming into place",
-                path: final_path.clone(),
-                source: e.error,
-            })?;
+        temp.as_file().sync_all().map_err(io_error("syncing", temp.path()))?;
+        temp.persist(&final_path).map_err(|e| StorageError::Io { action: "renaming into place", path: final_path.clone(), source: e.error })?;
         // The rename is durable only once the directory entry is.
         if let Ok(dir_handle) = fs::File::open(&dir) {
             let _ = dir_handle.sync_all();
@@ -282,12 +186,7 @@ impl Storage {
 
     /// Removes all but the current artifact and the `keep_previous` newest others (by
     /// modification time), plus stale temp files. Returns the removed paths.
-    pub fn garbage_collect(
-        &self,
-        key: &ObjectKey,
-        current_revision_id: &str,
-        keep_previous: usize,
-    ) -> Result<Vec<PathBuf>, StorageError> {
+    pub fn garbage_collect(&self, key: &ObjectKey, current_revision_id: &str, keep_previous: usize) -> Result<Vec<PathBuf>, StorageError> {
         let current = self.artifact_path(key, current_revision_id)?;
         let dir = self.object_dir(key);
         let entries = match fs::read_dir(&dir) {
@@ -308,9 +207,7 @@ impl Storage {
             let file_name = entry.file_name();
             let file_name = file_name.to_string_lossy();
             if file_name.starts_with(TEMP_PREFIX) {
-                let stale = now
-                    .duration_since(modified)
-                    .is_ok_and(|age| age > STALE_TEMP_AGE);
+                let stale = now.duration_since(modified).is_ok_and(|age| age > STALE_TEMP_AGE);
                 if stale && fs::remove_file(&path).is_ok() {
                     removed.push(path);
                 }
@@ -352,33 +249,21 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("ferroflux-storage-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("ferroflux-storage-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }
 
     #[test]
     fn names_are_validated() {
-        for (ns, name) in [
-            ("a/b", "x"),
-            ("ns", "../x"),
-            ("..", "x"),
-            ("ns", "X"),
-            ("", "x"),
-            ("ns", "a..b"),
-            ("ns", ".x"),
-        ] {
+        for (ns, name) in [("a/b", "x"), ("ns", "../x"), ("..", "x"), ("ns", "X"), ("", "x"), ("ns", "a..b"), ("ns", ".x")] {
             assert!(ObjectKey::git_repository(ns, name).is_err(), "{ns}/{name}");
         }
         let key = ObjectKey::git_repository("flux-system", "podinfo.v2").unwrap();
         let storage = Storage::new(scratch("names")).unwrap();
         assert!(storage.artifact_path(&key, "../../etc").is_err());
         assert!(storage.artifact_path(&key, ".hidden").is_err());
-        assert_eq!(
-            storage.relative_path(&key, "abc123").unwrap(),
-            "gitrepository/flux-system/podinfo.v2/abc123.tar.gz"
-        );
+        assert_eq!(storage.relative_path(&key, "abc123").unwrap(), "gitrepository/flux-system/podinfo.v2/abc123.tar.gz");
         fs::remove_dir_all(storage.root()).unwrap();
     }
 
@@ -389,14 +274,11 @@ mod tests {
         let other = ObjectKey::git_repository("ns", "other").unwrap();
         assert!(!storage.exists(&key, "c0"));
         for (i, id) in ["c0", "c1", "c2", "c3"].iter().enumerate() {
-            let stored = storage
-                .store_bytes(&key, id, format!("artifact {i}").as_bytes())
-                .unwrap();
+            let stored = storage.store_bytes(&key, id, format!("artifact {i}").as_bytes()).unwrap();
             assert_eq!(stored.size, 10);
             // Distinct mtimes, oldest first.
             let file = fs::File::options().write(true).open(&stored.path).unwrap();
-            file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1000 + i as u64))
-                .unwrap();
+            file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1000 + i as u64)).unwrap();
         }
         storage.store_bytes(&other, "z", b"z").unwrap();
         assert!(storage.exists(&key, "c2"));

@@ -254,8 +254,7 @@ impl OwnControlPlane {
         signal(pid, "-KILL");
         let gone = (0..200).any(|_| {
             std::thread::sleep(Duration::from_millis(50));
-            !Path::new(&format!("/proc/{pid}")).exists()
-                || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+            !Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
         });
         assert!(gone, "kube-apiserver {pid} did not stop");
     }

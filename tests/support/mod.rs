@@ -58,10 +58,7 @@ pub fn kubeconfig() -> &'static Path {
         if let Ok(path) = std::env::var(KUBECONFIG_ENV) {
             return Ok(Cluster { kubeconfig: PathBuf::from(path), _dir: None });
         }
-        let dir = tempfile::Builder::new()
-            .prefix("ferroflux-k8s-")
-            .tempdir()
-            .map_err(|e| format!("temp dir: {e}"))?;
+        let dir = tempfile::Builder::new().prefix("ferroflux-k8s-").tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let out = Command::new("bash")
             .arg(repo_root().join("hack/k8s-up.sh"))
             .arg(dir.path())
@@ -70,10 +67,7 @@ pub fn kubeconfig() -> &'static Path {
             .output()
             .map_err(|e| format!("running hack/k8s-up.sh: {e}"))?;
         if !out.status.success() {
-            return Err(format!(
-                "hack/k8s-up.sh failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            return Err(format!("hack/k8s-up.sh failed:\n{}", String::from_utf8_lossy(&out.stderr)));
         }
         // The folder lives in a static, which is never dropped: remove it when the process ends.
         cleanup_on_exit(&format!("'{0}/down.sh'; rm -rf '{0}'", dir.path().display()));
@@ -92,27 +86,19 @@ pub async fn client() -> Client {
 
 pub async fn client_for(kubeconfig: &Path) -> Client {
     let kc = Kubeconfig::read_from(kubeconfig).expect("reading the test kubeconfig");
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig to config");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig to config");
     Client::try_from(config).expect("building the client")
 }
 
 /// Creates a fresh namespace named after the test.
 pub async fn namespace(client: &Client, test: &str) -> String {
-    let suffix: u32 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let suffix: u32 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let name = format!("{}-{:x}", test.replace('_', "-"), suffix % 0xfffff);
     let ns: Namespace = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
     }))
     .expect("namespace object");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("creating the test namespace");
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("creating the test namespace");
     name
 }
 
@@ -148,9 +134,11 @@ pub async fn apply_crds(client: Client) {
             let api = api.clone();
             let name = name.clone();
             async move {
-                api.get(&name).await.ok().and_then(|c| c.status).is_some_and(|s| {
-                    s.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True")
-                })
+                api.get(&name)
+                    .await
+                    .ok()
+                    .and_then(|c| c.status)
+                    .is_some_and(|s| s.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True"))
             }
         })
         .await
@@ -221,9 +209,8 @@ where
     let mut last = None;
     while tokio::time::Instant::now() < deadline {
         if let Ok(object) = api.get(name).await {
-            let ready = conditions(&object)
-                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+            let ready =
+                conditions(&object).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready")).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
             if let Some((s, _, m)) = &ready {
                 if s == status && m.contains(message_contains) {
                     return object;
@@ -233,10 +220,7 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!(
-        "{name} never became Ready={status} with {message_contains:?}; last Ready: {last:?}\ncontroller log:\n{}",
-        controller().log_tail()
-    );
+    panic!("{name} never became Ready={status} with {message_contains:?}; last Ready: {last:?}\ncontroller log:\n{}", controller().log_tail());
 }
 
 pub fn has_kubectl() -> bool {
@@ -245,11 +229,7 @@ pub fn has_kubectl() -> bool {
 
 /// Runs kubectl against the test cluster.
 pub fn kubectl(args: &[&str]) -> Output {
-    Command::new("kubectl")
-        .env("KUBECONFIG", kubeconfig())
-        .args(args)
-        .output()
-        .expect("running kubectl")
+    Command::new("kubectl").env("KUBECONFIG", kubeconfig()).args(args).output().expect("running kubectl")
 }
 
 /// Runs `cmd` in the background until this test process exits, then runs `cleanup` (a shell
@@ -288,11 +268,7 @@ pub fn git_servers() -> &'static GitServers {
         assert!(out.status.success(), "hack/git-servers.sh start failed:\n{}", String::from_utf8_lossy(&out.stderr));
         cleanup_on_exit(&format!("bash '{}' stop '{1}'; rm -rf '{1}'", script.display(), dir.path().display()));
         let text = std::fs::read_to_string(dir.path().join("env")).expect("git-servers env");
-        let env = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let env = text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         GitServers { env, _dir: dir }
     })
 }
@@ -389,10 +365,7 @@ pub struct ControllerProcess {
 static CONTROLLER: OnceLock<ControllerProcess> = OnceLock::new();
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 /// A `ferroflux controller` process of a test's own, with a folder for storage and log.
@@ -562,18 +535,24 @@ pub async fn simulated_node(client: &Client, namespace: &str) -> SimulatedNode {
                         }
                         continue;
                     }
-                    let ready = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-                        cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                    });
+                    let ready =
+                        pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
                     if !ready {
                         let now = jiff::Timestamp::now().to_string();
                         let containers: Vec<serde_json::Value> = pod
                             .spec
                             .as_ref()
-                            .map(|s| s.containers.iter().map(|c| serde_json::json!({
-                                "name": c.name, "image": c.image, "imageID": "", "ready": true, "restartCount": 0,
-                                "started": true, "state": {"running": {"startedAt": now}}
-                            })).collect())
+                            .map(|s| {
+                                s.containers
+                                    .iter()
+                                    .map(|c| {
+                                        serde_json::json!({
+                                            "name": c.name, "image": c.image, "imageID": "", "ready": true, "restartCount": 0,
+                                            "started": true, "state": {"running": {"startedAt": now}}
+                                        })
+                                    })
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         let status = serde_json::json!({"status": {
                             "phase": "Running", "podIP": "10.0.0.1", "hostIP": "10.0.0.2", "startTime": now,

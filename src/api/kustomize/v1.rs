@@ -8,12 +8,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CommonMetadata, HealthCheckReference, Image, JsonPatch6902, KubeConfigReference, Patch,
-    PostBuild, ResourceInventory, default_false, preserve_unknown_fields_list,
+    CommonMetadata, HealthCheckReference, Image, JsonPatch6902, KubeConfigReference, Patch, PostBuild, ResourceInventory, default_false,
+    preserve_unknown_fields_list,
 };
 use crate::api::kustomize::v1beta2::Validation;
 use crate::api::meta::LocalObjectReference;
 
+// kube's derive repeats `type_` per printcolumn, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 /// KustomizationSpec defines what to build from a source and how to apply it.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(

@@ -158,7 +158,8 @@ mod tests {
 
     #[test]
     fn types_are_spelled_as_in_flux() {
-        for (text, kind) in [("\"generic-hmac\"", ReceiverType::GenericHmac), ("\"github\"", ReceiverType::Github), ("\"bitbucket\"", ReceiverType::Bitbucket)] {
+        for (text, kind) in [("\"generic-hmac\"", ReceiverType::GenericHmac), ("\"github\"", ReceiverType::Github), ("\"bitbucket\"", ReceiverType::Bitbucket)]
+        {
             assert_eq!(serde_json::from_str::<ReceiverType>(text).ok(), Some(kind));
             assert_eq!(format!("\"{}\"", kind.as_str()), text);
         }

@@ -9,6 +9,8 @@ use super::{GitRepositoryInclude, GitRepositoryRef};
 use crate::api::meta::{Artifact, LocalObjectReference};
 use crate::api::source::v1beta2::{GitImplementation, NamespaceSelectors};
 
+// kube's derive repeats `type_` per printcolumn, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 /// GitRepositorySpec specifies the Git repository to fetch, and how.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::{GitRepositoryInclude, GitRepositoryRef};
 use crate::api::meta::{Artifact, LocalObjectReference};
 
+// kube's derive repeats `type_` per printcolumn, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 /// GitRepositorySpec specifies the Git repository to fetch, and how.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(

@@ -43,10 +43,7 @@ impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
             .field("basic_auth", &self.basic_auth.as_ref().map(|b| &b.username))
-            .field(
-                "bearer_token",
-                &self.bearer_token.as_ref().map(|_| "<redacted>"),
-            )
+            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "<redacted>"))
             .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
             .field("ssh", &self.ssh.as_ref().map(|_| "<redacted>"))
             .field("allow_insecure_http", &self.allow_insecure_http)
@@ -62,10 +59,7 @@ pub enum CredentialsError {
     #[error("secret key '{0}' holds a line break or another control character")]
     ControlCharacter(&'static str),
     #[error("secret has '{present}' but not '{missing}'")]
-    Incomplete {
-        present: &'static str,
-        missing: &'static str,
-    },
+    Incomplete { present: &'static str, missing: &'static str },
     #[error("secret has both username/password and bearerToken: use one")]
     ConflictingHttpAuth,
     #[error(
@@ -96,18 +90,14 @@ impl Credentials {
         let text = |key: &'static str| -> Result<Option<String>, CredentialsError> {
             match data.get(key) {
                 None => Ok(None),
-                Some(bytes) => String::from_utf8(bytes.clone())
-                    .map(Some)
-                    .map_err(|_| CredentialsError::NotUtf8(key)),
+                Some(bytes) => String::from_utf8(bytes.clone()).map(Some).map_err(|_| CredentialsError::NotUtf8(key)),
             }
         };
         // These go into an HTTP header: a line break would add headers of the secret author's
         // choosing, and a NUL byte cannot be passed to libgit2 at all.
         let header_value = |key: &'static str| -> Result<Option<String>, CredentialsError> {
             match text(key)? {
-                Some(v) if v.chars().any(char::is_control) => {
-                    Err(CredentialsError::ControlCharacter(key))
-                }
+                Some(v) if v.chars().any(char::is_control) => Err(CredentialsError::ControlCharacter(key)),
                 other => Ok(other),
             }
         };
@@ -117,34 +107,18 @@ impl Credentials {
         let mut creds = Credentials::default();
         let identity = text(KEY_IDENTITY)?.filter(|s| !s.trim().is_empty());
         let username = header_value(KEY_USERNAME)?;
-        let password = if identity.is_some() {
-            text(KEY_PASSWORD)?
-        } else {
-            header_value(KEY_PASSWORD)?
-        };
+        let password = if identity.is_some() { text(KEY_PASSWORD)? } else { header_value(KEY_PASSWORD)? };
         if let Some(identity) = identity {
             let known_hosts = text(KEY_KNOWN_HOSTS)?.ok_or(CredentialsError::MissingKnownHosts)?;
-            creds.ssh = Some(SshCredentials {
-                identity,
-                passphrase: password.filter(|p| !p.is_empty()),
-                known_hosts,
-            });
+            creds.ssh = Some(SshCredentials { identity, passphrase: password.filter(|p| !p.is_empty()), known_hosts });
         } else {
             match (username, password) {
-                (Some(username), Some(password)) => {
-                    creds.basic_auth = Some(BasicAuth { username, password })
-                }
+                (Some(username), Some(password)) => creds.basic_auth = Some(BasicAuth { username, password }),
                 (Some(_), None) => {
-                    return Err(CredentialsError::Incomplete {
-                        present: KEY_USERNAME,
-                        missing: KEY_PASSWORD,
-                    });
+                    return Err(CredentialsError::Incomplete { present: KEY_USERNAME, missing: KEY_PASSWORD });
                 }
                 (None, Some(_)) => {
-                    return Err(CredentialsError::Incomplete {
-                        present: KEY_PASSWORD,
-                        missing: KEY_USERNAME,
-                    });
+                    return Err(CredentialsError::Incomplete { present: KEY_PASSWORD, missing: KEY_USERNAME });
                 }
                 (None, None) => {}
             }
@@ -165,9 +139,7 @@ impl Credentials {
 }
 
 fn parse_ca_bundle(pem: &[u8]) -> Vec<CertificateDer<'static>> {
-    CertificateDer::pem_slice_iter(pem)
-        .filter_map(Result::ok)
-        .collect()
+    CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect()
 }
 
 /// Verifies a server's leaf certificate (DER, as libgit2 hands it over) against the CA bundle
@@ -175,41 +147,22 @@ fn parse_ca_bundle(pem: &[u8]) -> Vec<CertificateDer<'static>> {
 /// must be in the bundle too; every certificate in it is treated as a trust anchor.
 pub fn verify_server_cert(ca_pem: &[u8], leaf_der: &[u8], host: &str) -> Result<(), String> {
     let ca_certs = parse_ca_bundle(ca_pem);
-    let anchors: Vec<_> = ca_certs
-        .iter()
-        .filter_map(|der| webpki::anchor_from_trusted_cert(der).ok())
-        .collect();
+    let anchors: Vec<_> = ca_certs.iter().filter_map(|der| webpki::anchor_from_trusted_cert(der).ok()).collect();
     if anchors.is_empty() {
         return Err("ca.crt holds no usable certificate".to_owned());
     }
     let leaf = CertificateDer::from(leaf_der);
-    let end_entity = webpki::EndEntityCert::try_from(&leaf)
-        .map_err(|e| format!("bad server certificate: {e}"))?;
+    let end_entity = webpki::EndEntityCert::try_from(&leaf).map_err(|e| format!("bad server certificate: {e}"))?;
     end_entity
-        .verify_for_usage(
-            webpki::ALL_VERIFICATION_ALGS,
-            &anchors,
-            &[],
-            UnixTime::now(),
-            webpki::KeyUsage::server_auth(),
-            None,
-            None,
-        )
+        .verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &[], UnixTime::now(), webpki::KeyUsage::server_auth(), None, None)
         .map_err(|e| format!("certificate is not signed by the CA in ca.crt: {e}"))?;
-    let name =
-        ServerName::try_from(host).map_err(|_| format!("'{host}' is not a valid server name"))?;
-    end_entity
-        .verify_is_valid_for_subject_name(&name)
-        .map_err(|e| format!("certificate is not valid for '{host}': {e}"))
+    let name = ServerName::try_from(host).map_err(|_| format!("'{host}' is not a valid server name"))?;
+    end_entity.verify_is_valid_for_subject_name(&name).map_err(|e| format!("certificate is not valid for '{host}': {e}"))
 }
 
 /// The `known_hosts` host pattern OpenSSH uses for a host and port.
 fn known_hosts_name(host: &str, port: u16) -> String {
-    if port == 22 {
-        host.to_owned()
-    } else {
-        format!("[{host}]:{port}")
-    }
+    if port == 22 { host.to_owned() } else { format!("[{host}]:{port}") }
 }
 
 /// Outcome of looking a presented host key up in `known_hosts`.
@@ -265,11 +218,7 @@ pub fn check_host_key(known_hosts: &str, host: &str, port: u16, key_blob: &[u8])
             return HostKeyCheck::Trusted;
         }
     }
-    if host_listed {
-        HostKeyCheck::Mismatch
-    } else {
-        HostKeyCheck::Unknown
-    }
+    if host_listed { HostKeyCheck::Mismatch } else { HostKeyCheck::Unknown }
 }
 
 fn host_patterns_match(patterns: &str, wanted: &str) -> bool {
@@ -345,19 +294,14 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
 /// Standard base64 (with or without padding). `None` on any invalid character.
 pub fn base64_decode(input: &str) -> Option<Vec<u8>> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(input.trim_end_matches('='))
-        .ok()
+    base64::engine::general_purpose::STANDARD_NO_PAD.decode(input.trim_end_matches('=')).ok()
 }
 
 /// SHA-256 fingerprint in OpenSSH's display form, for error messages about host keys.
 pub fn ssh_fingerprint(key_blob: &[u8]) -> String {
     use base64::Engine;
     let digest = Sha256::digest(key_blob);
-    format!(
-        "SHA256:{}",
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
-    )
+    format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest))
 }
 
 impl From<CredentialsError> for GitError {
@@ -371,67 +315,30 @@ mod tests {
     use super::*;
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect()
     }
 
     #[test]
     fn secret_parsing() {
-        let c = Credentials::from_secret_data(&data(&[("username", "u"), ("password", "hunter2")]))
-            .unwrap();
-        assert_eq!(
-            c.basic_auth.as_ref().map(|b| b.username.as_str()),
-            Some("u")
-        );
+        let c = Credentials::from_secret_data(&data(&[("username", "u"), ("password", "hunter2")])).unwrap();
+        assert_eq!(c.basic_auth.as_ref().map(|b| b.username.as_str()), Some("u"));
         assert!(!format!("{c:?}").contains("hunter2"));
         assert_eq!(
             Credentials::from_secret_data(&data(&[("username", "u")])).unwrap_err(),
-            CredentialsError::Incomplete {
-                present: "username",
-                missing: "password"
-            }
+            CredentialsError::Incomplete { present: "username", missing: "password" }
         );
-        assert_eq!(
-            Credentials::from_secret_data(&data(&[("tls.crt", "x"), ("tls.key", "y")]))
-                .unwrap_err(),
-            CredentialsError::ClientCertificateUnsupported
-        );
-        assert_eq!(
-            Credentials::from_secret_data(&data(&[("identity", "k")])).unwrap_err(),
-            CredentialsError::MissingKnownHosts
-        );
-        let ssh = Credentials::from_secret_data(&data(&[
-            ("identity", "k"),
-            ("known_hosts", "h"),
-            ("password", "p"),
-        ]))
-        .unwrap();
-        assert_eq!(
-            ssh.ssh.as_ref().and_then(|s| s.passphrase.as_deref()),
-            Some("p")
-        );
+        assert_eq!(Credentials::from_secret_data(&data(&[("tls.crt", "x"), ("tls.key", "y")])).unwrap_err(), CredentialsError::ClientCertificateUnsupported);
+        assert_eq!(Credentials::from_secret_data(&data(&[("identity", "k")])).unwrap_err(), CredentialsError::MissingKnownHosts);
+        let ssh = Credentials::from_secret_data(&data(&[("identity", "k"), ("known_hosts", "h"), ("password", "p")])).unwrap();
+        assert_eq!(ssh.ssh.as_ref().and_then(|s| s.passphrase.as_deref()), Some("p"));
         assert!(ssh.basic_auth.is_none());
+        assert_eq!(Credentials::from_secret_data(&data(&[("ca.crt", "not pem")])).unwrap_err(), CredentialsError::NoCaCertificate);
         assert_eq!(
-            Credentials::from_secret_data(&data(&[("ca.crt", "not pem")])).unwrap_err(),
-            CredentialsError::NoCaCertificate
-        );
-        assert_eq!(
-            Credentials::from_secret_data(&data(&[
-                ("username", "u"),
-                ("password", "p"),
-                ("bearerToken", "t")
-            ]))
-            .unwrap_err(),
+            Credentials::from_secret_data(&data(&[("username", "u"), ("password", "p"), ("bearerToken", "t")])).unwrap_err(),
             CredentialsError::ConflictingHttpAuth
         );
         // Header injection and NUL bytes (git2 would panic on the latter).
-        for (key, value) in [
-            ("bearerToken", "t\r\nX-Evil: 1"),
-            ("bearerToken", "t\0"),
-            ("password", "p\nq"),
-        ] {
+        for (key, value) in [("bearerToken", "t\r\nX-Evil: 1"), ("bearerToken", "t\0"), ("password", "p\nq")] {
             let mut pairs = vec![(key, value)];
             if key == "password" {
                 pairs.push(("username", "u"));
@@ -440,7 +347,6 @@ mod tests {
             assert_eq!(err, CredentialsError::ControlCharacter(key));
             assert!(!err.to_string().contains(value));
         }
-
     }
 
     fn hmac_sha1(key: &[u8], message: &[u8]) -> Vec<u8> {
@@ -454,16 +360,10 @@ mod tests {
         assert_eq!(base64_decode("aGVsbG8").unwrap(), b"hello");
         assert_eq!(base64_decode("a*"), None);
         // RFC 2202 test case 2.
-        assert_eq!(
-            hex::encode(hmac_sha1(b"Jefe", b"what do ya want for nothing?")),
-            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
-        );
+        assert_eq!(hex::encode(hmac_sha1(b"Jefe", b"what do ya want for nothing?")), "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79");
         // `ssh-keygen -lf` of an all-zero blob's SHA-256 is unpadded base64.
         let fingerprint = ssh_fingerprint(b"");
-        assert_eq!(
-            fingerprint,
-            "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
-        );
+        assert_eq!(fingerprint, "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU");
     }
 
     #[test]
@@ -499,10 +399,7 @@ mod tests {
         assert!(!wildcard_match(&long_pattern, &"a".repeat(300)));
         let key = b"k";
         let known_hosts = format!("{pattern} ssh-ed25519 aw==\n").repeat(1000);
-        assert_eq!(
-            check_host_key(&known_hosts, &name, 22, key),
-            HostKeyCheck::Unknown
-        );
+        assert_eq!(check_host_key(&known_hosts, &name, 22, key), HostKeyCheck::Unknown);
     }
 
     #[test]
@@ -511,42 +408,19 @@ mod tests {
         let other = b"another key";
         let b64 = "AAAAC3NzaC1lZDI1NTE5IGZha2Uga2V5";
         assert_eq!(base64_decode(b64).unwrap(), key);
-        let kh = format!(
-            "# comment\n[127.0.0.1]:2222 ssh-ed25519 {b64}\ngithub.com,*.example.org ssh-ed25519 {b64}\n"
-        );
-        assert_eq!(
-            check_host_key(&kh, "127.0.0.1", 2222, key),
-            HostKeyCheck::Trusted
-        );
-        assert_eq!(
-            check_host_key(&kh, "127.0.0.1", 2222, other),
-            HostKeyCheck::Mismatch
-        );
-        assert_eq!(
-            check_host_key(&kh, "127.0.0.1", 22, key),
-            HostKeyCheck::Unknown
-        );
-        assert_eq!(
-            check_host_key(&kh, "git.example.org", 22, key),
-            HostKeyCheck::Trusted
-        );
+        let kh = format!("# comment\n[127.0.0.1]:2222 ssh-ed25519 {b64}\ngithub.com,*.example.org ssh-ed25519 {b64}\n");
+        assert_eq!(check_host_key(&kh, "127.0.0.1", 2222, key), HostKeyCheck::Trusted);
+        assert_eq!(check_host_key(&kh, "127.0.0.1", 2222, other), HostKeyCheck::Mismatch);
+        assert_eq!(check_host_key(&kh, "127.0.0.1", 22, key), HostKeyCheck::Unknown);
+        assert_eq!(check_host_key(&kh, "git.example.org", 22, key), HostKeyCheck::Trusted);
         let revoked = format!("@revoked * ssh-ed25519 {b64}\n{kh}");
-        assert_eq!(
-            check_host_key(&revoked, "github.com", 22, key),
-            HostKeyCheck::Mismatch
-        );
+        assert_eq!(check_host_key(&revoked, "github.com", 22, key), HostKeyCheck::Mismatch);
         // `|1|` + base64(salt) + `|` + base64(HMAC-SHA1(salt, "[127.0.0.1]:2222")), made with ssh-keygen -H.
         let salt = b"0123456789abcdef0123";
         let mac = hmac_sha1(salt, b"[127.0.0.1]:2222");
         let hashed = format!("|1|{}|{} ssh-ed25519 {b64}", std_b64(salt), std_b64(&mac));
-        assert_eq!(
-            check_host_key(&hashed, "127.0.0.1", 2222, key),
-            HostKeyCheck::Trusted
-        );
-        assert_eq!(
-            check_host_key(&hashed, "127.0.0.2", 2222, key),
-            HostKeyCheck::Unknown
-        );
+        assert_eq!(check_host_key(&hashed, "127.0.0.1", 2222, key), HostKeyCheck::Trusted);
+        assert_eq!(check_host_key(&hashed, "127.0.0.2", 2222, key), HostKeyCheck::Unknown);
     }
 
     fn std_b64(bytes: &[u8]) -> String {

@@ -34,14 +34,10 @@ pub mod url;
 
 use std::path::PathBuf;
 
-pub use auth::{Credentials, CredentialsError};
-pub use refs::{
-    FetchPlan, GitRefSpec, RefSelector, RemoteRef, ResolvedRef, format_revision, resolve,
-};
 pub use crate::source::artifact::TreeLimits;
-pub use remote::{
-    CloneOptions, FetchedCommit, clone_remote_base, fetch, ls_remote, resolve_remote,
-};
+pub use auth::{Credentials, CredentialsError};
+pub use refs::{FetchPlan, GitRefSpec, RefSelector, RemoteRef, ResolvedRef, format_revision, resolve};
+pub use remote::{CloneOptions, FetchedCommit, clone_remote_base, fetch, ls_remote, resolve_remote};
 pub use url::{GitUrl, redact_url};
 
 /// Why a Git operation failed, as the reconciler reports it in a condition's reason.
@@ -96,11 +92,7 @@ pub enum GitError {
     #[error("unable to clone '{url}': {message}")]
     Operation { url: String, message: String },
     #[error("unable to clone '{url}': {what} exceeds the limit of {limit}")]
-    TooLarge {
-        url: String,
-        what: &'static str,
-        limit: u64,
-    },
+    TooLarge { url: String, what: &'static str, limit: u64 },
     #[error("refusing to send credentials to '{url}': {message}")]
     InsecureCredentials { url: String, message: String },
     #[error("{action} '{}': {source}", path.display())]
@@ -116,9 +108,7 @@ impl GitError {
     pub fn reason(&self) -> FailureReason {
         match self {
             GitError::InvalidUrl { .. } => FailureReason::UrlInvalid,
-            GitError::InvalidCredentials(_)
-            | GitError::AuthenticationFailed { .. }
-            | GitError::InsecureCredentials { .. } => {
+            GitError::InvalidCredentials(_) | GitError::AuthenticationFailed { .. } | GitError::InsecureCredentials { .. } => {
                 FailureReason::AuthenticationFailed
             }
             _ => FailureReason::GitOperationFailed,

@@ -39,17 +39,10 @@ impl GitRefSpec {
     /// The selector that Flux's precedence picks from these fields.
     pub fn selector(&self) -> RefSelector {
         fn set(field: &Option<String>) -> Option<String> {
-            field
-                .as_deref()
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
+            field.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
         }
         if let Some(sha) = set(&self.commit) {
-            return RefSelector::Commit {
-                sha: sha.to_ascii_lowercase(),
-                branch: set(&self.branch),
-            };
+            return RefSelector::Commit { sha: sha.to_ascii_lowercase(), branch: set(&self.branch) };
         }
         if let Some(name) = set(&self.name) {
             return RefSelector::Name(name);
@@ -119,78 +112,40 @@ const PEELED_SUFFIX: &str = "^{}";
 /// The commit a reference points to, peeling an annotated tag through its `^{}` entry.
 fn peeled_target<'a>(refs: &'a [RemoteRef], full_name: &str) -> Option<&'a str> {
     let peeled_name = format!("{full_name}{PEELED_SUFFIX}");
-    refs.iter()
-        .find(|r| r.name == peeled_name)
-        .or_else(|| refs.iter().find(|r| r.name == full_name))
-        .map(|r| r.oid.as_str())
+    refs.iter().find(|r| r.name == peeled_name).or_else(|| refs.iter().find(|r| r.name == full_name)).map(|r| r.oid.as_str())
 }
 
 /// Resolves a selector against the refs a remote advertised. `url` (already redacted) only
 /// goes into error messages.
-pub fn resolve(
-    refs: &[RemoteRef],
-    selector: &RefSelector,
-    url: &str,
-) -> Result<ResolvedRef, GitError> {
-    let not_found = |refname: &str| GitError::RefNotFound {
-        url: url.to_owned(),
-        refname: refname.to_owned(),
-    };
+pub fn resolve(refs: &[RemoteRef], selector: &RefSelector, url: &str) -> Result<ResolvedRef, GitError> {
+    let not_found = |refname: &str| GitError::RefNotFound { url: url.to_owned(), refname: refname.to_owned() };
     let is_commit = matches!(selector, RefSelector::Commit { .. });
     if !is_commit && !refs.iter().any(|r| r.name.starts_with("refs/")) {
-        return Err(GitError::EmptyRepository {
-            url: url.to_owned(),
-        });
+        return Err(GitError::EmptyRepository { url: url.to_owned() });
     }
     match selector {
         RefSelector::Branch(branch) => {
             let full = format!("refs/heads/{branch}");
             let commit = peeled_target(refs, &full).ok_or_else(|| not_found(&full))?;
-            Ok(ResolvedRef {
-                revision_name: Some(branch.clone()),
-                commit: commit.to_owned(),
-                fetch_plan: FetchPlan::ShallowRef(full),
-                pinned: false,
-            })
+            Ok(ResolvedRef { revision_name: Some(branch.clone()), commit: commit.to_owned(), fetch_plan: FetchPlan::ShallowRef(full), pinned: false })
         }
         RefSelector::Tag(tag) => {
             let full = format!("refs/tags/{tag}");
             let commit = peeled_target(refs, &full).ok_or_else(|| not_found(&full))?;
-            Ok(ResolvedRef {
-                revision_name: Some(tag.clone()),
-                commit: commit.to_owned(),
-                fetch_plan: FetchPlan::ShallowRef(full),
-                pinned: false,
-            })
+            Ok(ResolvedRef { revision_name: Some(tag.clone()), commit: commit.to_owned(), fetch_plan: FetchPlan::ShallowRef(full), pinned: false })
         }
         RefSelector::Name(name) => {
             if !name.starts_with("refs/") {
-                return Err(GitError::InvalidRef {
-                    message: format!("reference name '{name}' must start with 'refs/'"),
-                });
+                return Err(GitError::InvalidRef { message: format!("reference name '{name}' must start with 'refs/'") });
             }
             let commit = peeled_target(refs, name).ok_or_else(|| not_found(name))?;
-            Ok(ResolvedRef {
-                revision_name: Some(name.clone()),
-                commit: commit.to_owned(),
-                fetch_plan: FetchPlan::ShallowRef(name.clone()),
-                pinned: false,
-            })
+            Ok(ResolvedRef { revision_name: Some(name.clone()), commit: commit.to_owned(), fetch_plan: FetchPlan::ShallowRef(name.clone()), pinned: false })
         }
         RefSelector::Semver(constraint) => {
-            let tag =
-                highest_matching_tag(refs, constraint)?.ok_or_else(|| GitError::NoSemverMatch {
-                    url: url.to_owned(),
-                    constraint: constraint.clone(),
-                })?;
+            let tag = highest_matching_tag(refs, constraint)?.ok_or_else(|| GitError::NoSemverMatch { url: url.to_owned(), constraint: constraint.clone() })?;
             let full = format!("refs/tags/{tag}");
             let commit = peeled_target(refs, &full).ok_or_else(|| not_found(&full))?;
-            Ok(ResolvedRef {
-                revision_name: Some(tag),
-                commit: commit.to_owned(),
-                fetch_plan: FetchPlan::ShallowRef(full),
-                pinned: false,
-            })
+            Ok(ResolvedRef { revision_name: Some(tag), commit: commit.to_owned(), fetch_plan: FetchPlan::ShallowRef(full), pinned: false })
         }
         RefSelector::Commit { sha, branch } => resolve_commit(refs, sha, branch.as_deref()),
     }
@@ -199,35 +154,20 @@ pub fn resolve(
 /// A commit selector is resolved without asking the remote: the SHA is the answer. The fetch
 /// plan is shallow when the commit happens to be the tip of the branch (or of any advertised
 /// ref when no branch is given), else the branch's (or all branches' and tags') history.
-pub fn resolve_commit(
-    refs: &[RemoteRef],
-    sha: &str,
-    branch: Option<&str>,
-) -> Result<ResolvedRef, GitError> {
+pub fn resolve_commit(refs: &[RemoteRef], sha: &str, branch: Option<&str>) -> Result<ResolvedRef, GitError> {
     validate_commit_sha(sha)?;
     let sha = sha.to_ascii_lowercase();
     let fetch_plan = match branch {
         Some(branch) => {
             let full = format!("refs/heads/{branch}");
-            if peeled_target(refs, &full) == Some(sha.as_str()) {
-                FetchPlan::ShallowRef(full)
-            } else {
-                FetchPlan::History(vec![full])
-            }
+            if peeled_target(refs, &full) == Some(sha.as_str()) { FetchPlan::ShallowRef(full) } else { FetchPlan::History(vec![full]) }
         }
-        None => match refs.iter().find(|r| {
-            r.oid == sha && !r.name.ends_with(PEELED_SUFFIX) && r.name.starts_with("refs/")
-        }) {
+        None => match refs.iter().find(|r| r.oid == sha && !r.name.ends_with(PEELED_SUFFIX) && r.name.starts_with("refs/")) {
             Some(tip) => FetchPlan::ShallowRef(tip.name.clone()),
             None => FetchPlan::History(vec!["refs/heads/*".to_owned(), "refs/tags/*".to_owned()]),
         },
     };
-    Ok(ResolvedRef {
-        revision_name: branch.map(str::to_owned),
-        commit: sha,
-        fetch_plan,
-        pinned: true,
-    })
+    Ok(ResolvedRef { revision_name: branch.map(str::to_owned), commit: sha, fetch_plan, pinned: true })
 }
 
 /// Flux requires a full commit id: a short one could match several commits.
@@ -236,24 +176,16 @@ pub fn validate_commit_sha(sha: &str) -> Result<(), GitError> {
     if full_length && sha.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(())
     } else {
-        Err(GitError::InvalidRef {
-            message: format!("'{sha}' is not a full hexadecimal commit SHA"),
-        })
+        Err(GitError::InvalidRef { message: format!("'{sha}' is not a full hexadecimal commit SHA") })
     }
 }
 
 /// The tag name (without `refs/tags/`) of the highest version matching the constraint, or
 /// `None`. Tags that are not versions are skipped, as in Flux.
-pub fn highest_matching_tag(
-    refs: &[RemoteRef],
-    constraint: &str,
-) -> Result<Option<String>, GitError> {
+pub fn highest_matching_tag(refs: &[RemoteRef], constraint: &str) -> Result<Option<String>, GitError> {
     let constraint = SemverConstraint::parse(constraint)?;
     let mut best: Option<(semver::Version, &str)> = None;
-    for tag in refs
-        .iter()
-        .filter_map(|r| r.name.strip_prefix("refs/tags/"))
-    {
+    for tag in refs.iter().filter_map(|r| r.name.strip_prefix("refs/tags/")) {
         if tag.ends_with(PEELED_SUFFIX) {
             continue;
         }
@@ -282,10 +214,7 @@ pub fn highest_matching_tag(
 /// Parses a tag as a version the way Flux's semver library does: an optional leading `v`, and
 /// `1` or `1.2` standing for `1.0.0` and `1.2.0`.
 pub fn parse_tag_version(tag: &str) -> Option<semver::Version> {
-    let bare = tag
-        .strip_prefix('v')
-        .or_else(|| tag.strip_prefix('V'))
-        .unwrap_or(tag);
+    let bare = tag.strip_prefix('v').or_else(|| tag.strip_prefix('V')).unwrap_or(tag);
     let core_end = bare.find(['-', '+']).unwrap_or(bare.len());
     let (core, rest) = bare.split_at(core_end);
     let parts = core.split('.').count();
@@ -308,9 +237,7 @@ pub struct SemverConstraint {
 
 impl SemverConstraint {
     pub fn parse(text: &str) -> Result<Self, GitError> {
-        let invalid = |detail: String| GitError::InvalidRef {
-            message: format!("semver constraint '{text}' is invalid: {detail}"),
-        };
+        let invalid = |detail: String| GitError::InvalidRef { message: format!("semver constraint '{text}' is invalid: {detail}") };
         let mut alternatives = Vec::new();
         for group in text.split("||") {
             let comparators = split_comparators(group);
@@ -338,16 +265,12 @@ fn split_comparators(group: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut pending_operator = String::new();
     for token in group.split([' ', ',', '\t']).filter(|t| !t.is_empty()) {
-        let is_operator_only = token
-            .chars()
-            .all(|c| matches!(c, '<' | '>' | '=' | '~' | '^' | '!'));
+        let is_operator_only = token.chars().all(|c| matches!(c, '<' | '>' | '=' | '~' | '^' | '!'));
         if is_operator_only {
             pending_operator.push_str(token);
             continue;
         }
-        let op_len = token
-            .find(|c: char| !matches!(c, '<' | '>' | '=' | '~' | '^' | '!'))
-            .unwrap_or(token.len());
+        let op_len = token.find(|c: char| !matches!(c, '<' | '>' | '=' | '~' | '^' | '!')).unwrap_or(token.len());
         let (op, version) = token.split_at(op_len);
         let version = version.strip_prefix('v').unwrap_or(version);
         out.push(format!("{pending_operator}{op}{version}"));
@@ -364,10 +287,7 @@ mod tests {
     use super::*;
 
     fn r(name: &str, oid: &str) -> RemoteRef {
-        RemoteRef {
-            name: name.to_owned(),
-            oid: oid.to_owned(),
-        }
+        RemoteRef { name: name.to_owned(), oid: oid.to_owned() }
     }
 
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -398,40 +318,16 @@ mod tests {
             name: Some("refs/heads/x".into()),
             commit: Some(A.to_uppercase()),
         };
-        assert_eq!(
-            all.selector(),
-            RefSelector::Commit {
-                sha: A.into(),
-                branch: Some("main".into())
-            }
-        );
-        let no_commit = GitRefSpec {
-            commit: None,
-            ..all.clone()
-        };
-        assert_eq!(
-            no_commit.selector(),
-            RefSelector::Name("refs/heads/x".into())
-        );
-        let no_name = GitRefSpec {
-            name: None,
-            ..no_commit
-        };
+        assert_eq!(all.selector(), RefSelector::Commit { sha: A.into(), branch: Some("main".into()) });
+        let no_commit = GitRefSpec { commit: None, ..all.clone() };
+        assert_eq!(no_commit.selector(), RefSelector::Name("refs/heads/x".into()));
+        let no_name = GitRefSpec { name: None, ..no_commit };
         assert_eq!(no_name.selector(), RefSelector::Semver(">=1".into()));
-        let no_semver = GitRefSpec {
-            semver: Some(String::new()),
-            ..no_name
-        };
+        let no_semver = GitRefSpec { semver: Some(String::new()), ..no_name };
         assert_eq!(no_semver.selector(), RefSelector::Tag("v1".into()));
-        let no_tag = GitRefSpec {
-            tag: None,
-            ..no_semver
-        };
+        let no_tag = GitRefSpec { tag: None, ..no_semver };
         assert_eq!(no_tag.selector(), RefSelector::Branch("main".into()));
-        assert_eq!(
-            GitRefSpec::default().selector(),
-            RefSelector::Branch("master".into())
-        );
+        assert_eq!(GitRefSpec::default().selector(), RefSelector::Branch("master".into()));
     }
 
     #[test]
@@ -439,10 +335,7 @@ mod tests {
         let refs = sample();
         let main = resolve(&refs, &RefSelector::Branch("main".into()), "u").unwrap();
         assert_eq!(main.revision(), format!("main@sha1:{A}"));
-        assert_eq!(
-            main.fetch_plan,
-            FetchPlan::ShallowRef("refs/heads/main".into())
-        );
+        assert_eq!(main.fetch_plan, FetchPlan::ShallowRef("refs/heads/main".into()));
         // The annotated tag resolves to the commit, not the tag object.
         let tag = resolve(&refs, &RefSelector::Tag("v1.1.0".into()), "u").unwrap();
         assert_eq!(tag.revision(), format!("v1.1.0@sha1:{B}"));
@@ -458,16 +351,8 @@ mod tests {
 
     #[test]
     fn missing_branch_is_ref_not_found() {
-        let err = resolve(
-            &sample(),
-            &RefSelector::Branch("nope".into()),
-            "https://host/repo",
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unable to clone 'https://host/repo': couldn't find remote ref 'refs/heads/nope'"
-        );
+        let err = resolve(&sample(), &RefSelector::Branch("nope".into()), "https://host/repo").unwrap_err();
+        assert_eq!(err.to_string(), "unable to clone 'https://host/repo': couldn't find remote ref 'refs/heads/nope'");
     }
 
     #[test]
@@ -489,14 +374,8 @@ mod tests {
 
     #[test]
     fn tag_versions_parse_like_flux() {
-        assert_eq!(
-            parse_tag_version("v1.2.3"),
-            Some(semver::Version::new(1, 2, 3))
-        );
-        assert_eq!(
-            parse_tag_version("1.2"),
-            Some(semver::Version::new(1, 2, 0))
-        );
+        assert_eq!(parse_tag_version("v1.2.3"), Some(semver::Version::new(1, 2, 3)));
+        assert_eq!(parse_tag_version("1.2"), Some(semver::Version::new(1, 2, 0)));
         assert_eq!(parse_tag_version("v2"), Some(semver::Version::new(2, 0, 0)));
         assert!(parse_tag_version("1.2-rc.1").is_some_and(|v| !v.pre.is_empty()));
         assert_eq!(parse_tag_version("release"), None);
@@ -505,54 +384,14 @@ mod tests {
     #[test]
     fn commit_resolution_plans_the_fetch() {
         let refs = sample();
-        let tip = resolve(
-            &refs,
-            &RefSelector::Commit {
-                sha: B.into(),
-                branch: Some("dev".into()),
-            },
-            "u",
-        )
-        .unwrap();
+        let tip = resolve(&refs, &RefSelector::Commit { sha: B.into(), branch: Some("dev".into()) }, "u").unwrap();
         assert_eq!(tip.revision(), format!("dev@sha1:{B}"));
-        assert_eq!(
-            tip.fetch_plan,
-            FetchPlan::ShallowRef("refs/heads/dev".into())
-        );
-        let deep = resolve(
-            &refs,
-            &RefSelector::Commit {
-                sha: C.into(),
-                branch: Some("main".into()),
-            },
-            "u",
-        )
-        .unwrap();
-        assert_eq!(
-            deep.fetch_plan,
-            FetchPlan::History(vec!["refs/heads/main".into()])
-        );
-        let bare = resolve(
-            &[],
-            &RefSelector::Commit {
-                sha: C.into(),
-                branch: None,
-            },
-            "u",
-        )
-        .unwrap();
+        assert_eq!(tip.fetch_plan, FetchPlan::ShallowRef("refs/heads/dev".into()));
+        let deep = resolve(&refs, &RefSelector::Commit { sha: C.into(), branch: Some("main".into()) }, "u").unwrap();
+        assert_eq!(deep.fetch_plan, FetchPlan::History(vec!["refs/heads/main".into()]));
+        let bare = resolve(&[], &RefSelector::Commit { sha: C.into(), branch: None }, "u").unwrap();
         assert_eq!(bare.revision(), format!("sha1:{C}"));
         assert!(matches!(bare.fetch_plan, FetchPlan::History(_)));
-        assert!(
-            resolve(
-                &refs,
-                &RefSelector::Commit {
-                    sha: "abc".into(),
-                    branch: None
-                },
-                "u"
-            )
-            .is_err()
-        );
+        assert!(resolve(&refs, &RefSelector::Commit { sha: "abc".into(), branch: None }, "u").is_err());
     }
 }

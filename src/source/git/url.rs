@@ -30,10 +30,7 @@ impl GitUrl {
     /// A remote base's clone URL as kustomize accepts it: what [`GitUrl::parse`] takes, plus
     /// scp-like `user@host:path` (SSH, port 22) and `file://` (a repository on this machine).
     pub fn parse_remote_base(url: &str) -> Result<Self, GitError> {
-        let invalid = |reason: &str| GitError::InvalidUrl {
-            url: redact_url(url),
-            reason: reason.to_owned(),
-        };
+        let invalid = |reason: &str| GitError::InvalidUrl { url: redact_url(url), reason: reason.to_owned() };
         if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("contains whitespace or control characters"));
         }
@@ -41,21 +38,13 @@ impl GitUrl {
             if path.is_empty() {
                 return Err(invalid("missing repository path"));
             }
-            return Ok(GitUrl {
-                scheme: Scheme::File,
-                host: String::new(),
-                port: 0,
-                username: None,
-                redacted: url.to_owned(),
-            });
+            return Ok(GitUrl { scheme: Scheme::File, host: String::new(), port: 0, username: None, redacted: url.to_owned() });
         }
         if url.contains("://") {
             return GitUrl::parse(url);
         }
         // scp-like: `[user@]host:path`, the host ending at the first ':'.
-        let (authority, path) = url
-            .split_once(':')
-            .ok_or_else(|| invalid("missing scheme"))?;
+        let (authority, path) = url.split_once(':').ok_or_else(|| invalid("missing scheme"))?;
         let (username, host) = match authority.rsplit_once('@') {
             Some((user, host)) => (Some(user.to_owned()).filter(|u| !u.is_empty()), host),
             None => (None, authority),
@@ -66,23 +55,12 @@ impl GitUrl {
         if path.is_empty() {
             return Err(invalid("missing repository path"));
         }
-        Ok(GitUrl {
-            scheme: Scheme::Ssh,
-            host: host.to_owned(),
-            port: 22,
-            username,
-            redacted: redact_url(url),
-        })
+        Ok(GitUrl { scheme: Scheme::Ssh, host: host.to_owned(), port: 22, username, redacted: redact_url(url) })
     }
 
     pub fn parse(url: &str) -> Result<Self, GitError> {
-        let invalid = |reason: &str| GitError::InvalidUrl {
-            url: redact_url(url),
-            reason: reason.to_owned(),
-        };
-        let (scheme_text, rest) = url
-            .split_once("://")
-            .ok_or_else(|| invalid("missing scheme"))?;
+        let invalid = |reason: &str| GitError::InvalidUrl { url: redact_url(url), reason: reason.to_owned() };
+        let (scheme_text, rest) = url.split_once("://").ok_or_else(|| invalid("missing scheme"))?;
         let (scheme, default_port) = match scheme_text.to_ascii_lowercase().as_str() {
             "http" => (Scheme::Http, 80),
             "https" => (Scheme::Https, 443),
@@ -102,9 +80,7 @@ impl GitUrl {
             None => (None, authority),
         };
         let (host, port_text) = if let Some(bracketed) = host_port.strip_prefix('[') {
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| invalid("unclosed '[' in host"))?;
+            let (host, after) = bracketed.split_once(']').ok_or_else(|| invalid("unclosed '[' in host"))?;
             let port = match after.strip_prefix(':') {
                 Some(port) => Some(port),
                 None if after.is_empty() => None,
@@ -122,21 +98,10 @@ impl GitUrl {
         }
         let port = match port_text {
             None | Some("") => default_port,
-            Some(text) => text
-                .parse::<u16>()
-                .map_err(|_| invalid("port is not a number"))?,
+            Some(text) => text.parse::<u16>().map_err(|_| invalid("port is not a number"))?,
         };
-        let username = userinfo
-            .map(|u| u.split_once(':').map_or(u, |(user, _)| user))
-            .filter(|u| !u.is_empty())
-            .map(str::to_owned);
-        Ok(GitUrl {
-            scheme,
-            host: host.to_owned(),
-            port,
-            username,
-            redacted: redact_url(url),
-        })
+        let username = userinfo.map(|u| u.split_once(':').map_or(u, |(user, _)| user)).filter(|u| !u.is_empty()).map(str::to_owned);
+        Ok(GitUrl { scheme, host: host.to_owned(), port, username, redacted: redact_url(url) })
     }
 }
 
@@ -169,33 +134,17 @@ mod tests {
     #[test]
     fn parses_hosts_and_ports() {
         let u = GitUrl::parse("https://example.com/org/repo.git").unwrap();
-        assert_eq!(
-            (u.scheme, u.host.as_str(), u.port),
-            (Scheme::Https, "example.com", 443)
-        );
+        assert_eq!((u.scheme, u.host.as_str(), u.port), (Scheme::Https, "example.com", 443));
         let u = GitUrl::parse("ssh://git@127.0.0.1:2222/srv/repo.git").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.username.as_deref()),
-            ("127.0.0.1", 2222, Some("git"))
-        );
+        assert_eq!((u.host.as_str(), u.port, u.username.as_deref()), ("127.0.0.1", 2222, Some("git")));
         let u = GitUrl::parse("http://[::1]:8080/r.git").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 8080));
     }
 
     #[test]
     fn rejects_bad_urls_without_leaking_secrets() {
-        for bad in [
-            "git@github.com:org/repo.git",
-            "ftp://h/r",
-            "https://h",
-            "https://:443/r",
-            "https://h:x/r",
-            "https://h/r r",
-        ] {
-            assert!(
-                matches!(GitUrl::parse(bad), Err(GitError::InvalidUrl { .. })),
-                "{bad}"
-            );
+        for bad in ["git@github.com:org/repo.git", "ftp://h/r", "https://h", "https://:443/r", "https://h:x/r", "https://h/r r"] {
+            assert!(matches!(GitUrl::parse(bad), Err(GitError::InvalidUrl { .. })), "{bad}");
         }
         let err = GitUrl::parse("https://user:s3cret@h:notaport/r").unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
@@ -204,10 +153,7 @@ mod tests {
     #[test]
     fn remote_base_urls() {
         let u = GitUrl::parse_remote_base("git@github.com:org/repo").unwrap();
-        assert_eq!(
-            (u.scheme, u.host.as_str(), u.port, u.username.as_deref()),
-            (Scheme::Ssh, "github.com", 22, Some("git"))
-        );
+        assert_eq!((u.scheme, u.host.as_str(), u.port, u.username.as_deref()), (Scheme::Ssh, "github.com", 22, Some("git")));
         let u = GitUrl::parse_remote_base("file:///srv/repo.git").unwrap();
         assert_eq!(u.scheme, Scheme::File);
         let u = GitUrl::parse_remote_base("https://h/org/repo").unwrap();

@@ -21,7 +21,7 @@ log=$(mktemp -t ferroflux-test.XXXXXX)
 FERROFLUX_SKIP_LOG=$(mktemp -t ferroflux-skips.XXXXXX)
 export FERROFLUX_SKIP_LOG
 status=0
-cargo test --locked --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
+cargo test --locked --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run (cargo prints one per test binary). A recorded skip
 # returned early, so cargo counted it as passed: count it as skipped instead.
 if [[ -s $FERROFLUX_SKIP_LOG ]]; then

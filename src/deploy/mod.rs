@@ -244,8 +244,11 @@ mod tests {
     fn every_port_says_tcp_for_server_side_apply_on_1_20() {
         let m = manifests(&InstallOptions::default()).unwrap();
         let ports = m.deployment[0].pointer("/spec/template/spec/containers/0/ports").unwrap().as_array().unwrap().clone();
-        let service_ports = m.service[0].pointer("/spec/ports").unwrap().as_array().unwrap().clone();
-        assert_eq!(ports.len(), 3);
+        let service_ports: Vec<serde_json::Value> =
+            m.service.iter().flat_map(|s| s.pointer("/spec/ports").and_then(|p| p.as_array()).cloned().unwrap_or_default()).collect();
+        // http (artifacts), http-prom, healthz, http-webhook (Receivers).
+        assert_eq!(ports.len(), 4);
+        assert_eq!(service_ports.len(), m.service.len());
         for port in ports.iter().chain(&service_ports) {
             assert_eq!(port["protocol"], "TCP", "{port}");
         }

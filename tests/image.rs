@@ -256,6 +256,8 @@ async fn image_as_controller_clones_over_https_with_its_ca_bundle_and_applies() 
     let storage_addr = format!("--storage-addr=127.0.0.1:{storage_port}");
     let health_addr = format!("--health-addr=127.0.0.1:{}", free_port());
     let metrics_addr = format!("--metrics-addr=127.0.0.1:{}", free_port());
+    // Host networking: the Receiver's default :9292 may be taken by another test's controller.
+    let receiver_addr = format!("--receiver-addr=127.0.0.1:{}", free_port());
     let started = docker(&[
         "run",
         "-d",
@@ -284,6 +286,7 @@ async fn image_as_controller_clones_over_https_with_its_ca_bundle_and_applies() 
         &storage_addr,
         &health_addr,
         &metrics_addr,
+        &receiver_addr,
         "--log-encoding=json",
     ]);
     assert!(started.status.success(), "docker run failed:\n{}", text(&started.stderr));

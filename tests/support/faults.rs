@@ -32,6 +32,8 @@ pub struct Controller {
     storage_port: u16,
     health_port: u16,
     metrics_port: u16,
+    /// Each controller its own webhook Receiver port: two on the default :9292 cannot both start.
+    receiver_port: u16,
     child: Option<Child>,
     starts: usize,
 }
@@ -48,6 +50,7 @@ impl Controller {
             storage_port: free_port(),
             health_port: free_port(),
             metrics_port: free_port(),
+            receiver_port: free_port(),
             child: None,
             starts: 0,
         };
@@ -70,6 +73,8 @@ impl Controller {
             .arg(format!("127.0.0.1:{}", self.health_port))
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{}", self.metrics_port))
+            .arg("--receiver-addr")
+            .arg(format!("127.0.0.1:{}", self.receiver_port))
             .args(&self.flags)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,ferroflux=debug")

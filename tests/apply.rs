@@ -235,3 +235,68 @@ async fn remembered_state_skips_unchanged_objects_and_still_corrects_drift() {
     assert_eq!(actions(&third), [format!("ConfigMap/{ns}/a unchanged"), format!("ConfigMap/{ns}/b configured")]);
     assert_eq!(api.get("b").await.expect("b").data.and_then(|d| d.get("k").cloned()).as_deref(), Some("2"));
 }
+
+/// Flux's per-object annotations: `ssa: Ignore` and `reconcile: disabled` (in Git or on the live
+/// object) leave an object alone; `ssa: IfNotPresent` creates it once and never updates it.
+#[tokio::test]
+async fn ssa_ignore_if_not_present_and_reconcile_disabled_leave_objects_alone() {
+    use ferroflux::apply::policy::{RECONCILE_ANNOTATION, SSA_ANNOTATION};
+    let client = support::client().await;
+    let ns = support::namespace(&client, "apply-ssa-policy").await;
+    let applier = Applier::new(client.clone());
+    let opts = options(&ns);
+    let api = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let data = |name: &str| {
+        let api = api.clone();
+        let name = name.to_owned();
+        async move { api.get(&name).await.expect("get").data.and_then(|d| d.get("k").cloned()) }
+    };
+    let annotated = |name: &str, k: &str, key: &str, value: &str| {
+        let mut object = config_map(&ns, name, json!({"k": k}));
+        object["metadata"]["annotations"] = json!({key: value});
+        object
+    };
+    let set = |k: &str| {
+        vec![
+            annotated("once", k, SSA_ANNOTATION, "IfNotPresent"),
+            annotated("ignored", k, SSA_ANNOTATION, "Ignore"),
+            annotated("disabled", k, RECONCILE_ANNOTATION, "disabled"),
+            config_map(&ns, "frozen-live", json!({"k": k})),
+        ]
+    };
+
+    let first = applier.apply_all(set("1"), &opts).await.expect("first apply");
+    let mut lines = actions(&first);
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            format!("ConfigMap/{ns}/disabled skipped"),
+            format!("ConfigMap/{ns}/frozen-live created"),
+            format!("ConfigMap/{ns}/ignored skipped"),
+            format!("ConfigMap/{ns}/once created"),
+        ]
+    );
+    assert!(api.get_opt("ignored").await.expect("get").is_none(), "ssa: Ignore in Git: never created");
+    assert!(api.get_opt("disabled").await.expect("get").is_none(), "reconcile: disabled in Git: never created");
+
+    // Someone edits both live objects and opts one out on the object itself.
+    let edit = |annotations: Value| json!({"metadata": {"annotations": annotations}, "data": {"k": "edited"}});
+    api.patch("once", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&edit(json!({})))).await.expect("edit");
+    api.patch("frozen-live", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&edit(json!({SSA_ANNOTATION: "ignore"})))).await.expect("edit");
+
+    let second = applier.apply_all(set("2"), &opts).await.expect("second apply");
+    assert!(second.iter().all(|c| c.action == Action::Skipped), "{:?}", actions(&second));
+    assert_eq!(data("once").await.as_deref(), Some("edited"), "IfNotPresent: an existing object is never updated");
+    assert_eq!(data("frozen-live").await.as_deref(), Some("edited"), "ssa: Ignore on the live object: left alone");
+
+    // Without the annotations, both are applied again.
+    api.patch("frozen-live", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&json!({"metadata": {"annotations": {SSA_ANNOTATION: null}}})))
+        .await
+        .expect("remove the annotation");
+    let plain = vec![config_map(&ns, "once", json!({"k": "3"})), config_map(&ns, "frozen-live", json!({"k": "3"}))];
+    let third = applier.apply_all(plain, &opts).await.expect("third apply");
+    assert!(third.iter().all(|c| c.action == Action::Configured), "{:?}", actions(&third));
+    assert_eq!(data("once").await.as_deref(), Some("3"));
+    assert_eq!(data("frozen-live").await.as_deref(), Some("3"));
+}

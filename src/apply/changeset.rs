@@ -11,7 +11,9 @@ pub enum Action {
     Configured,
     Unchanged,
     Deleted,
-    /// Left in place on prune: not ours, or annotated `kustomize.toolkit.fluxcd.io/prune: disabled`.
+    /// Left alone. On apply: excluded by Flux's `ssa: Ignore` / `reconcile: disabled`, or
+    /// `ssa: IfNotPresent` and already there ([`super::policy`]). On prune: not ours, or annotated
+    /// `kustomize.toolkit.fluxcd.io/prune: disabled`.
     Skipped,
 }
 

@@ -11,6 +11,7 @@ mod changeset;
 pub mod managed_fields;
 pub mod object;
 mod plan;
+pub mod policy;
 mod prune;
 mod stage;
 mod state;

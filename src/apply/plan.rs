@@ -6,6 +6,7 @@ use futures::{StreamExt, stream};
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
+use super::policy::{Policy, skips_existing};
 use super::{Applier, ApplyError, ApplyOptions, CONCURRENCY, FIELD_MANAGER, ObjectId, Resolved};
 
 /// One object's dry-run outcome.
@@ -14,6 +15,8 @@ pub(super) struct Plan {
     pub(super) dry: Option<DynamicObject>,
     /// The API server's rejection of the dry-run.
     pub(super) failure: Option<String>,
+    /// The object exists and its annotations say to leave it alone ([`super::policy`]).
+    pub(super) skip: bool,
 }
 
 /// One object's server-side dry-run next to the live object.
@@ -39,6 +42,10 @@ impl Applier {
         let mut resolved = Vec::with_capacity(objects.len());
         for (index, object) in objects.into_iter().enumerate() {
             let (id, _) = ObjectId::of(&object, index)?;
+            // Excluded in Git: applying would not touch it, so there is nothing to compare.
+            if Policy::of_manifest(&object) == Policy::Exclude {
+                continue;
+            }
             match self.resolve(index, object).await {
                 Ok(r) => resolved.push(r),
                 Err(e) => results.push(DryRun { id, live: None, result: Err(e.to_string()) }),
@@ -47,9 +54,11 @@ impl Applier {
         let planning: Vec<_> = resolved.iter().map(|r| self.plan(r, &opts, &dry_run)).collect();
         let planned: Vec<Result<Plan, ApplyError>> = stream::iter(planning).buffered(CONCURRENCY).collect().await;
         for (r, plan) in resolved.iter().zip(planned) {
-            let Plan { live, dry, failure } = plan?;
+            let Plan { live, dry, failure, skip } = plan?;
             let to_value = |o: DynamicObject| serde_json::to_value(o).unwrap_or(Value::Null);
             let result = match (dry, failure) {
+                // Left alone: applying would leave the live object as it is.
+                _ if skip => Ok(live.clone().map(to_value).unwrap_or(Value::Null)),
                 (Some(dry), _) => Ok(to_value(dry)),
                 (None, failure) => Err(failure.unwrap_or_else(|| "the dry-run returned nothing".to_owned())),
             };
@@ -62,8 +71,19 @@ impl Applier {
     /// after the dry-run: when both carry the same resourceVersion, the dry-run was computed on
     /// exactly that object, so comparing them is exact even while other controllers write (a
     /// Deployment's status, its revision annotation).
+    ///
+    /// An existing object whose annotations (or its manifest's `ssa: IfNotPresent`) say to leave
+    /// it alone is planned as skipped, even when its dry-run fails: applying would not touch it.
     pub(super) async fn plan(&self, r: &Resolved, opts: &ApplyOptions, dry_run: &PatchParams) -> Result<Plan, ApplyError> {
         let api = self.api(r);
+        let manifest = Policy::of_manifest(&r.object);
+        let read = |e| ApplyError::Api { context: format!("reading {}", r.id), source: e };
+        if manifest == Policy::IfNotPresent {
+            // Existence decides, so read first: an existing object costs no dry-run.
+            if let Some(live) = api.get_opt(&r.id.name).await.map_err(read)? {
+                return Ok(Plan { live: Some(live), dry: None, failure: None, skip: true });
+            }
+        }
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -72,22 +92,25 @@ impl Applier {
                 // A dry-run create carries no resourceVersion: the object does not exist yet,
                 // and there is nothing to read.
                 if result.metadata.resource_version.as_deref().unwrap_or("").is_empty() {
-                    return Ok(Plan { live: None, dry: dry.ok(), failure: None });
+                    return Ok(Plan { live: None, dry: dry.ok(), failure: None, skip: false });
                 }
             }
-            let live = api.get_opt(&r.id.name).await.map_err(|e| ApplyError::Api { context: format!("reading {}", r.id), source: e })?;
+            let live = api.get_opt(&r.id.name).await.map_err(read)?;
+            if live.as_ref().is_some_and(|l| skips_existing(manifest, Policy::of_annotations(l.metadata.annotations.as_ref()))) {
+                return Ok(Plan { live, dry: None, failure: None, skip: true });
+            }
             match dry {
                 Ok(result) => {
                     let consistent = live.as_ref().is_none_or(|l| l.metadata.resource_version == result.metadata.resource_version);
                     if consistent || attempts >= 3 {
-                        return Ok(Plan { live, dry: Some(result), failure: None });
+                        return Ok(Plan { live, dry: Some(result), failure: None, skip: false });
                     }
                 }
                 // With force, an object whose immutable fields changed is recreated.
                 Err(kube::Error::Api(status)) if opts.force && is_immutable_field_error(&status.message) && live.is_some() => {
-                    return Ok(Plan { live, dry: None, failure: None });
+                    return Ok(Plan { live, dry: None, failure: None, skip: false });
                 }
-                Err(kube::Error::Api(status)) => return Ok(Plan { live, dry: None, failure: Some(status.message) }),
+                Err(kube::Error::Api(status)) => return Ok(Plan { live, dry: None, failure: Some(status.message), skip: false }),
                 Err(e) => return Err(ApplyError::Api { context: format!("dry-run of {}", r.id), source: e }),
             }
         }

@@ -8,6 +8,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::Value;
 
 use super::plan::{Plan, same_content};
+use super::policy::Policy;
 use super::state::manifest_digest;
 use super::{Action, AppliedState, Applier, ApplyError, ApplyOptions, CONCURRENCY, Change, FIELD_MANAGER, Resolved, managed_fields};
 
@@ -22,9 +23,13 @@ impl Applier {
         let dry_run = PatchParams { dry_run: true, ..PatchParams::apply(FIELD_MANAGER).force() };
         let params = PatchParams::apply(FIELD_MANAGER).force();
 
+        // Excluded in Git (`ssa: Ignore`, `reconcile: disabled`): no request at all.
+        let mut changes = Vec::with_capacity(stage.len());
+        let (excluded, stage): (Vec<Resolved>, Vec<Resolved>) = stage.into_iter().partition(|r| Policy::of_manifest(&r.object) == Policy::Exclude);
+        changes.extend(excluded.into_iter().map(|r| Change { id: r.id, version: r.version, action: Action::Skipped }));
+
         let digests: Vec<String> = stage.iter().map(|r| manifest_digest(&r.object)).collect();
         let unchanged = if previous.is_empty() { HashMap::new() } else { self.unchanged_since(&stage, &digests, previous, opts).await? };
-        let mut changes = Vec::with_capacity(stage.len());
         let mut todo = Vec::with_capacity(stage.len());
         for (r, digest) in stage.into_iter().zip(digests) {
             match unchanged.get(&r.id) {
@@ -68,7 +73,11 @@ impl Applier {
 
     /// Writes one planned object when it differs; returns what happened and its resourceVersion.
     async fn write(&self, r: &Resolved, plan: Plan, opts: &ApplyOptions, params: &PatchParams) -> Result<(Action, Option<String>), ApplyError> {
-        let Plan { live, dry, .. } = plan;
+        let Plan { live, dry, skip, .. } = plan;
+        if skip {
+            // Not recorded in the applied state: the next reconcile looks again.
+            return Ok((Action::Skipped, None));
+        }
         let api = self.api(r);
         let mut took_over = false;
         if let Some(live) = &live {

@@ -35,10 +35,8 @@ use crate::api::kustomize::v1::Kustomization;
 use crate::api::kustomize::{NAME_LABEL, NAMESPACE_LABEL};
 use crate::apply::{FIELD_MANAGER, ObjectId};
 
-/// Flux's annotation that stops reconciling one object.
-pub const RECONCILE_ANNOTATION: &str = "kustomize.toolkit.fluxcd.io/reconcile";
-/// Flux's server-side apply policy of one object: `Ignore`, `IfNotPresent`, `Merge`.
-pub const SSA_ANNOTATION: &str = "kustomize.toolkit.fluxcd.io/ssa";
+use crate::apply::policy::Policy;
+pub use crate::apply::policy::{RECONCILE_ANNOTATION, SSA_ANNOTATION};
 /// Annotations other controllers keep current on objects we apply; they are not drift.
 const SERVER_ANNOTATIONS: &[&str] = &["deployment.kubernetes.io/revision"];
 /// How long events for one Kustomization are gathered before it is enqueued.
@@ -71,10 +69,6 @@ pub fn fingerprint(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Object
     hasher.finish()
 }
 
-fn annotation<'a>(meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> Option<&'a str> {
-    meta.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str)
-}
-
 /// Whether every managedFields entry with the newest time is ferroflux's.
 fn newest_manager_is_ours(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
     let entries = meta.managed_fields.iter().flatten();
@@ -86,15 +80,14 @@ fn newest_manager_is_ours(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1:
 
 /// Judges one event: `previous` is the fingerprint last seen for the object (None: first sight).
 pub fn judge(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, deleted: bool, previous: Option<u64>) -> Verdict {
-    if annotation(meta, RECONCILE_ANNOTATION).is_some_and(|v| v.eq_ignore_ascii_case("disabled"))
-        || annotation(meta, SSA_ANNOTATION).is_some_and(|v| v.eq_ignore_ascii_case("ignore"))
-    {
+    let policy = Policy::of_annotations(meta.annotations.as_ref());
+    if policy == Policy::Exclude {
         return Verdict::Ignore;
     }
     if deleted {
         return Verdict::Drifted;
     }
-    if annotation(meta, SSA_ANNOTATION).is_some_and(|v| v.eq_ignore_ascii_case("ifnotpresent")) {
+    if policy == Policy::IfNotPresent {
         return Verdict::Ignore;
     }
     if previous.is_none_or(|p| p == fingerprint(meta)) {

@@ -195,7 +195,10 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
         applier.apply_all_with(objects, &opts, &mut state).await.map_err(|e: ApplyError| Failure::new(ks_reason::RECONCILIATION_FAILED, e.to_string()))?;
     // Kept only after a successful apply: after a failure, the next reconcile checks everything.
     ctx.applied.lock().await.insert(key, state);
-    let mut changes: Vec<String> = applied.iter().filter(|c| c.action != Change::Unchanged).map(ToString::to_string).collect();
+    // Skipped objects (Flux's `ssa: Ignore|IfNotPresent`, `reconcile: disabled`) are left out of
+    // the change list, as unchanged ones are: reporting them would make every reconcile an event.
+    let mut changes: Vec<String> = applied.iter().filter(|c| !matches!(c.action, Change::Unchanged | Change::Skipped)).map(ToString::to_string).collect();
+    let skipped: BTreeSet<&ObjectId> = applied.iter().filter(|c| c.action == Change::Skipped).map(|c| &c.id).collect();
 
     // Prune what the previous inventory had and this revision does not.
     let current: BTreeSet<&ObjectId> = new_inventory.iter().map(|(id, _)| id).collect();
@@ -214,7 +217,9 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
     status.inventory = Some(inventory(new_inventory.iter().chain(kept_for_retry.iter())));
 
     let source = source_key("GitRepository", &source_namespace(ks), &ks.spec.source_ref.name);
-    check_health(ks, ctx, status, &applier, &new_inventory, (&source, &artifact.revision)).await?;
+    // `wait: true` waits for what was applied: a skipped object may not even exist.
+    let applied_now: Vec<(ObjectId, String)> = new_inventory.iter().filter(|(id, _)| !skipped.contains(id)).cloned().collect();
+    check_health(ks, ctx, status, &applier, &applied_now, (&source, &artifact.revision)).await?;
     inputs.remember(ctx, &artifact.revision).await;
     Ok(Outcome { revision: artifact.revision, changes })
 }

@@ -65,6 +65,8 @@ impl Applier {
     pub(super) async fn plan(&self, r: &Resolved, opts: &ApplyOptions, dry_run: &PatchParams) -> Result<Plan, ApplyError> {
         let api = self.api(r);
         let mut attempts = 0;
+        // Not a poll: the pair is taken again (at most three times, with no sleep) only when
+        // another writer changed the object between the dry-run and the read.
         loop {
             attempts += 1;
             let dry = api.patch(&r.id.name, dry_run, &Patch::Apply(&r.object)).await;

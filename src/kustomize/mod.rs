@@ -281,56 +281,55 @@ mod tests {
         assert_eq!(objects.len(), 1);
     }
 
-    #[test]
-    fn property_yaml_output_parses_back_to_the_same_objects() {
-        let mut seed: u64 = 0x1234_5678_9abc_def1;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        // Strings that YAML could misread if they were not quoted.
-        let tricky = [
-            "yes",
-            "no",
-            "on",
-            "0777",
-            "1e3",
-            "~",
-            "null",
-            "true",
-            "- a",
-            "a: b",
-            "#x",
-            "",
-            " lead",
-            "multi\nline\n",
-            "'q'",
-            "\"dq\"",
-            "@at",
-            "*star",
-            "0x1F",
-            "1.0",
-        ];
-        for _ in 0..200 {
-            let mut data = serde_json::Map::new();
-            for i in 0..(next() % 6) {
-                let value = match next() % 4 {
-                    0 => Value::String(tricky[(next() % tricky.len() as u64) as usize].to_owned()),
-                    1 => Value::from(next() % 100_000),
-                    2 => Value::Bool(next() % 2 == 0),
-                    _ => Value::Array(vec![Value::String(tricky[(next() % tricky.len() as u64) as usize].to_owned()), Value::Null]),
-                };
-                data.insert(format!("k{i}"), value);
-            }
+    /// Strings that YAML could misread if they were not quoted.
+    const TRICKY: &[&str] = &[
+        "yes",
+        "no",
+        "on",
+        "0777",
+        "1e3",
+        "~",
+        "null",
+        "true",
+        "- a",
+        "a: b",
+        "#x",
+        "",
+        " lead",
+        "multi\nline\n",
+        "'q'",
+        "\"dq\"",
+        "@at",
+        "*star",
+        "0x1F",
+        "1.0",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn property_yaml_output_parses_back_to_the_same_objects(values in proptest::collection::vec(yaml_value(), 0..6)) {
+            let data: serde_json::Map<String, Value> = values.into_iter().enumerate().map(|(i, v)| (format!("k{i}"), v)).collect();
             let objects = vec![
                 json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": data}),
                 json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "y"}}),
             ];
             let text = to_yaml(&objects);
             let parsed = parse_objects(&text, Path::new("round-trip")).expect("parses");
-            assert_eq!(parsed, objects, "{text}");
+            proptest::prop_assert_eq!(parsed, objects, "{}", text);
         }
+    }
+
+    /// A tricky string, a number, a boolean, or a list of a tricky string and a null.
+    fn yaml_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        use proptest::sample::select;
+        prop_oneof![
+            select(TRICKY).prop_map(Value::from),
+            (0..100_000u64).prop_map(Value::from),
+            any::<bool>().prop_map(Value::Bool),
+            select(TRICKY).prop_map(|s| Value::Array(vec![Value::from(s), Value::Null])),
+        ]
     }
 }

@@ -367,6 +367,9 @@ fn strip_directives(value: &mut Value, mode: Mode) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+    use proptest::sample::subsequence;
     use serde_json::json;
 
     fn deployment() -> Value {
@@ -460,123 +463,110 @@ mod tests {
         assert_eq!(pod["spec"]["containers"][0]["ports"], json!([{"containerPort": 80, "name": "p"}]));
     }
 
-    /// A small deterministic generator of JSON values, for property checks without a crate.
-    struct Values(u64);
+    /// Arbitrary JSON values up to `depth` levels of lists and maps, from small sets of keys and
+    /// strings so that patches and bases share some.
+    fn value(depth: u32) -> impl Strategy<Value = Value> + Clone {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (0..1000u64).prop_map(Value::from),
+            (0..50u32).prop_map(|n| Value::String(format!("s{n}"))),
+        ];
+        leaf.prop_recursive(depth, 64, 5, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..4).prop_map(Value::Array),
+                btree_map((0..8u32).prop_map(|k| format!("k{k}")), inner, 0..5).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
 
-    impl Values {
-        fn next(&mut self) -> u64 {
-            // xorshift64
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn value(&mut self, depth: u32) -> Value {
-            match (self.next() % if depth == 0 { 4 } else { 6 }, depth) {
-                (0, _) => Value::Null,
-                (1, _) => Value::Bool(self.next().is_multiple_of(2)),
-                (2, _) => Value::from(self.next() % 1000),
-                (3, _) => Value::String(format!("s{}", self.next() % 50)),
-                (4, d) => Value::Array((0..self.next() % 4).map(|_| self.value(d - 1)).collect()),
-                (_, d) => Value::Object((0..self.next() % 5).map(|_| (format!("k{}", self.next() % 8), self.value(d - 1))).collect()),
-            }
-        }
+    /// A list whose elements carry `key`, each from `choices` at most once, in any order.
+    fn keyed(key: &'static str, choices: Vec<Value>, element: impl Strategy<Value = Value> + Clone) -> impl Strategy<Value = Value> + Clone {
+        let count = choices.len();
+        subsequence(choices, 0..=count)
+            .prop_shuffle()
+            .prop_flat_map(move |ids| {
+                let n = ids.len();
+                (Just(ids), vec(element.clone(), n))
+            })
+            .prop_map(move |(ids, elements)| {
+                let items = ids
+                    .into_iter()
+                    .zip(elements)
+                    .map(|(id, mut item)| {
+                        if let Some(map) = item.as_object_mut() {
+                            map.insert(key.to_owned(), id);
+                        }
+                        item
+                    })
+                    .collect();
+                Value::Array(items)
+            })
     }
 
     /// A pod template with keyed lists (containers, their ports and env, volumes), names and
     /// keys from small sets so that patches and bases share some; no key twice in one list.
-    fn pod_template(values: &mut Values) -> Value {
-        fn keyed(values: &mut Values, key: &str, choices: &[Value], mut element: impl FnMut(&mut Values) -> Value) -> Value {
-            let mut items = Vec::new();
-            let mut used = Vec::new();
-            for _ in 0..values.next() % 4 {
-                let id = choices[(values.next() % choices.len() as u64) as usize].clone();
-                if used.contains(&id) {
-                    continue;
-                }
-                used.push(id.clone());
-                let mut item = element(values);
-                if let Some(map) = item.as_object_mut() {
-                    map.insert(key.to_owned(), id);
-                }
-                items.push(item);
-            }
-            Value::Array(items)
-        }
+    fn pod_template() -> impl Strategy<Value = Value> {
         let names: Vec<Value> = ["a", "b", "c"].into_iter().map(Value::from).collect();
         let ports: Vec<Value> = [80, 443, 8080].into_iter().map(Value::from).collect();
-        let containers = keyed(values, "name", &names, |values| {
-            let mut container = serde_json::Map::new();
-            container.insert("image".into(), values.value(0));
-            let port_list =
-                keyed(
-                    values,
-                    "containerPort",
-                    &ports,
-                    |values| {
-                        if values.next() % 2 == 0 { json!({"protocol": "UDP"}) } else { json!({"name": values.value(0)}) }
-                    },
-                );
-            container.insert("ports".into(), port_list);
-            container.insert("env".into(), keyed(values, "name", &names, |values| json!({"value": values.value(0)})));
-            container.insert("extra".into(), values.value(2));
-            Value::Object(container)
-        });
-        let volumes = keyed(values, "name", &names, |values| json!({"emptyDir": values.value(1)}));
-        json!({"spec": {"template": {"spec": {"containers": containers, "volumes": volumes}}}})
+        let port = prop_oneof![Just(json!({"protocol": "UDP"})), value(0).prop_map(|name| json!({"name": name}))];
+        let env = value(0).prop_map(|v| json!({"value": v}));
+        let container = (value(0), keyed("containerPort", ports, port), keyed("name", names.clone(), env), value(2))
+            .prop_map(|(image, ports, env, extra)| json!({"image": image, "ports": ports, "env": env, "extra": extra}));
+        let volumes = keyed("name", names.clone(), value(1).prop_map(|v| json!({"emptyDir": v})));
+        (keyed("name", names, container), volumes)
+            .prop_map(|(containers, volumes)| json!({"spec": {"template": {"spec": {"containers": containers, "volumes": volumes}}}}))
     }
 
-    #[test]
-    fn property_a_strategic_merge_patch_applied_twice_is_applied_once() {
-        let mut values = Values(0x2545_f491_4f6c_dd1d);
-        for _ in 0..2000 {
-            let mut object = pod_template(&mut values);
+    /// Merging a patch without lists or nulls, then reading each patched leaf, gives the
+    /// patch's value.
+    fn leaves(value: &Value, path: String, out: &mut Vec<(String, Value)>) {
+        match value {
+            Value::Object(map) if !map.is_empty() => map.iter().for_each(|(k, v)| leaves(v, format!("{path}/{k}"), out)),
+            other => out.push((path, other.clone())),
+        }
+    }
+
+    fn without_lists_and_nulls(value: &mut Value) {
+        if let Value::Object(map) = value {
+            map.retain(|_, v| !v.is_null() && !v.is_array());
+            map.values_mut().for_each(without_lists_and_nulls);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn property_a_strategic_merge_patch_applied_twice_is_applied_once(mut object in pod_template(), patch in pod_template()) {
             object["apiVersion"] = json!("apps/v1");
             object["kind"] = json!("Deployment");
-            let patch = pod_template(&mut values);
             strategic_merge(&mut object, &patch);
             let once = object.clone();
             strategic_merge(&mut object, &patch);
-            assert_eq!(object, once, "patch {patch}");
+            prop_assert_eq!(object, once, "patch {}", patch);
         }
     }
 
-    #[test]
-    fn property_an_empty_patch_changes_nothing() {
-        let mut values = Values(0x9e37_79b9_7f4a_7c15);
-        for _ in 0..500 {
-            let mut object = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": values.value(4)});
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn property_an_empty_patch_changes_nothing(spec in value(4)) {
+            let mut object = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": spec});
             let before = object.clone();
             strategic_merge(&mut object, &json!({}));
-            assert_eq!(object, before);
+            prop_assert_eq!(object, before);
         }
-    }
 
-    #[test]
-    fn property_a_patch_of_scalars_and_maps_is_applied_whole() {
-        // Merging a patch without lists or nulls, then reading each patched leaf, gives the
-        // patch's value.
-        fn leaves(value: &Value, path: String, out: &mut Vec<(String, Value)>) {
-            match value {
-                Value::Object(map) if !map.is_empty() => map.iter().for_each(|(k, v)| leaves(v, format!("{path}/{k}"), out)),
-                other => out.push((path, other.clone())),
-            }
-        }
-        fn without_lists_and_nulls(value: &mut Value) {
-            if let Value::Object(map) = value {
-                map.retain(|_, v| !v.is_null() && !v.is_array());
-                map.values_mut().for_each(without_lists_and_nulls);
-            }
-        }
-        let mut values = Values(0x2545_f491_4f6c_dd1d);
-        for _ in 0..500 {
-            let mut object = json!({"apiVersion": "example.com/v1", "kind": "Thing", "spec": values.value(4)});
-            let mut patch = json!({"spec": values.value(4)});
+        #[test]
+        fn property_a_patch_of_scalars_and_maps_is_applied_whole(
+            spec in value(4),
+            patch_spec in btree_map((0..8u32).prop_map(|k| format!("k{k}")), value(3), 0..5),
+        ) {
+            let mut object = json!({"apiVersion": "example.com/v1", "kind": "Thing", "spec": spec});
+            let mut patch = json!({"spec": Value::Object(patch_spec.into_iter().collect())});
             without_lists_and_nulls(&mut patch);
-            if !patch["spec"].is_object() {
-                continue;
-            }
             strategic_merge(&mut object, &patch);
             let mut expected = Vec::new();
             leaves(&patch, String::new(), &mut expected);
@@ -584,7 +574,7 @@ mod tests {
                 if value.as_object().is_some_and(Map::is_empty) {
                     continue;
                 }
-                assert_eq!(object.pointer(&path), Some(&value), "at {path}");
+                prop_assert_eq!(object.pointer(&path), Some(&value), "at {}", path);
             }
         }
     }

@@ -5,7 +5,8 @@
 //! 2. the kustomize build, with the Kustomization's spec (targetNamespace, namePrefix/nameSuffix,
 //!    patches, images, components, the v1beta2 patch lists) merged into the kustomization at
 //!    `spec.path`, or into the one Flux generates where the path has none; then `commonMetadata`;
-//! 3. (decryption goes here);
+//! 3. SOPS decryption ([`render_decrypting`], src/sops): files as the build reads them, then
+//!    Secret `data` entries holding whole encrypted files;
 //! 4. `postBuild` substitution ([`super::substitute`]);
 //! 5. Flux's owner labels.
 //!

@@ -17,13 +17,13 @@ impl Builder<'_> {
         if kustomization.kind.as_deref() == Some("Component") {
             return Err(Error::Component { file, message: "a Component can only be used in 'components', not in 'resources'".into() });
         }
-        self.build_kustomization(dir, &file, kustomization, false)
+        self.build_kustomization(dir, &file, kustomization)
     }
 
-    /// Builds a kustomization (or, with `component`, checks that it is one).
-    pub(super) fn build_kustomization(&mut self, dir: &Path, file: &Path, k: Kustomization, component: bool) -> Result<Vec<Resource>, Error> {
+    /// Builds a kustomization (a Component is built by [`Builder::accumulate_component`]).
+    pub(super) fn build_kustomization(&mut self, dir: &Path, file: &Path, k: Kustomization) -> Result<Vec<Resource>, Error> {
         self.enter(dir, file, &k)?;
-        let result = self.accumulate(dir, file, &k, Vec::new(), component);
+        let result = self.accumulate(dir, file, &k, Vec::new());
         self.stack.pop();
         result
     }
@@ -82,7 +82,7 @@ impl Builder<'_> {
             return Err(Error::Component { file: component_file, message: "a kustomization listed in 'components' must have 'kind: Component'".into() });
         }
         self.enter(component_dir, &component_file, &component_k)?;
-        let result = self.accumulate(component_dir, &component_file, &component_k, resources, true);
+        let result = self.accumulate(component_dir, &component_file, &component_k, resources);
         self.stack.pop();
         result
     }
@@ -102,14 +102,7 @@ impl Builder<'_> {
 
     /// kustomize's accumulation of one kustomization, on top of `resources` (non-empty for a
     /// component, which transforms what its parent accumulated so far).
-    pub(super) fn accumulate(
-        &mut self,
-        dir: &Path,
-        file: &Path,
-        k: &Kustomization,
-        mut resources: Vec<Resource>,
-        component: bool,
-    ) -> Result<Vec<Resource>, Error> {
+    pub(super) fn accumulate(&mut self, dir: &Path, file: &Path, k: &Kustomization, mut resources: Vec<Resource>) -> Result<Vec<Resource>, Error> {
         let mut seen: std::collections::HashSet<ObjectKey> = resources.iter().map(|r| ObjectKey::of(&r.id())).collect();
         for entry in k.resources.iter().chain(k.bases.iter()) {
             let path = match self.entry(dir, entry)? {
@@ -175,7 +168,6 @@ impl Builder<'_> {
             self.locations.pop();
             resources = result?;
         }
-        let _ = component;
         let resources = self.transform(dir, file, k, resources)?;
         for var in vars::parse(&k.vars).map_err(|message| Error::Vars { file: file.to_owned(), message })? {
             if self.vars.iter().any(|v| v.name == var.name) {
@@ -186,10 +178,9 @@ impl Builder<'_> {
         Ok(resources)
     }
 
-    /// `configMapGenerator` and `secretGenerator`.
     /// The documents of `transformers:` or `generators:` entries: files (in or below the
-    /// kustomization's folder) or inline YAML.
-    /// Each comes with the file it was configured in (`None`: the kustomization itself).
+    /// kustomization's folder) or inline YAML, each with the file it was configured in (`None`:
+    /// the kustomization itself).
     pub(super) fn plugin_documents<'e>(&self, dir: &Path, file: &Path, entries: &'e [String]) -> Result<Vec<(Option<&'e str>, Value)>, Error> {
         let mut documents = Vec::new();
         for entry in entries {
@@ -213,6 +204,8 @@ impl Builder<'_> {
         Ok(documents)
     }
 
+    /// `configMapGenerator`, `secretGenerator` and `generators:` entries configuring builtin
+    /// generators, with their `behavior` (create, merge, replace).
     pub(super) fn generate(&self, dir: &Path, file: &Path, k: &Kustomization, resources: &mut Vec<Resource>) -> Result<(), Error> {
         let by_field = |kind: &str| self.configured(file, None, metadata::ConfiguredBy::builtin(kind));
         let mut generators: Vec<(generator::GeneratedKind, file::Generator, Option<metadata::Origin>)> = k

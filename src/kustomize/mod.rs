@@ -154,7 +154,7 @@ impl Builder<'_> {
         let sort_options = kustomization.sort_options.clone();
         let build_metadata = metadata::BuildMetadata::from_options(&kustomization.build_metadata);
         self.track_origins = metadata::BuildMetadata::tracks_origins(&kustomization.build_metadata);
-        let mut resources = self.build_kustomization(dir, file, kustomization, false)?;
+        let mut resources = self.build_kustomization(dir, file, kustomization)?;
         // Hashes come last, over the final data, and then the references follow the new names.
         for resource in resources.iter_mut().filter(|r| r.needs_hash) {
             let hash = generator::content_hash(&resource.object);

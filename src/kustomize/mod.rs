@@ -38,6 +38,8 @@ mod regex;
 mod remote;
 mod replacement;
 mod select;
+#[cfg(test)]
+pub(crate) mod testing;
 mod transform;
 mod vars;
 mod yaml;
@@ -203,21 +205,9 @@ impl Builder<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{CONFIG_MAP, tree};
     use super::*;
     use serde_json::{Value, json};
-
-    /// Writes `files` (relative path, content) under a fresh temporary folder.
-    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().expect("temporary folder");
-        for (path, content) in files {
-            let path = dir.path().join(path);
-            std::fs::create_dir_all(path.parent().expect("a parent")).expect("folders");
-            std::fs::write(path, content).expect("file");
-        }
-        dir
-    }
-
-    const CONFIG_MAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n";
 
     #[test]
     fn out_of_scope_fields_and_remote_resources_are_refused_by_name() {

@@ -70,6 +70,21 @@ async fn kustomization(client: &Client, ns: &str, name: &str, spec: serde_json::
     .unwrap_or_else(|e| panic!("creating Kustomization {name}: {e}"));
 }
 
+/// A scenario's GitRepository and Kustomization, both named `name`: `repo`'s main branch polled
+/// every `poll`, `path` applied into `ns` with prune. The Kustomization's interval is long (10m),
+/// so only the source's new revisions trigger its reconciles.
+async fn source_and_kustomization(client: &Client, ns: &str, name: &str, repo: &TestRepo, poll: &str, path: &str) {
+    git_repository(client, ns, name, json!({"interval": poll, "url": repo.http_url(), "ref": {"branch": "main"}})).await;
+    kustomization(
+        client,
+        ns,
+        name,
+        json!({"interval": "10m", "prune": true, "path": path, "targetNamespace": ns,
+        "sourceRef": {"kind": "GitRepository", "name": name}}),
+    )
+    .await;
+}
+
 /// `count` ConfigMaps named `<prefix>-<i>`, as one multi-document file.
 fn config_maps(prefix: &str, count: usize) -> String {
     (0..count).map(|i| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {prefix}-{i}\ndata:\n  n: \"{i}\"\n")).collect::<Vec<_>>().join("---\n")
@@ -127,16 +142,7 @@ async fn controller_killed_mid_apply_then_reverted_ends_with_exactly_the_desired
     let first = repo.commit(&[("a.yaml", &config_maps("a", 100))], "A: 100 ConfigMaps");
     let shard = shard_flags(&ns);
     let mut controller = Controller::start(support::kubeconfig(), &flags(&shard));
-    git_repository(&client, &ns, "app", json!({"interval": "1s", "url": repo.http_url(), "ref": {"branch": "main"}})).await;
-    // A long interval: only the source's new revisions trigger reconciles.
-    kustomization(
-        &client,
-        &ns,
-        "app",
-        json!({"interval": "10m", "prune": true, "path": "./", "targetNamespace": ns,
-        "sourceRef": {"kind": "GitRepository", "name": "app"}}),
-    )
-    .await;
+    source_and_kustomization(&client, &ns, "app", &repo, "1s", "./").await;
     wait_applied(&client, &ns, "app", &first, Duration::from_secs(180), &controller).await;
     let desired = names("a", 100);
     let original_uids = labelled(&client, &ns, "app").await;
@@ -189,15 +195,7 @@ async fn after_a_kube_apiserver_restart_new_revisions_apply_through_the_watches(
     let repo = TestRepo::new(&format!("{ns}-app"));
     let first = repo.commit(&[("a.yaml", &config_maps("a", 3))], "first");
     let controller = Controller::start(&plane.kubeconfig(), &[]);
-    git_repository(&client, &ns, "app", json!({"interval": "2s", "url": repo.http_url(), "ref": {"branch": "main"}})).await;
-    kustomization(
-        &client,
-        &ns,
-        "app",
-        json!({"interval": "10m", "prune": true, "path": "./", "targetNamespace": ns,
-        "sourceRef": {"kind": "GitRepository", "name": "app"}}),
-    )
-    .await;
+    source_and_kustomization(&client, &ns, "app", &repo, "2s", "./").await;
     wait_applied(&client, &ns, "app", &first, Duration::from_secs(180), &controller).await;
     let readyz = controller.readyz_url();
     assert_eq!(fault::http_get(&readyz).await.map(|(s, _)| s), Some(200), "readyz before the outage");
@@ -254,15 +252,7 @@ async fn stuck_sources_and_builds_hold_no_worker_past_their_timeout() {
     let mut shard = shard_flags(&ns);
     shard.extend(["--concurrent".to_owned(), "2".to_owned()]);
     let controller = Controller::start(support::kubeconfig(), &flags(&shard));
-    git_repository(&client, &ns, "healthy", json!({"interval": "2s", "url": repo.http_url(), "ref": {"branch": "main"}})).await;
-    kustomization(
-        &client,
-        &ns,
-        "healthy",
-        json!({"interval": "10m", "prune": true, "path": "./app", "targetNamespace": ns,
-        "sourceRef": {"kind": "GitRepository", "name": "healthy"}}),
-    )
-    .await;
+    source_and_kustomization(&client, &ns, "healthy", &repo, "2s", "./app").await;
     wait_applied(&client, &ns, "healthy", &first, Duration::from_secs(120), &controller).await;
 
     let stuck_repos: Vec<String> = (0..6).map(|i| format!("stuck-{i}")).collect();

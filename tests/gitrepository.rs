@@ -12,17 +12,9 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use sha2::Digest;
 
-use support::TestRepo;
+use support::{TestRepo, setup};
 
 const DEPLOYMENT: &str = include_str!("../examples/tutorial/deployment.yaml");
-
-async fn setup(test: &str) -> (Client, String) {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    support::controller();
-    let ns = support::namespace(&client, test).await;
-    (client, ns)
-}
 
 /// The tutorial's `fluxcd-repo.yaml`, verbatim but for the URL (and a 1s interval).
 async fn create_tutorial_repo(client: &Client, ns: &str, url: &str) {

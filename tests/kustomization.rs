@@ -14,7 +14,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use support::TestRepo;
+use support::{TestRepo, setup};
 
 const DEPLOYMENT: &str = include_str!("../examples/tutorial/deployment.yaml");
 const SERVICE: &str = "apiVersion: v1
@@ -29,14 +29,6 @@ spec:
     protocol: TCP
     targetPort: 5000
 ";
-
-async fn setup(test: &str) -> (Client, String) {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    support::controller();
-    let ns = support::namespace(&client, test).await;
-    (client, ns)
-}
 
 /// Generous: on a loaded machine a fresh control plane can take a while to roll out Pods.
 async fn wait_ks(client: &Client, ns: &str, name: &str, status: &str, message_contains: &str) -> Kustomization {

@@ -16,17 +16,9 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use support::TestRepo;
+use support::{TestRepo, setup};
 
 const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
-
-async fn setup(test: &str) -> (Client, String) {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    support::controller();
-    let ns = support::namespace(&client, test).await;
-    (client, ns)
-}
 
 fn config_map(value: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  value: \"{value}\"\n")

@@ -18,17 +18,9 @@ use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
-use support::TestRepo;
+use support::{TestRepo, setup};
 
 const CONFIG_MAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: b\n";
-
-async fn setup(test: &str) -> (Client, String) {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    support::controller();
-    let ns = support::namespace(&client, test).await;
-    (client, ns)
-}
 
 async fn wait_repo(client: &Client, ns: &str, name: &str, status: &str, message_contains: &str) -> GitRepository {
     let api: Api<GitRepository> = Api::namespaced(client.clone(), ns);

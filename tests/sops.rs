@@ -15,7 +15,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use support::TestRepo;
+use support::{TestRepo, setup};
 
 const STRINGDATA: &str = include_str!("sops/encrypted/secret-stringdata.age.yaml");
 const DATA_PGP: &str = include_str!("sops/encrypted/secret-data.pgp.yaml");
@@ -34,14 +34,6 @@ const PLAINTEXTS: &[&str] = &["s3cr3t-stringdata-pw", "cGxhaW50ZXh0LWRhdGEtdG9rZ
 const ROOT_KUSTOMIZATION: &str = "resources:\n- secret-stringdata.yaml\n- secret-data.yaml\n- base\n";
 const BASE_KUSTOMIZATION: &str =
     "generatorOptions:\n  disableNameSuffixHash: true\nsecretGenerator:\n- name: app-env\n  envs:\n  - app.env\n- name: blob\n  files:\n  - blob.bin\n";
-
-async fn setup(test: &str) -> (Client, String) {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    support::controller();
-    let ns = support::namespace(&client, test).await;
-    (client, ns)
-}
 
 async fn key_secret(client: &Client, ns: &str, name: &str, entries: &[(&str, &str)]) {
     let data: serde_json::Map<String, serde_json::Value> = entries.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();

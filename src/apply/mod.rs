@@ -58,6 +58,9 @@ pub enum ApplyError {
     ApplyFailed { id: ObjectId, message: String },
     #[error("timeout waiting for {what}")]
     WaitTimeout { what: String },
+    /// The watch a wait runs on failed (no `list`/`watch` permission, or the connection).
+    #[error("{context}: {source}")]
+    Wait { context: String, source: kube::runtime::wait::Error },
     #[error("{context}: {source}")]
     Api { context: String, source: kube::Error },
 }

@@ -85,6 +85,8 @@ impl Applier {
             }
         }
         let mut attempts = 0;
+        // Not a poll: the pair is taken again (at most three times, with no sleep) only when
+        // another writer changed the object between the dry-run and the read.
         loop {
             attempts += 1;
             let dry = api.patch(&r.id.name, dry_run, &Patch::Apply(&r.object)).await;

@@ -96,11 +96,11 @@ impl Applier {
                 return Ok((Action::Unchanged, live.metadata.resource_version.clone()));
             }
         }
-        if recreate {
+        if let Some(live) = live.as_ref().filter(|_| recreate) {
             // An immutable field changed and force is set: delete, then create again. Its
             // dependents (a Deployment's ReplicaSets) are collected in the background.
             api.delete(&r.id.name, &DeleteParams::background()).await.map_err(|e| ApplyError::Api { context: format!("recreating {}", r.id), source: e })?;
-            self.wait_gone(&api, &r.id, opts.wait_timeout).await?;
+            self.wait_gone(&api, live, &r.id, opts.wait_timeout).await?;
         }
         let applied = api.patch(&r.id.name, params, &Patch::Apply(&r.object)).await.map_err(|e| match e {
             kube::Error::Api(status) => ApplyError::ApplyFailed { id: r.id.clone(), message: status.message },

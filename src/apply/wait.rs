@@ -1,65 +1,56 @@
 //! Waiting on the API server: for a recreated object to be gone, for new CRDs and Namespaces to
-//! be usable before the objects that need them are applied.
+//! be usable before the objects that need them are applied. Each wait is a watch on the one
+//! object (`kube::runtime::wait::await_condition`), so it ends on the event, not on a poll tick.
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject};
-use kube::core::{ApiResource, GroupVersionKind};
-use serde_json::Value;
+use kube::runtime::wait::{Condition, await_condition, conditions};
+use tokio::time::Instant;
 
 use super::{Applier, ApplyError, Change, ObjectId};
 
 impl Applier {
-    pub(super) async fn wait_gone(&self, api: &Api<DynamicObject>, id: &ObjectId, timeout: Duration) -> Result<(), ApplyError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match api.get_opt(&id.name).await {
-                Ok(None) => return Ok(()),
-                Ok(Some(_)) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
-                Ok(Some(_)) => return Err(ApplyError::WaitTimeout { what: format!("{id} to be deleted") }),
-                Err(e) => return Err(ApplyError::Api { context: format!("waiting for {id} deletion"), source: e }),
-            }
-        }
+    /// Waits until `live` is gone: not found, or found with another uid (deleted and already
+    /// recreated by someone else, which is just as good for our re-create).
+    pub(super) async fn wait_gone(&self, api: &Api<DynamicObject>, live: &DynamicObject, id: &ObjectId, timeout: Duration) -> Result<(), ApplyError> {
+        let uid = live.metadata.uid.clone();
+        // The server always sets a uid; without one, only "not found" counts as gone.
+        let gone = move |o: Option<&DynamicObject>| o.is_none_or(|o| uid.is_some() && o.metadata.uid != uid);
+        watch_until(api.clone(), id, gone, Instant::now() + timeout, "to be deleted").await
     }
 
-    /// Waits until applied CRDs are Established and Namespaces Active.
+    /// Waits until applied CRDs are Established and Namespaces Active, all within one `timeout`.
     pub(super) async fn wait_for_definitions(&self, changes: &[Change], timeout: Duration) -> Result<(), ApplyError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         for change in changes {
-            let (resource, condition) = match change.id.kind.as_str() {
-                "CustomResourceDefinition" => (
-                    ApiResource::from_gvk_with_plural(
-                        &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
-                        "customresourcedefinitions",
-                    ),
-                    "Established",
-                ),
-                "Namespace" => (ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Namespace"), "namespaces"), ""),
-                _ => continue,
-            };
-            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
-            loop {
-                let object = api.get_opt(&change.id.name).await.map_err(|e| ApplyError::Api { context: format!("waiting for {}", change.id), source: e })?;
-                let ready = object.is_some_and(|o| {
-                    let status = o.data.get("status");
-                    if condition.is_empty() {
-                        status.and_then(|s| s.get("phase")).and_then(Value::as_str) == Some("Active")
-                    } else {
-                        status
-                            .and_then(|s| s.get("conditions"))
-                            .and_then(Value::as_array)
-                            .is_some_and(|cs| cs.iter().any(|c| c["type"] == condition && c["status"] == "True"))
-                    }
-                });
-                if ready {
-                    break;
+            match change.id.kind.as_str() {
+                "CustomResourceDefinition" => {
+                    let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+                    watch_until(api, &change.id, conditions::is_crd_established(), deadline, "to become ready").await?;
                 }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(ApplyError::WaitTimeout { what: format!("{} to become ready", change.id) });
+                "Namespace" => {
+                    let api: Api<Namespace> = Api::all(self.client.clone());
+                    let active = |ns: Option<&Namespace>| ns.and_then(|ns| ns.status.as_ref()?.phase.as_deref()) == Some("Active");
+                    watch_until(api, &change.id, active, deadline, "to become ready").await?;
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                _ => {}
             }
         }
         Ok(())
+    }
+}
+
+/// Watches the object `id` names until `condition` holds or `deadline` passes.
+async fn watch_until<K>(api: Api<K>, id: &ObjectId, condition: impl Condition<K>, deadline: Instant, what: &str) -> Result<(), ApplyError>
+where
+    K: Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + kube::Resource + 'static,
+{
+    match tokio::time::timeout_at(deadline, await_condition(api, &id.name, condition)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(source)) => Err(ApplyError::Wait { context: format!("waiting for {id} {what}"), source }),
+        Err(_) => Err(ApplyError::WaitTimeout { what: format!("{id} {what}") }),
     }
 }

@@ -236,7 +236,9 @@ impl ArtifactCache {
         let staging = self.root.join(format!(".unpack-{hex}-{n}"));
         let expected = format!("sha256:{hex}");
         let (target, url) = (staging.clone(), artifact.url.clone());
-        let unpacked = tokio::task::spawn_blocking(move || verify_and_unpack(file, &expected, &target, &url))
+        // A blocking thread does not inherit the reconcile's span: the unpack carries its own.
+        let span = tracing::info_span!("unpack_artifact", digest = %artifact.digest, revision = %artifact.revision);
+        let unpacked = tokio::task::spawn_blocking(move || span.in_scope(|| verify_and_unpack(file, &expected, &target, &url)))
             .await
             .map_err(|e| ArtifactError::Unpack(e.to_string()))
             .and_then(|r| r);

@@ -155,9 +155,13 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
         fetch_failed(e.reason().as_str(), message)
     };
 
+    // The Git work runs on blocking threads, which do not inherit the reconcile's span: each
+    // carries one of its own (a child of it), so libgit2's progress and errors stay attributed.
+    let redacted_url = git::redact_url(&repo.spec.url);
     // The cheap part, and all of a poll when nothing changed: one ref listing.
     let (url, creds, spec) = (repo.spec.url.clone(), credentials.clone(), ref_spec.clone());
-    let resolved = tokio::task::spawn_blocking(move || git::resolve_remote(&url, &creds, &spec, timeout))
+    let span = tracing::info_span!("git_resolve", url = %redacted_url);
+    let resolved = tokio::task::spawn_blocking(move || span.in_scope(|| git::resolve_remote(&url, &creds, &spec, timeout)))
         .await
         .map_err(|e| fetch_failed(reason::GIT_OPERATION_FAILED, e.to_string()))?
         .map_err(git_failed)?;
@@ -186,7 +190,8 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
         .map_err(|e| storage_failed(reason::STORAGE_OPERATION_FAILED, format!("failed to create temporary working directory: {e}")))?;
     let checkout = work.path().join("checkout");
     let (url, creds, resolved_ref, dir) = (repo.spec.url.clone(), credentials, resolved.clone(), checkout.clone());
-    let fetched = tokio::task::spawn_blocking(move || git::fetch(&url, &creds, &resolved_ref, timeout, &dir))
+    let span = tracing::info_span!("git_fetch", url = %redacted_url, revision = %revision);
+    let fetched = tokio::task::spawn_blocking(move || span.in_scope(|| git::fetch(&url, &creds, &resolved_ref, timeout, &dir)))
         .await
         .map_err(|e| fetch_failed(reason::GIT_OPERATION_FAILED, e.to_string()))?
         .map_err(git_failed)?;
@@ -194,7 +199,9 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
     let storage = gctx.storage.clone();
     let ignore = repo.spec.ignore.clone();
     let (store_key, commit) = (key.clone(), fetched.commit.clone());
+    let span = tracing::info_span!("store_artifact", revision = %fetched.revision);
     let stored = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
         let rules = IgnoreRules::load(&checkout, ignore.as_deref()).map_err(|e| e.to_string())?;
         storage.store_tree(&store_key, &commit, &checkout, &rules).map_err(|e| e.to_string())
     })

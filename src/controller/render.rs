@@ -5,7 +5,8 @@
 //! 2. the kustomize build, with the Kustomization's spec (targetNamespace, namePrefix/nameSuffix,
 //!    patches, images, components, the v1beta2 patch lists) merged into the kustomization at
 //!    `spec.path`, or into the one Flux generates where the path has none; then `commonMetadata`;
-//! 3. (decryption goes here);
+//! 3. SOPS decryption ([`render_decrypting`], src/sops): files as the build reads them, then
+//!    Secret `data` entries holding whole encrypted files;
 //! 4. `postBuild` substitution ([`super::substitute`]);
 //! 5. Flux's owner labels.
 //!
@@ -322,20 +323,8 @@ fn add_labels(objects: Vec<Value>, labels: &BTreeMap<String, String>) -> Vec<Val
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kustomize::testing::{CONFIG_MAP, tree};
     use serde_json::json;
-
-    /// Writes `files` (relative path, content) under a fresh temporary folder.
-    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().expect("temporary folder");
-        for (path, content) in files {
-            let path = dir.path().join(path);
-            std::fs::create_dir_all(path.parent().expect("a parent")).expect("folders");
-            std::fs::write(path, content).expect("file");
-        }
-        dir
-    }
-
-    const CONFIG_MAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n";
 
     fn spec(fields: Value) -> KustomizationSpec {
         let mut spec = json!({"interval": "5m", "prune": true, "sourceRef": {"kind": "GitRepository", "name": "repo"}});

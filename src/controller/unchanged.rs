@@ -222,7 +222,9 @@ fn spec_path(ks: &Kustomization) -> String {
 }
 
 async fn digest_of(root: PathBuf, path: String, components: Vec<String>) -> Option<String> {
-    let result = tokio::task::spawn_blocking(move || inputs_digest(&root, Path::new(&path), &components)).await.ok()?;
+    // A blocking thread does not inherit the reconcile's span: the digest carries a child of it.
+    let span = tracing::info_span!("inputs_digest", path = %path);
+    let result = tokio::task::spawn_blocking(move || span.in_scope(|| inputs_digest(&root, Path::new(&path), &components))).await.ok()?;
     match result {
         Ok(digest) => Some(digest),
         Err(e) => {

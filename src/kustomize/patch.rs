@@ -1,13 +1,10 @@
-//! Patches: strategic merge (with Kubernetes' merge keys for the builtin kinds) and JSON 6902,
-//! and kustomize's target selectors.
+//! Strategic merge patches, with Kubernetes' merge keys for the builtin kinds (JSON 6902 is in
+//! json6902.rs, which objects a patch applies to in select.rs).
 
 use serde_json::{Map, Value};
 
-use super::file::Selector;
 use super::limits;
-use super::object::{Resource, kind, name, namespace};
 use super::openapi::OpenApi;
-use super::regex::InvalidRegex;
 
 /// API groups of the builtin kinds whose lists merge by key; lists of other kinds (custom
 /// resources, without a schema) are replaced, as kustomize does.
@@ -367,165 +364,12 @@ fn strip_directives(value: &mut Value, mode: Mode) {
     }
 }
 
-/// Splits a label selector into its requirements at the commas outside parentheses.
-fn requirements(selector: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut depth = 0;
-    let mut start = 0;
-    for (i, c) in selector.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(&selector[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&selector[start..]);
-    parts.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
-}
-
-/// A Kubernetes label selector (`k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a)`, `k`, `!k`)
-/// against a map of labels or annotations.
-pub fn matches_selector(map: Option<&Value>, selector: &str) -> bool {
-    let empty = Map::new();
-    let map = map.and_then(Value::as_object).unwrap_or(&empty);
-    let value_of = |key: &str| map.get(key.trim()).and_then(Value::as_str);
-    let set = |inside: &str| -> Vec<String> { inside.trim().trim_start_matches('(').trim_end_matches(')').split(',').map(|v| v.trim().to_owned()).collect() };
-    requirements(selector).into_iter().all(|term| {
-        if let Some((key, values)) = term.split_once(" notin ") {
-            return value_of(key).is_none_or(|v| !set(values).iter().any(|s| s == v));
-        }
-        if let Some((key, values)) = term.split_once(" in ") {
-            return value_of(key).is_some_and(|v| set(values).iter().any(|s| s == v));
-        }
-        if let Some((key, value)) = term.split_once("!=") {
-            return value_of(key) != Some(value.trim());
-        }
-        if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
-            return value_of(key) == Some(value.trim());
-        }
-        if let Some(key) = term.strip_prefix('!') {
-            return !map.contains_key(key.trim());
-        }
-        map.contains_key(term)
-    })
-}
-
-/// How a selector's kind, name, namespace, group and version are compared with an object's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compare {
-    /// As regular expressions matching the whole value (kustomize's patch targets).
-    Pattern,
-    /// As plain strings, a missing namespace being `default` (kustomize's `IsSelectedBy`, used by
-    /// replacements).
-    Literal,
-}
-
-thread_local! {
-    /// Compiled target patterns: a patch is matched against every object, and the same few
-    /// patterns recur. Bounded, since patterns come from Git.
-    static PATTERNS: std::cell::RefCell<std::collections::HashMap<String, Result<regex::Regex, InvalidRegex>>> = Default::default();
-}
-
-/// Whether `value` matches `pattern` as a whole (Go regular expression syntax, anchored as
-/// kustomize's `anchorRegex`).
-fn matches_pattern(pattern: &str, value: &str) -> Result<bool, InvalidRegex> {
-    // Most targets are plain names: no need to compile them.
-    if !pattern.contains(|c: char| "\\.+*?()|[]{}^$".contains(c)) {
-        return Ok(pattern == value);
-    }
-    PATTERNS.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if cache.len() >= 1024 {
-            cache.clear();
-        }
-        let compiled = cache.entry(pattern.to_owned()).or_insert_with(|| super::regex::whole(pattern));
-        compiled.as_ref().map(|regex| regex.is_match(value)).map_err(Clone::clone)
-    })
-}
-
-/// A target's patterns, checked before any object is matched: kustomize fails on an invalid one
-/// even when nothing would be selected.
-pub fn check_patterns(selector: &Selector) -> Result<(), InvalidRegex> {
-    for pattern in [&selector.group, &selector.version, &selector.kind, &selector.name, &selector.namespace].into_iter().flatten() {
-        if !pattern.is_empty() {
-            matches_pattern(pattern, "")?;
-        }
-    }
-    Ok(())
-}
-
-/// Whether an object, were it named `name` in `namespace`, is selected by a target.
-fn selects_as(selector: &Selector, object: &Value, name: &str, namespace: &str, compare: Compare) -> Result<bool, InvalidRegex> {
-    let (group, version) = super::object::group_version(object);
-    fn given(field: &Option<String>) -> Option<&str> {
-        field.as_deref().filter(|f| !f.is_empty())
-    }
-    let matches = |wanted: &Option<String>, value: &str, is_namespace: bool| -> Result<bool, InvalidRegex> {
-        let Some(wanted) = given(wanted) else { return Ok(true) };
-        match compare {
-            Compare::Pattern => matches_pattern(wanted, value),
-            Compare::Literal if is_namespace => {
-                let effective = |ns: &str| if ns.is_empty() { "default".to_owned() } else { ns.to_owned() };
-                Ok(effective(wanted) == effective(value))
-            }
-            Compare::Literal => Ok(wanted == value),
-        }
-    };
-    Ok(matches(&selector.kind, kind(object), false)?
-        && matches(&selector.name, name, false)?
-        && matches(&selector.group, group, false)?
-        && matches(&selector.version, version, false)?
-        && matches(&selector.namespace, namespace, true)?
-        && given(&selector.label_selector).is_none_or(|s| matches_selector(object.pointer("/metadata/labels"), s))
-        && given(&selector.annotation_selector).is_none_or(|s| matches_selector(object.pointer("/metadata/annotations"), s)))
-}
-
-/// Whether a patch's target selects a resource: by its original or its current name and
-/// namespace, not the names it had in between (kustomize's `ResMap.Select`; replacements, which
-/// match every earlier name, use [`selects_resource`]).
-pub fn selects_patch_target(selector: &Selector, resource: &Resource) -> Result<bool, InvalidRegex> {
-    let object = &resource.object;
-    let current = (name(object), namespace(object));
-    let original = resource.previous.first().map_or(current, |(n, ns)| (n.as_str(), ns.as_str()));
-    for n in [current.0, original.0] {
-        for ns in [current.1, original.1] {
-            if selects_as(selector, object, n, ns, Compare::Pattern)? {
-                return Ok(true);
-            }
-        }
-    }
-    Ok(false)
-}
-
-/// Whether a replacement's selector matches a resource, literally, under its current name or any
-/// name it had before.
-pub fn selects_resource(selector: &Selector, resource: &Resource) -> bool {
-    let object = &resource.object;
-    let literally = |name: &str, namespace: &str| selects_as(selector, object, name, namespace, Compare::Literal).unwrap_or(false);
-    literally(name(object), namespace(object))
-        || (selector.name.is_some()
-            && resource.previous.iter().any(|(old_name, old_namespace)| {
-                let namespace = if selector.namespace.is_some() { old_namespace.as_str() } else { namespace(object) };
-                literally(old_name, namespace)
-            }))
-}
-
-/// Whether a strategic merge patch without a target applies to `object`: same kind and name
-/// (and namespace, when the patch names one).
-pub fn patch_targets(patch: &Value, object: &Value) -> bool {
-    let patch_ns = patch.pointer("/metadata/namespace").and_then(Value::as_str);
-    kind(patch) == kind(object)
-        && name(patch) == name(object)
-        && patch_ns.is_none_or(|ns| Some(ns) == object.pointer("/metadata/namespace").and_then(Value::as_str))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+    use proptest::sample::subsequence;
     use serde_json::json;
 
     fn deployment() -> Value {
@@ -619,132 +463,110 @@ mod tests {
         assert_eq!(pod["spec"]["containers"][0]["ports"], json!([{"containerPort": 80, "name": "p"}]));
     }
 
-    #[test]
-    fn set_based_label_selectors() {
-        let labels = json!({"tier": "back", "env": "prod"});
-        assert!(matches_selector(Some(&labels), "tier in (back, front),env"));
-        assert!(!matches_selector(Some(&labels), "tier notin (back)"));
-        assert!(matches_selector(Some(&labels), "!missing,env==prod"));
-        assert!(!matches_selector(Some(&labels), "env!=prod"));
+    /// Arbitrary JSON values up to `depth` levels of lists and maps, from small sets of keys and
+    /// strings so that patches and bases share some.
+    fn value(depth: u32) -> impl Strategy<Value = Value> + Clone {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (0..1000u64).prop_map(Value::from),
+            (0..50u32).prop_map(|n| Value::String(format!("s{n}"))),
+        ];
+        leaf.prop_recursive(depth, 64, 5, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..4).prop_map(Value::Array),
+                btree_map((0..8u32).prop_map(|k| format!("k{k}")), inner, 0..5).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 
-    /// A small deterministic generator of JSON values, for property checks without a crate.
-    struct Values(u64);
-
-    impl Values {
-        fn next(&mut self) -> u64 {
-            // xorshift64
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn value(&mut self, depth: u32) -> Value {
-            match (self.next() % if depth == 0 { 4 } else { 6 }, depth) {
-                (0, _) => Value::Null,
-                (1, _) => Value::Bool(self.next().is_multiple_of(2)),
-                (2, _) => Value::from(self.next() % 1000),
-                (3, _) => Value::String(format!("s{}", self.next() % 50)),
-                (4, d) => Value::Array((0..self.next() % 4).map(|_| self.value(d - 1)).collect()),
-                (_, d) => Value::Object((0..self.next() % 5).map(|_| (format!("k{}", self.next() % 8), self.value(d - 1))).collect()),
-            }
-        }
+    /// A list whose elements carry `key`, each from `choices` at most once, in any order.
+    fn keyed(key: &'static str, choices: Vec<Value>, element: impl Strategy<Value = Value> + Clone) -> impl Strategy<Value = Value> + Clone {
+        let count = choices.len();
+        subsequence(choices, 0..=count)
+            .prop_shuffle()
+            .prop_flat_map(move |ids| {
+                let n = ids.len();
+                (Just(ids), vec(element.clone(), n))
+            })
+            .prop_map(move |(ids, elements)| {
+                let items = ids
+                    .into_iter()
+                    .zip(elements)
+                    .map(|(id, mut item)| {
+                        if let Some(map) = item.as_object_mut() {
+                            map.insert(key.to_owned(), id);
+                        }
+                        item
+                    })
+                    .collect();
+                Value::Array(items)
+            })
     }
 
     /// A pod template with keyed lists (containers, their ports and env, volumes), names and
     /// keys from small sets so that patches and bases share some; no key twice in one list.
-    fn pod_template(values: &mut Values) -> Value {
-        fn keyed(values: &mut Values, key: &str, choices: &[Value], mut element: impl FnMut(&mut Values) -> Value) -> Value {
-            let mut items = Vec::new();
-            let mut used = Vec::new();
-            for _ in 0..values.next() % 4 {
-                let id = choices[(values.next() % choices.len() as u64) as usize].clone();
-                if used.contains(&id) {
-                    continue;
-                }
-                used.push(id.clone());
-                let mut item = element(values);
-                if let Some(map) = item.as_object_mut() {
-                    map.insert(key.to_owned(), id);
-                }
-                items.push(item);
-            }
-            Value::Array(items)
-        }
+    fn pod_template() -> impl Strategy<Value = Value> {
         let names: Vec<Value> = ["a", "b", "c"].into_iter().map(Value::from).collect();
         let ports: Vec<Value> = [80, 443, 8080].into_iter().map(Value::from).collect();
-        let containers = keyed(values, "name", &names, |values| {
-            let mut container = serde_json::Map::new();
-            container.insert("image".into(), values.value(0));
-            let port_list =
-                keyed(
-                    values,
-                    "containerPort",
-                    &ports,
-                    |values| {
-                        if values.next() % 2 == 0 { json!({"protocol": "UDP"}) } else { json!({"name": values.value(0)}) }
-                    },
-                );
-            container.insert("ports".into(), port_list);
-            container.insert("env".into(), keyed(values, "name", &names, |values| json!({"value": values.value(0)})));
-            container.insert("extra".into(), values.value(2));
-            Value::Object(container)
-        });
-        let volumes = keyed(values, "name", &names, |values| json!({"emptyDir": values.value(1)}));
-        json!({"spec": {"template": {"spec": {"containers": containers, "volumes": volumes}}}})
+        let port = prop_oneof![Just(json!({"protocol": "UDP"})), value(0).prop_map(|name| json!({"name": name}))];
+        let env = value(0).prop_map(|v| json!({"value": v}));
+        let container = (value(0), keyed("containerPort", ports, port), keyed("name", names.clone(), env), value(2))
+            .prop_map(|(image, ports, env, extra)| json!({"image": image, "ports": ports, "env": env, "extra": extra}));
+        let volumes = keyed("name", names.clone(), value(1).prop_map(|v| json!({"emptyDir": v})));
+        (keyed("name", names, container), volumes)
+            .prop_map(|(containers, volumes)| json!({"spec": {"template": {"spec": {"containers": containers, "volumes": volumes}}}}))
     }
 
-    #[test]
-    fn property_a_strategic_merge_patch_applied_twice_is_applied_once() {
-        let mut values = Values(0x2545_f491_4f6c_dd1d);
-        for _ in 0..2000 {
-            let mut object = pod_template(&mut values);
+    /// Merging a patch without lists or nulls, then reading each patched leaf, gives the
+    /// patch's value.
+    fn leaves(value: &Value, path: String, out: &mut Vec<(String, Value)>) {
+        match value {
+            Value::Object(map) if !map.is_empty() => map.iter().for_each(|(k, v)| leaves(v, format!("{path}/{k}"), out)),
+            other => out.push((path, other.clone())),
+        }
+    }
+
+    fn without_lists_and_nulls(value: &mut Value) {
+        if let Value::Object(map) = value {
+            map.retain(|_, v| !v.is_null() && !v.is_array());
+            map.values_mut().for_each(without_lists_and_nulls);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn property_a_strategic_merge_patch_applied_twice_is_applied_once(mut object in pod_template(), patch in pod_template()) {
             object["apiVersion"] = json!("apps/v1");
             object["kind"] = json!("Deployment");
-            let patch = pod_template(&mut values);
             strategic_merge(&mut object, &patch);
             let once = object.clone();
             strategic_merge(&mut object, &patch);
-            assert_eq!(object, once, "patch {patch}");
+            prop_assert_eq!(object, once, "patch {}", patch);
         }
     }
 
-    #[test]
-    fn property_an_empty_patch_changes_nothing() {
-        let mut values = Values(0x9e37_79b9_7f4a_7c15);
-        for _ in 0..500 {
-            let mut object = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": values.value(4)});
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn property_an_empty_patch_changes_nothing(spec in value(4)) {
+            let mut object = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": spec});
             let before = object.clone();
             strategic_merge(&mut object, &json!({}));
-            assert_eq!(object, before);
+            prop_assert_eq!(object, before);
         }
-    }
 
-    #[test]
-    fn property_a_patch_of_scalars_and_maps_is_applied_whole() {
-        // Merging a patch without lists or nulls, then reading each patched leaf, gives the
-        // patch's value.
-        fn leaves(value: &Value, path: String, out: &mut Vec<(String, Value)>) {
-            match value {
-                Value::Object(map) if !map.is_empty() => map.iter().for_each(|(k, v)| leaves(v, format!("{path}/{k}"), out)),
-                other => out.push((path, other.clone())),
-            }
-        }
-        fn without_lists_and_nulls(value: &mut Value) {
-            if let Value::Object(map) = value {
-                map.retain(|_, v| !v.is_null() && !v.is_array());
-                map.values_mut().for_each(without_lists_and_nulls);
-            }
-        }
-        let mut values = Values(0x2545_f491_4f6c_dd1d);
-        for _ in 0..500 {
-            let mut object = json!({"apiVersion": "example.com/v1", "kind": "Thing", "spec": values.value(4)});
-            let mut patch = json!({"spec": values.value(4)});
+        #[test]
+        fn property_a_patch_of_scalars_and_maps_is_applied_whole(
+            spec in value(4),
+            patch_spec in btree_map((0..8u32).prop_map(|k| format!("k{k}")), value(3), 0..5),
+        ) {
+            let mut object = json!({"apiVersion": "example.com/v1", "kind": "Thing", "spec": spec});
+            let mut patch = json!({"spec": Value::Object(patch_spec.into_iter().collect())});
             without_lists_and_nulls(&mut patch);
-            if !patch["spec"].is_object() {
-                continue;
-            }
             strategic_merge(&mut object, &patch);
             let mut expected = Vec::new();
             leaves(&patch, String::new(), &mut expected);
@@ -752,7 +574,7 @@ mod tests {
                 if value.as_object().is_some_and(Map::is_empty) {
                     continue;
                 }
-                assert_eq!(object.pointer(&path), Some(&value), "at {path}");
+                prop_assert_eq!(object.pointer(&path), Some(&value), "at {}", path);
             }
         }
     }
@@ -762,27 +584,5 @@ mod tests {
         let mut cr = json!({"apiVersion": "example.com/v1", "kind": "Widget", "spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
         strategic_merge(&mut cr, &json!({"spec": {"containers": [{"name": "a", "x": 1}]}}));
         assert_eq!(cr["spec"]["containers"], json!([{"name": "a", "x": 1}]));
-    }
-
-    #[test]
-    fn selectors_and_name_patterns() {
-        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web-1", "labels": {"tier": "front"}}});
-        let selects = |selector: &Selector, compare| selects_as(selector, &d, "web-1", "", compare).expect("valid patterns");
-        let by_pattern = Selector { kind: Some("Deployment".into()), name: Some("web-.*".into()), ..Selector::default() };
-        assert!(selects(&by_pattern, Compare::Pattern));
-        assert!(!selects(&by_pattern, Compare::Literal), "replacements compare names literally");
-        assert!(selects(&Selector { group: Some("apps".into()), label_selector: Some("tier=front".into()), ..Selector::default() }, Compare::Pattern));
-        assert!(!selects(&Selector { label_selector: Some("tier!=front".into()), ..Selector::default() }, Compare::Pattern));
-        assert!(!selects(&Selector { kind: Some("Service".into()), ..Selector::default() }, Compare::Pattern));
-        assert!(selects(&Selector { namespace: Some("default".into()), ..Selector::default() }, Compare::Literal));
-        assert!(check_patterns(&Selector { name: Some("(web".into()), ..Selector::default() }).is_err());
-    }
-
-    #[test]
-    fn exponential_target_patterns_finish_at_once() {
-        let name = "a".repeat(40);
-        let d = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
-        let selector = Selector { name: Some("(a|a)*b".into()), ..Selector::default() };
-        assert!(!selects_as(&selector, &d, &name, "", Compare::Pattern).expect("a valid pattern"));
     }
 }

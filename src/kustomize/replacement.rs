@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::file::Selector;
 use super::limits;
 use super::object::Resource;
-use super::patch::selects_resource;
+use super::select::selects_resource;
 
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -462,6 +462,16 @@ pub fn controller() -> &'static ControllerProcess {
     })
 }
 
+/// A test's start against the shared controller: a client, the CRDs, the controller running,
+/// and a fresh namespace named after `test`.
+pub async fn setup(test: &str) -> (Client, String) {
+    let client = client().await;
+    install_crds(&client).await;
+    controller();
+    let ns = namespace(&client, test).await;
+    (client, ns)
+}
+
 impl ControllerProcess {
     /// The controller's log so far, for assertion messages.
     pub fn log_tail(&self) -> String {

@@ -361,6 +361,13 @@ const SOCKET_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long past its deadline a call waits for its worker's own, more precise error.
 const DEADLINE_GRACE: Duration = Duration::from_millis(500);
 
+/// Sets libgit2's process-wide socket timeouts, once.
+// The one unsafe block of the crate (lib.rs denies `unsafe_code`): git2 has no safe way to set
+// these. Its `opts::set_server_*_timeout_in_milliseconds` are `unsafe fn` because they write
+// libgit2's global options (`git_libgit2_opts`) without synchronisation against Git operations
+// reading them on other threads, and git2-rs offers no safe wrapper. Calling them once, before
+// our first Git operation, is what makes it sound.
+#[allow(unsafe_code)]
 fn set_socket_timeouts_once() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

@@ -22,8 +22,9 @@ mod config;
 pub mod fieldspec;
 pub mod file;
 pub mod generator;
-mod json6902;
-mod limits;
+// Public for the fuzz targets (fuzz/), which drive them as a build does.
+pub mod json6902;
+pub mod limits;
 mod metadata;
 mod nameref;
 pub mod object;

@@ -400,7 +400,8 @@ async fn an_empty_service_account_name_does_not_switch_restricted_mode_off() {
 /// fixed in 1.21): the test cluster's API server cannot store `serviceAccountName: ""`, which
 /// every fixed API server stores as it is. Marking the field nullable in the test cluster's
 /// Kustomization CRD lets the object a real cluster would hold reach the controller; the
-/// stored value is still `""`.
+/// stored value is still `""`. The test undoes it at its end (a failed run leaves the field
+/// nullable, which only lets through what a fixed API server takes anyway).
 async fn set_service_account_name_nullable(client: &Client, nullable: bool) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());

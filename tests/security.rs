@@ -282,3 +282,190 @@ fn credentials_do_not_follow_a_redirect_to_another_host() {
     let seen = seen.lock().expect("lock");
     assert!(seen.iter().all(|head| !head.to_ascii_lowercase().contains("authorization")), "the other host got the credentials: {seen:?}");
 }
+
+/// The Ready condition's message, empty when there is none.
+fn ready_message(ks: Kustomization) -> String {
+    ks.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready")).map(|c| c.message).unwrap_or_default()
+}
+
+/// As [`wait_ks`], for an object of a controller of the test's own (its log in the panic).
+async fn wait_shard_ks(api: &Api<Kustomization>, controller: &support::SpawnedController, name: &str, status: &str, message: &str) -> Kustomization {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ks = api.get(name).await.ok();
+        let ready = ks.as_ref().and_then(|k| k.status.as_ref()).and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready")).cloned();
+        if let Some(ks) = ks.filter(|_| ready.as_ref().is_some_and(|c| c.status == status && c.message.contains(message))) {
+            return ks;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{name} never Ready={status} with {message:?}: {ready:?}\n{}", controller.log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Finding 11.1: with `--default-service-account`, a Kustomization that says
+/// `serviceAccountName: ""` is applied as the default ServiceAccount, exactly like one that does
+/// not name an account. Before, the empty name was taken as "given", then dropped as empty, and
+/// the objects were applied with the controller's own (cluster-admin) rights: the Service below
+/// was created.
+#[tokio::test]
+async fn an_empty_service_account_name_does_not_switch_restricted_mode_off() {
+    let (client, ns) = setup("sec-empty-sa").await;
+    // The default account may manage ConfigMaps in its namespace, and nothing else.
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "configmaps"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]});
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "deployer-configmaps"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmaps"},
+        "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": ns}]});
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    accounts.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "deployer"}})).expect("sa")).await.expect("sa");
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), &ns);
+    roles.create(&PostParams::default(), &serde_json::from_value(role).expect("role")).await.expect("role");
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), &ns);
+    bindings.create(&PostParams::default(), &serde_json::from_value(binding).expect("binding")).await.expect("binding");
+    // A controller in restricted mode of this test's own.
+    let restricted = support::spawn_controller(&["--default-service-account", "deployer", "--watch-label-selector", &format!("{}={ns}", support::SHARD_LABEL)]);
+    let labels = json!({support::SHARD_LABEL: ns});
+
+    let repo = TestRepo::new(&format!("{ns}-empty-sa"));
+    let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: denied\nspec:\n  ports:\n  - port: 80\n    protocol: TCP\n";
+    let commit = repo.commit(&[("allowed/cm.yaml", CONFIG_MAP), ("denied/service.yaml", service)], "a configmap and a service");
+    support::create_object(
+        &client,
+        &ns,
+        json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "app", "labels": labels},
+               "spec": {"interval": "1m", "url": repo.http_url(), "ref": {"branch": "main"}}}),
+    )
+    .await
+    .expect("GitRepository");
+    // (name, path, serviceAccountName): "" and absent must behave the same.
+    let cases = [("allowed-empty", "./allowed", Some("")), ("denied-empty", "./denied", Some("")), ("denied-absent", "./denied", None)];
+    let mut relaxed_crd = false;
+    for (name, path, account) in cases {
+        let mut spec = json!({"interval": "10m", "retryInterval": "1m", "prune": true, "path": path, "targetNamespace": ns,
+                              "sourceRef": {"kind": "GitRepository", "name": "app"}});
+        if let Some(account) = account {
+            spec["serviceAccountName"] = json!(account);
+        }
+        let manifest =
+            json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": name, "labels": labels}, "spec": spec});
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match support::create_object(&client, &ns, manifest.clone()).await {
+                Ok(_) => break,
+                Err(kube::Error::Api(e))
+                    if e.code == 422 && e.message.contains(r#"must be of type string: "null""#) && tokio::time::Instant::now() < deadline =>
+                {
+                    if !relaxed_crd {
+                        set_service_account_name_nullable(&client, true).await;
+                        relaxed_crd = true;
+                    }
+                    // The API server takes a moment to serve the changed schema.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("creating Kustomization {name}: {e}"),
+            }
+        }
+    }
+    let api: Api<Kustomization> = Api::namespaced(client.clone(), &ns);
+    let stored = api.get("denied-empty").await.expect("get");
+    assert_eq!(stored.spec.service_account_name.as_deref(), Some(""), "the API server must hold the empty name as it is");
+    // What the default account may do is applied (impersonation works at all)...
+    wait_shard_ks(&api, &restricted, "allowed-empty", "True", &commit).await;
+    let configs: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
+    assert!(configs.get_opt("app").await.expect("get").is_some());
+    // ...and what it may not is refused, as that account, for "" as for no name.
+    let user = format!("system:serviceaccount:{ns}:deployer");
+    for name in ["denied-empty", "denied-absent"] {
+        let message = ready_message(wait_shard_ks(&api, &restricted, name, "False", "forbidden").await);
+        assert!(message.contains(&user), "{name} was not refused as {user}: {message}");
+    }
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), &ns);
+    assert!(services.get_opt("denied").await.expect("get").is_none(), "the Service was applied with the controller's own rights");
+    drop(restricted);
+    if relaxed_crd {
+        set_service_account_name_nullable(&client, false).await;
+    }
+}
+
+/// Kubernetes 1.20's schema validation, built with Go 1.16 or newer, takes every zero value
+/// (`""`) for null and refuses it in a field that is not nullable (kubernetes/kubernetes#99804,
+/// fixed in 1.21): the test cluster's API server cannot store `serviceAccountName: ""`, which
+/// every fixed API server stores as it is. Marking the field nullable in the test cluster's
+/// Kustomization CRD lets the object a real cluster would hold reach the controller; the
+/// stored value is still `""`. The test undoes it at its end (a failed run leaves the field
+/// nullable, which only lets through what a fixed API server takes anyway).
+async fn set_service_account_name_nullable(client: &Client, nullable: bool) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = "kustomizations.kustomize.toolkit.fluxcd.io";
+    for _attempt in 0..10 {
+        let mut crd = crds.get(name).await.expect("the Kustomization CRD");
+        for version in &mut crd.spec.versions {
+            let field = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+                .and_then(|s| s.properties.as_mut())
+                .and_then(|p| p.get_mut("spec"))
+                .and_then(|s| s.properties.as_mut())
+                .and_then(|p| p.get_mut("serviceAccountName"));
+            if let Some(field) = field {
+                field.nullable = nullable.then_some(true);
+            }
+        }
+        match crds.replace(name, &PostParams::default(), &crd).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => panic!("updating the Kustomization CRD: {e}"),
+        }
+    }
+    panic!("the Kustomization CRD kept changing under the update");
+}
+
+/// Finding 11.3: `kubeConfig.secretRef` naming a key that holds something else (here a
+/// password) fails with a message that names the Secret, the key and the problem. Before, the
+/// YAML parser's error quoted the value, and the password went into the status and the Events.
+#[tokio::test]
+async fn a_kube_config_key_holding_a_password_is_named_never_quoted() {
+    let (client, ns) = setup("sec-kubeconfig-password").await;
+    // Unique, and shares no word with any message ("password" is the key, not the value).
+    let password = "Tr0ub4dor-3-horse-b4ttery-9e1c";
+    create_secret(&client, &ns, "db", BTreeMap::from([("password", password.to_owned())])).await;
+    let repo = TestRepo::new(&format!("{ns}-kubeconfig"));
+    repo.commit(&[("cm.yaml", CONFIG_MAP)], "first");
+    support::create_object(
+        &client,
+        &ns,
+        json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": "app"},
+               "spec": {"interval": "1m", "url": repo.http_url(), "ref": {"branch": "main"}}}),
+    )
+    .await
+    .expect("GitRepository");
+    support::create_object(
+        &client,
+        &ns,
+        json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "remote"},
+               "spec": {"interval": "10m", "retryInterval": "2s", "prune": true, "targetNamespace": ns,
+                        "kubeConfig": {"secretRef": {"name": "db", "key": "password"}},
+                        "sourceRef": {"kind": "GitRepository", "name": "app"}}}),
+    )
+    .await
+    .expect("Kustomization");
+    let failed = wait_ks(&client, &ns, "remote", "False", "not a kubeconfig").await;
+    let status = serde_json::to_string(&failed.status).expect("status");
+    let message = ready_message(failed);
+    assert!(message.contains(&format!("kubeconfig secret '{ns}/db' key 'password'")), "the message names the Secret and the key: {message}");
+    assert!(!status.contains(password), "the password leaked into status: {status}");
+    // The Event of the failure exists (so the check below is not vacuous) and quotes nothing.
+    let events = support::wait_for(Duration::from_secs(30), || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move { event_messages(&client, &ns, "remote").await.contains("not a kubeconfig") }
+    })
+    .await;
+    let messages = event_messages(&client, &ns, "remote").await;
+    assert!(events.is_some(), "no Event for the failure: {messages}");
+    assert!(!messages.contains(password), "the password leaked into an Event: {messages}");
+    let log = std::fs::read_to_string(&support::controller().log).expect("controller log");
+    assert!(!log.contains(password), "the password leaked into the controller's log");
+}

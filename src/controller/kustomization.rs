@@ -261,15 +261,16 @@ async fn target_applier(ks: &Kustomization, ctx: &Context, local: &Arc<Applier>)
         Some(key) => vec![key],
         None => vec!["value", "value.yaml"],
     };
-    let Some(bytes) = keys.iter().find_map(|k| data.get(*k)) else {
+    let Some((key, bytes)) = keys.iter().find_map(|k| data.get(*k).map(|v| (*k, v))) else {
         return Err(failed(format!("kubeconfig secret '{ns}/{}' has no key {}", secret_ref.name, keys.join(" or "))));
     };
-    let text = std::str::from_utf8(&bytes.0).map_err(|_| failed(format!("kubeconfig secret '{ns}/{}' is not UTF-8 text", secret_ref.name)))?;
+    // Errors name the Secret and the key, never the value: it may be any credential.
+    let text = std::str::from_utf8(&bytes.0).map_err(|_| failed(format!("kubeconfig secret '{ns}/{}' key '{key}' is not UTF-8 text", secret_ref.name)))?;
     let version = format!("{}@{}", secret.metadata.uid.unwrap_or_default(), secret.metadata.resource_version.unwrap_or_default());
     // As Flux's impersonator: the Kustomization's account, else the default one, on the remote
     // cluster too.
     let impersonate = ctx.service_account(ks.spec.service_account_name.as_deref()).map(|sa| format!("system:serviceaccount:{ns}:{sa}"));
-    ctx.applier_for_kubeconfig(&version, text, impersonate).await.map_err(|e| failed(format!("kubeconfig secret '{ns}/{}': {e}", secret_ref.name)))
+    ctx.applier_for_kubeconfig(&version, text, impersonate).await.map_err(|e| failed(format!("kubeconfig secret '{ns}/{}' key '{key}': {e}", secret_ref.name)))
 }
 
 /// With `--no-cross-namespace-refs`, a reference to another namespace is refused (Flux's

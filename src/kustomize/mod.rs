@@ -24,8 +24,9 @@ mod error;
 pub mod fieldspec;
 pub mod file;
 pub mod generator;
-mod json6902;
-mod limits;
+// Public for the fuzz targets (fuzz/), which drive them as a build does.
+pub mod json6902;
+pub mod limits;
 mod loader;
 mod metadata;
 mod nameref;

@@ -44,8 +44,6 @@ const FREE: &str = "apiVersion: v1
 kind: ConfigMap
 metadata:
   name: free
-  annotations:
-    kustomize.toolkit.fluxcd.io/reconcile: disabled
 data:
   mode: strict
 ";
@@ -121,9 +119,11 @@ async fn scaled_deployments_and_deleted_configmaps_are_put_back_within_seconds()
     assert!(recreated.is_some(), "the deleted ConfigMap was not recreated within 20s\n{}", controller.log_tail());
     eprintln!("deleted ConfigMap recreated in {:.2}s", deleted.elapsed().as_secs_f64());
 
-    // `reconcile: disabled`: an edit stays.
+    // `reconcile: disabled` set on the live object (as `kubectl annotate` does): an edit stays.
+    // (The same annotation in Git means the object is never applied at all: tests/apply.rs.)
     let edit = PatchParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
-    configs.patch("free", &edit, &Patch::Merge(json!({"data": {"mode": "relaxed"}}))).await.expect("edit");
+    let opt_out = json!({"metadata": {"annotations": {"kustomize.toolkit.fluxcd.io/reconcile": "disabled"}}, "data": {"mode": "relaxed"}});
+    configs.patch("free", &edit, &Patch::Merge(opt_out)).await.expect("edit");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let free = configs.get("free").await.expect("free");
     assert_eq!(free.data.unwrap_or_default().get("mode").map(String::as_str), Some("relaxed"), "an object with reconcile: disabled was put back");

@@ -26,8 +26,36 @@ pub struct ObjectReference {
     pub name: String,
     #[serde(default)]
     pub api_version: Option<String>,
+    /// kustomize's objref embeds a group/version/kind: `group` and `version` may be given apart.
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
     #[serde(default)]
     pub namespace: Option<String>,
+}
+
+impl ObjectReference {
+    /// The group and version a var selects, as kustomize's `Target.GVK()` reads them: an
+    /// `apiVersion` of `group/version` sets both, one of a single part sets the version, and
+    /// otherwise `group` and `version` stand. They must equal the object's exactly: an objref
+    /// without a version matches nothing, as in kustomize.
+    fn group_version(&self) -> (String, String) {
+        let mut group = self.group.clone().unwrap_or_default();
+        let mut version = self.version.clone().unwrap_or_default();
+        if let Some(api_version) = self.api_version.as_deref().filter(|a| !a.is_empty()) {
+            let parts: Vec<&str> = api_version.split('/').collect();
+            match parts.as_slice() {
+                [g, v] => {
+                    group = (*g).to_owned();
+                    version = (*v).to_owned();
+                }
+                [v] => version = (*v).to_owned(),
+                _ => {}
+            }
+        }
+        (group, version)
+    }
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -156,13 +184,14 @@ pub fn resolve(vars: &[Var], resources: &mut [Resource], custom: &[FieldSpec]) -
     }
     let mut values = BTreeMap::new();
     for var in vars {
-        let group = var.objref.api_version.as_deref().map(|a| a.rsplit_once('/').map_or("", |(g, _)| g)).unwrap_or("");
-        let wanted = Id { group: group.to_owned(), kind: var.objref.kind.clone(), name: var.objref.name.clone(), ..Id::default() };
+        let (group, version) = var.objref.group_version();
+        let wanted = Id { group, kind: var.objref.kind.clone(), name: var.objref.name.clone(), ..Id::default() };
         let found: Vec<&Resource> = resources
             .iter()
             .filter(|r| {
-                let (resource_group, _) = group_version(&r.object);
-                (var.objref.api_version.is_none() || resource_group == wanted.group)
+                let (resource_group, resource_version) = group_version(&r.object);
+                resource_group == wanted.group
+                    && resource_version == version
                     && super::object::kind(&r.object) == wanted.kind
                     && r.names().any(|n| n == wanted.name)
                     && var

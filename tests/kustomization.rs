@@ -294,17 +294,7 @@ async fn substitute_from_reads_config_maps_and_secrets_and_substitute_wins() {
 async fn service_account_name_applies_with_only_that_accounts_rights() {
     let (client, ns) = setup("ks-impersonate").await;
     // A ServiceAccount that may manage ConfigMaps in its namespace, and nothing else.
-    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "configmaps"},
-        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]});
-    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "deployer-configmaps"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmaps"},
-        "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": ns}]});
-    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &ns);
-    accounts.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "deployer"}})).expect("sa")).await.expect("sa");
-    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), &ns);
-    roles.create(&PostParams::default(), &serde_json::from_value(role).expect("role")).await.expect("role");
-    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), &ns);
-    bindings.create(&PostParams::default(), &serde_json::from_value(binding).expect("binding")).await.expect("binding");
+    support::configmap_only_service_account(&client, &ns, "deployer").await;
 
     let repo = TestRepo::new(&format!("{ns}-impersonate"));
     let config = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: allowed\n";

@@ -311,17 +311,7 @@ async fn wait_shard_ks(api: &Api<Kustomization>, controller: &support::SpawnedCo
 async fn an_empty_service_account_name_does_not_switch_restricted_mode_off() {
     let (client, ns) = setup("sec-empty-sa").await;
     // The default account may manage ConfigMaps in its namespace, and nothing else.
-    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "configmaps"},
-        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]});
-    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "deployer-configmaps"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmaps"},
-        "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": ns}]});
-    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &ns);
-    accounts.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "deployer"}})).expect("sa")).await.expect("sa");
-    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), &ns);
-    roles.create(&PostParams::default(), &serde_json::from_value(role).expect("role")).await.expect("role");
-    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), &ns);
-    bindings.create(&PostParams::default(), &serde_json::from_value(binding).expect("binding")).await.expect("binding");
+    support::configmap_only_service_account(&client, &ns, "deployer").await;
     // A controller in restricted mode of this test's own.
     let restricted = support::spawn_controller(&["--default-service-account", "deployer", "--watch-label-selector", &format!("{}={ns}", support::SHARD_LABEL)]);
     let labels = json!({support::SHARD_LABEL: ns});

@@ -583,3 +583,21 @@ pub async fn simulated_node(client: &Client, namespace: &str) -> SimulatedNode {
     });
     SimulatedNode { task }
 }
+
+/// A ServiceAccount `name` in `ns` that may manage ConfigMaps there and nothing else (a Role and
+/// its RoleBinding): a Kustomization impersonating it may apply ConfigMaps, and is refused the rest.
+pub async fn configmap_only_service_account(client: &Client, ns: &str, name: &str) {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use kube::api::{Api, PostParams};
+    let role = serde_json::json!({"metadata": {"name": format!("{name}-configmaps")},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]});
+    let binding = serde_json::json!({"metadata": {"name": format!("{name}-configmaps")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("{name}-configmaps")},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]});
+    let account = serde_json::json!({"metadata": {"name": name}});
+    let params = PostParams::default();
+    Api::<ServiceAccount>::namespaced(client.clone(), ns).create(&params, &serde_json::from_value(account).expect("sa")).await.expect("ServiceAccount");
+    Api::<Role>::namespaced(client.clone(), ns).create(&params, &serde_json::from_value(role).expect("role")).await.expect("Role");
+    Api::<RoleBinding>::namespaced(client.clone(), ns).create(&params, &serde_json::from_value(binding).expect("binding")).await.expect("RoleBinding");
+}

@@ -290,6 +290,27 @@ async fn ssa_ignore_if_not_present_and_reconcile_disabled_leave_objects_alone() 
     assert_eq!(data("once").await.as_deref(), Some("edited"), "IfNotPresent: an existing object is never updated");
     assert_eq!(data("frozen-live").await.as_deref(), Some("edited"), "ssa: Ignore on the live object: left alone");
 
+    // Remembered: a reconcile where neither Git nor the cluster changed asks nothing more of the
+    // skipped objects, and still leaves them alone.
+    let mut state = ferroflux::apply::AppliedState::default();
+    let recorded = applier.apply_all_with(set("2"), &opts, &mut state).await.expect("apply with state");
+    assert!(recorded.iter().all(|c| c.action == Action::Skipped), "{:?}", actions(&recorded));
+    assert_eq!(state.len(), 2, "the two existing skipped objects are recorded");
+    let cached = applier.apply_all_with(set("2"), &opts, &mut state).await.expect("no-op apply");
+    let mut lines = actions(&cached);
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            format!("ConfigMap/{ns}/disabled skipped"),
+            format!("ConfigMap/{ns}/frozen-live unchanged"),
+            format!("ConfigMap/{ns}/ignored skipped"),
+            format!("ConfigMap/{ns}/once unchanged"),
+        ]
+    );
+    assert_eq!(data("once").await.as_deref(), Some("edited"));
+    assert_eq!(data("frozen-live").await.as_deref(), Some("edited"));
+
     // Without the annotations, both are applied again.
     api.patch("frozen-live", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&json!({"metadata": {"annotations": {SSA_ANNOTATION: null}}})))
         .await

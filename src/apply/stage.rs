@@ -75,8 +75,9 @@ impl Applier {
     async fn write(&self, r: &Resolved, plan: Plan, opts: &ApplyOptions, params: &PatchParams) -> Result<(Action, Option<String>), ApplyError> {
         let Plan { live, dry, skip, .. } = plan;
         if skip {
-            // Not recorded in the applied state: the next reconcile looks again.
-            return Ok((Action::Skipped, None));
+            // Recorded with the live resourceVersion: until the manifest or the live object (its
+            // annotations included) changes, the next reconcile needs no request for it.
+            return Ok((Action::Skipped, live.and_then(|l| l.metadata.resource_version)));
         }
         let api = self.api(r);
         let mut took_over = false;

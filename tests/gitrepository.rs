@@ -184,6 +184,57 @@ async fn wrong_password_is_authentication_failed_keeps_the_artifact_and_recovers
     assert!(recovered.status.is_some_and(|s| !s.conditions.iter().any(|c| c.type_ == "FetchFailed")));
 }
 
+/// Many GitRepositories on one URL (tenants on a platform repository, Flux's benchmark) share
+/// their ref listings and fetches, but only with equal credentials: one with a wrong password on
+/// the same URL, created in the same moment, still fails on its own, and each artifact is its
+/// own file with the same bytes.
+#[tokio::test]
+async fn repositories_on_one_url_share_git_work_only_with_equal_credentials() {
+    let (client, ns) = setup("gitrepo-shared").await;
+    let servers = support::git_servers();
+    let repo = TestRepo::new(&format!("{ns}-shared"));
+    let commit = repo.commit(&[("deployment.yaml", DEPLOYMENT)], "Add deployment");
+    let ca = std::fs::read_to_string(servers.var("CA_FILE")).expect("CA");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for (name, password) in [("good-a", servers.var("PASSWORD")), ("good-b", servers.var("PASSWORD")), ("wrong", "not-the-password-51c2")] {
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "stringData": {"username": servers.var("USERNAME"), "password": password, "ca.crt": ca}
+        }))
+        .expect("secret");
+        secrets.create(&PostParams::default(), &secret).await.expect("secret");
+    }
+    let repos: Api<GitRepository> = Api::namespaced(client.clone(), &ns);
+    let names: Vec<(String, &str)> =
+        (0..6).map(|i| (format!("tenant-{i}"), if i % 2 == 0 { "good-a" } else { "good-b" })).chain([("intruder".to_owned(), "wrong")]).collect();
+    futures::future::join_all(names.iter().map(|(name, secret)| {
+        let object: GitRepository = serde_json::from_value(json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": name},
+            "spec": {"interval": "1h", "url": repo.https_url(), "ref": {"branch": "main"}, "secretRef": {"name": secret}}
+        }))
+        .expect("object");
+        let repos = repos.clone();
+        async move { repos.create(&PostParams::default(), &object).await.expect("GitRepository") }
+    }))
+    .await;
+    let mut digests = std::collections::BTreeSet::new();
+    let mut paths = std::collections::BTreeSet::new();
+    for (name, _) in names.iter().filter(|(n, _)| n != "intruder") {
+        let ready = wait_ready(&client, &ns, name, "True", &commit).await;
+        let artifact = ready.status.and_then(|s| s.artifact).expect("artifact");
+        assert_eq!(download(&artifact.url).await.len() as i64, artifact.size.unwrap_or(-1), "{name}'s artifact is served");
+        digests.insert(artifact.digest);
+        paths.insert(artifact.path);
+    }
+    assert_eq!(digests.len(), 1, "the same commit packs to the same bytes: {digests:?}");
+    assert_eq!(paths.len(), 6, "each GitRepository has its own artifact file: {paths:?}");
+    let failed = wait_ready(&client, &ns, "intruder", "False", "").await;
+    let status = failed.status.expect("status");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+    assert_eq!(ready.reason, "AuthenticationFailed", "{}", ready.message);
+    assert!(status.artifact.is_none(), "wrong credentials never get another GitRepository's artifact");
+}
+
 #[tokio::test]
 async fn unreachable_server_and_missing_branch_fail_then_recover_on_spec_change() {
     let (client, ns) = setup("gitrepo-faults").await;

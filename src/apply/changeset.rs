@@ -35,6 +35,9 @@ pub struct Change {
     pub id: ObjectId,
     pub version: String,
     pub action: Action,
+    /// The object as the API server returned it from this apply (or the live object read for
+    /// its dry-run): a first health look needs no GET. `None` when no request was made for it.
+    pub live: Option<serde_json::Value>,
 }
 
 impl fmt::Display for Change {

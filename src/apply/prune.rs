@@ -43,12 +43,12 @@ impl Applier {
             let owned = opts.owner_labels.iter().all(|(k, v)| labels.get(k) == Some(v));
             let disabled = annotations.get(crate::api::kustomize::PRUNE_ANNOTATION).is_some_and(|v| v == "disabled");
             if !owned || disabled || live.metadata.deletion_timestamp.is_some() {
-                changes.push(Change { id: id.clone(), version: version.clone(), action: Action::Skipped });
+                changes.push(Change { id: id.clone(), version: version.clone(), action: Action::Skipped, live: None });
                 continue;
             }
             let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
             match api.delete(&id.name, &params).await {
-                Ok(_) => changes.push(Change { id: id.clone(), version: version.clone(), action: Action::Deleted }),
+                Ok(_) => changes.push(Change { id: id.clone(), version: version.clone(), action: Action::Deleted, live: None }),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(e) => failed.push((entry.clone(), e.to_string())),
             }

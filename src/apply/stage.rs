@@ -26,7 +26,7 @@ impl Applier {
         // Excluded in Git (`ssa: Ignore`, `reconcile: disabled`): no request at all.
         let mut changes = Vec::with_capacity(stage.len());
         let (excluded, stage): (Vec<Resolved>, Vec<Resolved>) = stage.into_iter().partition(|r| Policy::of_manifest(&r.object) == Policy::Exclude);
-        changes.extend(excluded.into_iter().map(|r| Change { id: r.id, version: r.version, action: Action::Skipped }));
+        changes.extend(excluded.into_iter().map(|r| Change { id: r.id, version: r.version, action: Action::Skipped, live: None }));
 
         let digests: Vec<String> = stage.iter().map(|r| manifest_digest(&r.object)).collect();
         let unchanged = if previous.is_empty() { HashMap::new() } else { self.unchanged_since(&stage, &digests, previous, opts).await? };
@@ -35,7 +35,7 @@ impl Applier {
             match unchanged.get(&r.id) {
                 Some(version) => {
                     state.entries.insert(r.id.clone(), (digest, version.clone()));
-                    changes.push(Change { id: r.id, version: r.version, action: Action::Unchanged });
+                    changes.push(Change { id: r.id, version: r.version, action: Action::Unchanged, live: None });
                 }
                 None => todo.push((r, digest)),
             }
@@ -60,24 +60,26 @@ impl Applier {
         }
 
         let writing: Vec<_> = stage.iter().zip(plans).map(|(r, plan)| self.write(r, plan, opts, &params)).collect();
-        let outcomes: Vec<Result<(Action, Option<String>), ApplyError>> = stream::iter(writing).buffered(CONCURRENCY).collect().await;
+        let outcomes: Vec<Result<Written, ApplyError>> = stream::iter(writing).buffered(CONCURRENCY).collect().await;
         for ((r, outcome), digest) in stage.iter().zip(outcomes).zip(digests) {
-            let (action, version) = outcome?;
-            if let Some(version) = version {
+            let Written { action, object } = outcome?;
+            if let Some(version) = object.as_ref().and_then(|o| o.metadata.resource_version.clone()) {
                 state.entries.insert(r.id.clone(), (digest, version));
             }
-            changes.push(Change { id: r.id.clone(), version: r.version.clone(), action });
+            let live = object.and_then(|o| serde_json::to_value(o).ok());
+            changes.push(Change { id: r.id.clone(), version: r.version.clone(), action, live });
         }
         Ok(changes)
     }
 
-    /// Writes one planned object when it differs; returns what happened and its resourceVersion.
-    async fn write(&self, r: &Resolved, plan: Plan, opts: &ApplyOptions, params: &PatchParams) -> Result<(Action, Option<String>), ApplyError> {
+    /// Writes one planned object when it differs; returns what happened and the object as it is
+    /// now in the cluster.
+    async fn write(&self, r: &Resolved, plan: Plan, opts: &ApplyOptions, params: &PatchParams) -> Result<Written, ApplyError> {
         let Plan { live, dry, skip, .. } = plan;
         if skip {
             // Recorded with the live resourceVersion: until the manifest or the live object (its
             // annotations included) changes, the next reconcile needs no request for it.
-            return Ok((Action::Skipped, live.and_then(|l| l.metadata.resource_version)));
+            return Ok(Written { action: Action::Skipped, object: live });
         }
         let api = self.api(r);
         let mut took_over = false;
@@ -94,7 +96,7 @@ impl Applier {
         let recreate = dry.is_none() && live.is_some();
         if let (Some(live), Some(dry)) = (&live, &dry) {
             if !took_over && same_content(live, dry) {
-                return Ok((Action::Unchanged, live.metadata.resource_version.clone()));
+                return Ok(Written { action: Action::Unchanged, object: Some(live.clone()) });
             }
         }
         if let Some(live) = live.as_ref().filter(|_| recreate) {
@@ -117,6 +119,13 @@ impl Applier {
             (Some(_), Some(dry)) if same_content(dry, &applied) => Action::Unchanged,
             (Some(_), Some(_)) => Action::Configured,
         };
-        Ok((action, applied.metadata.resource_version.clone()))
+        Ok(Written { action, object: Some(applied) })
     }
+}
+
+/// What writing one object did, and the object as the cluster has it afterwards (`None` only
+/// for an object that was skipped and does not exist).
+struct Written {
+    action: Action,
+    object: Option<kube::api::DynamicObject>,
 }

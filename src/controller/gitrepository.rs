@@ -12,6 +12,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
+use super::coalesce::Coalescer;
 use super::conditions::{self, Status};
 use super::reconciler::{self, Done, write_status};
 use super::{Context, Failure, ReconcileError, now, with_jitter};
@@ -20,7 +21,7 @@ use crate::api::source::condition as reason;
 use crate::api::source::v1::{GitRepository, GitRepositoryStatus};
 use crate::source::artifact::IgnoreRules;
 use crate::source::git::{self, Credentials, GitRefSpec};
-use crate::source::storage::{ObjectKey, Storage};
+use crate::source::storage::{ObjectKey, Storage, StoredArtifact};
 
 /// Artifacts kept per GitRepository besides the current one.
 const KEEP_PREVIOUS: usize = 2;
@@ -33,12 +34,56 @@ pub struct GitContext {
     pub advertised_base: String,
     /// Asks whether an artifact URL another instance wrote still answers (see [`keep_url`]).
     pub http: reqwest::Client,
+    /// Ref listings shared by GitRepositories with the same URL, credentials and ref.
+    listings: Coalescer<ListingKey, Result<git::ResolvedRef, FetchFailure>>,
+    /// Fetch-and-pack rounds shared by GitRepositories with the same URL, credentials, commit
+    /// and ignore rules: the first stores its artifact, the others copy it.
+    fetches: Coalescer<FetchKey, Result<StoredCommit, FetchFailure>>,
 }
+
+/// What a ref listing depends on: the spec ([`content_spec`]) and the credentials (by digest).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ListingKey {
+    spec: String,
+    credentials: [u8; 32],
+}
+
+/// What an artifact's bytes depend on: the spec, the credentials (by digest: who may read it)
+/// and the commit.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct FetchKey {
+    spec: String,
+    credentials: [u8; 32],
+    commit: String,
+}
+
+/// The spec without what only decides when and how long to work (interval, timeout, suspend)
+/// and the Secret's name (its content is in the credentials' digest): two GitRepositories with
+/// equal content specs and credentials list the same refs and store the same bytes.
+fn content_spec(repo: &GitRepository) -> String {
+    let mut spec = repo.spec.clone();
+    spec.interval = String::new();
+    spec.timeout = None;
+    spec.suspend = None;
+    spec.secret_ref = None;
+    serde_json::to_string(&spec).unwrap_or_default()
+}
+
+/// An artifact stored by a fetch round, with the revision Flux writes for it.
+#[derive(Clone)]
+struct StoredCommit {
+    stored: StoredArtifact,
+    /// The commit fetched: a branch may have moved past the listed one meanwhile.
+    fetched: git::FetchedCommit,
+}
+
+/// A failed Git or storage step: the condition to set and why.
+type FetchFailure = (&'static str, Failure);
 
 impl GitContext {
     pub fn new(ctx: Arc<Context>, storage: Arc<Storage>, advertised_base: String) -> Self {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default();
-        GitContext { ctx, storage, advertised_base, http }
+        GitContext { ctx, storage, advertised_base, http, listings: Coalescer::default(), fetches: Coalescer::default() }
     }
 }
 
@@ -147,24 +192,26 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
     credentials.allow_insecure_http = gctx.ctx.options.allow_insecure_http_credentials;
     let spec_ref = repo.spec.r#ref.clone().unwrap_or_default();
     let ref_spec = GitRefSpec { branch: spec_ref.branch, tag: spec_ref.tag, semver: spec_ref.semver, name: spec_ref.name, commit: spec_ref.commit };
-    let git_failed = |e: git::GitError| {
-        let message = match e.reason() {
-            git::FailureReason::GitOperationFailed => format!("failed to checkout and determine revision: {e}"),
-            _ => e.to_string(),
-        };
-        fetch_failed(e.reason().as_str(), message)
-    };
+    let git_failed = |e: git::GitError| fetch_failed(e.reason().as_str(), git_message(e));
 
     // The Git work runs on blocking threads, which do not inherit the reconcile's span: each
     // carries one of its own (a child of it), so libgit2's progress and errors stay attributed.
     let redacted_url = git::redact_url(&repo.spec.url);
     // The cheap part, and all of a poll when nothing changed: one ref listing.
+    // Shared with every GitRepository listing the same URL, ref and credentials at this moment.
+    let fingerprint = credentials.fingerprint();
+    let listing = ListingKey { spec: content_spec(repo), credentials: fingerprint };
     let (url, creds, spec) = (repo.spec.url.clone(), credentials.clone(), ref_spec.clone());
     let span = tracing::info_span!("git_resolve", url = %redacted_url);
-    let resolved = tokio::task::spawn_blocking(move || span.in_scope(|| git::resolve_remote(&url, &creds, &spec, timeout)))
-        .await
-        .map_err(|e| fetch_failed(reason::GIT_OPERATION_FAILED, e.to_string()))?
-        .map_err(git_failed)?;
+    let resolved = gctx
+        .listings
+        .run(listing, || async move {
+            tokio::task::spawn_blocking(move || span.in_scope(|| git::resolve_remote(&url, &creds, &spec, timeout)))
+                .await
+                .map_err(|e| fetch_failed(reason::GIT_OPERATION_FAILED, e.to_string()))?
+                .map_err(git_failed)
+        })
+        .await?;
     let revision = resolved.revision();
     let key =
         ObjectKey::git_repository(&ns, &name).map_err(|e| (reason::STORAGE_OPERATION_FAILED, Failure::new(reason::STORAGE_OPERATION_FAILED, e.to_string())))?;
@@ -182,33 +229,21 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
         }
     }
 
-    // Something changed: fetch the commit, pack it, store it.
-    let storage_failed = |r: &'static str, e: String| (reason::STORAGE_OPERATION_FAILED, Failure::new(r, e));
-    let work = tempfile::Builder::new()
-        .prefix(".checkout-")
-        .tempdir_in(gctx.storage.root())
-        .map_err(|e| storage_failed(reason::STORAGE_OPERATION_FAILED, format!("failed to create temporary working directory: {e}")))?;
-    let checkout = work.path().join("checkout");
-    let (url, creds, resolved_ref, dir) = (repo.spec.url.clone(), credentials, resolved.clone(), checkout.clone());
-    let span = tracing::info_span!("git_fetch", url = %redacted_url, revision = %revision);
-    let fetched = tokio::task::spawn_blocking(move || span.in_scope(|| git::fetch(&url, &creds, &resolved_ref, timeout, &dir)))
-        .await
-        .map_err(|e| fetch_failed(reason::GIT_OPERATION_FAILED, e.to_string()))?
-        .map_err(git_failed)?;
-
-    let storage = gctx.storage.clone();
-    let ignore = repo.spec.ignore.clone();
-    let (store_key, commit) = (key.clone(), fetched.commit.clone());
-    let span = tracing::info_span!("store_artifact", revision = %fetched.revision);
-    let stored = tokio::task::spawn_blocking(move || {
-        let _entered = span.enter();
-        let rules = IgnoreRules::load(&checkout, ignore.as_deref()).map_err(|e| e.to_string())?;
-        storage.store_tree(&store_key, &commit, &checkout, &rules).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| storage_failed(reason::ARCHIVE_OPERATION_FAILED, e.to_string()))?
-    .map_err(|e| storage_failed(reason::ARCHIVE_OPERATION_FAILED, format!("unable to archive artifact to storage: {e}")))?;
-    drop(work);
+    // Something changed: fetch the commit, pack it, store it; or copy the artifact another
+    // GitRepository with the same URL, credentials, commit and ignore rules stored just now.
+    let fetch = FetchKey { spec: content_spec(repo), credentials: fingerprint, commit: resolved.commit.clone() };
+    let shared = gctx.fetches.run(fetch, || fetch_and_store(repo, gctx, &key, credentials.clone(), resolved.clone(), timeout)).await?;
+    let StoredCommit { mut stored, fetched } = shared;
+    let commit = fetched.commit.clone();
+    if stored.path != gctx.storage.artifact_path(&key, &commit).unwrap_or_default() {
+        let (storage, store_key, from) = (gctx.storage.clone(), key.clone(), stored.path.clone());
+        let copied = tokio::task::spawn_blocking(move || storage.store_copy(&store_key, &commit, &from)).await.ok().and_then(Result::ok);
+        stored = match copied {
+            Some(copy) => copy,
+            // The other's artifact went meanwhile (its GitRepository deleted): our own fetch.
+            None => fetch_and_store(repo, gctx, &key, credentials, resolved.clone(), timeout).await?.stored,
+        };
+    }
 
     if let Some(current) = &status.artifact {
         // Artifacts are deterministic: another instance (no leader election) stored the same
@@ -237,6 +272,56 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
         warn!(error = %e, "garbage collection of old artifacts failed");
     }
     Ok(true)
+}
+
+/// Fetches the resolved commit shallowly into a temporary checkout, packs it with the
+/// GitRepository's ignore rules and stores it as `key`'s artifact.
+async fn fetch_and_store(
+    repo: &GitRepository,
+    gctx: &GitContext,
+    key: &ObjectKey,
+    credentials: Credentials,
+    resolved: git::ResolvedRef,
+    timeout: Duration,
+) -> Result<StoredCommit, FetchFailure> {
+    let fetch_failed = |reason: &'static str, message: String| (reason::FETCH_FAILED, Failure::new(reason, message));
+    let storage_failed = |r: &'static str, e: String| (reason::STORAGE_OPERATION_FAILED, Failure::new(r, e));
+    let work = tempfile::Builder::new()
+        .prefix(".checkout-")
+        .tempdir_in(gctx.storage.root())
+        .map_err(|e| storage_failed(reason::STORAGE_OPERATION_FAILED, format!("failed to create temporary working directory: {e}")))?;
+    let checkout = work.path().join("checkout");
+    let redacted_url = git::redact_url(&repo.spec.url);
+    let revision = resolved.revision();
+    let (url, dir) = (repo.spec.url.clone(), checkout.clone());
+    let span = tracing::info_span!("git_fetch", url = %redacted_url, revision = %revision);
+    let fetched = tokio::task::spawn_blocking(move || span.in_scope(|| git::fetch(&url, &credentials, &resolved, timeout, &dir)))
+        .await
+        .map_err(|e| fetch_failed(reason::GIT_OPERATION_FAILED, e.to_string()))?
+        .map_err(|e| fetch_failed(e.reason().as_str(), git_message(e)))?;
+
+    let storage = gctx.storage.clone();
+    let ignore = repo.spec.ignore.clone();
+    let (store_key, commit) = (key.clone(), fetched.commit.clone());
+    let span = tracing::info_span!("store_artifact", revision = %fetched.revision);
+    let stored = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let rules = IgnoreRules::load(&checkout, ignore.as_deref()).map_err(|e| e.to_string())?;
+        storage.store_tree(&store_key, &commit, &checkout, &rules).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| storage_failed(reason::ARCHIVE_OPERATION_FAILED, e.to_string()))?
+    .map_err(|e| storage_failed(reason::ARCHIVE_OPERATION_FAILED, format!("unable to archive artifact to storage: {e}")))?;
+    drop(work);
+    Ok(StoredCommit { stored, fetched })
+}
+
+/// A Git error as the condition's message: Flux's prefix for operation failures.
+fn git_message(e: git::GitError) -> String {
+    match e.reason() {
+        git::FailureReason::GitOperationFailed => format!("failed to checkout and determine revision: {e}"),
+        _ => e.to_string(),
+    }
 }
 
 /// Whether `status.artifact.url`, written with another address than ours, still serves the

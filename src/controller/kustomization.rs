@@ -4,7 +4,7 @@
 //! Every failure a user can cause ends as `Ready=False` with Flux's reason and a message, and an
 //! Event; nothing of a failed stage is written and the inventory (the last good revision) stays.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,14 +191,18 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
     }
     let key = format!("{}/{}", ks.namespace().unwrap_or_default(), ks.name_any());
     let mut state = ctx.applied.lock().await.remove(&key).unwrap_or_default();
-    let applied =
+    let mut applied =
         applier.apply_all_with(objects, &opts, &mut state).await.map_err(|e: ApplyError| Failure::new(ks_reason::RECONCILIATION_FAILED, e.to_string()))?;
     // Kept only after a successful apply: after a failure, the next reconcile checks everything.
     ctx.applied.lock().await.insert(key, state);
     // Skipped objects (Flux's `ssa: Ignore|IfNotPresent`, `reconcile: disabled`) are left out of
     // the change list, as unchanged ones are: reporting them would make every reconcile an event.
     let mut changes: Vec<String> = applied.iter().filter(|c| !matches!(c.action, Change::Unchanged | Change::Skipped)).map(ToString::to_string).collect();
-    let skipped: BTreeSet<&ObjectId> = applied.iter().filter(|c| c.action == Change::Skipped).map(|c| &c.id).collect();
+    let skipped: BTreeSet<ObjectId> = applied.iter().filter(|c| c.action == Change::Skipped).map(|c| c.id.clone()).collect();
+    // What the apply requests returned: the first health look reads these instead of asking
+    // the API server again for every object.
+    let fresh: HashMap<ObjectId, Value> = applied.iter_mut().filter_map(|c| Some((c.id.clone(), c.live.take()?))).collect();
+    drop(applied);
 
     // Prune what the previous inventory had and this revision does not.
     let current: BTreeSet<&ObjectId> = new_inventory.iter().map(|(id, _)| id).collect();
@@ -219,7 +223,7 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
     let source = source_key("GitRepository", &source_namespace(ks), &ks.spec.source_ref.name);
     // `wait: true` waits for what was applied: a skipped object may not even exist.
     let applied_now: Vec<(ObjectId, String)> = new_inventory.iter().filter(|(id, _)| !skipped.contains(id)).cloned().collect();
-    check_health(ks, ctx, status, &applier, &applied_now, (&source, &artifact.revision)).await?;
+    check_health(ks, ctx, status, &applier, &applied_now, fresh, (&source, &artifact.revision)).await?;
     inputs.remember(ctx, &artifact.revision).await;
     Ok(Outcome { revision: artifact.revision, changes })
 }
@@ -342,8 +346,13 @@ async fn source_artifact(ks: &Kustomization, ctx: &Context) -> Result<crate::api
     }
     let ns = source_namespace(ks);
     check_namespace_access(ks, ctx, "GitRepository", &ns, &source.name)?;
-    let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
     let key = source_key("GitRepository", &ns, &source.name);
+    // What the manager's watch last saw; a source it does not watch (another shard's, or before
+    // the watch has listed) is read.
+    if let Some(artifact) = ctx.source_artifact(&key) {
+        return Ok(artifact);
+    }
+    let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
     let requeue = ctx.options.dependency_requeue();
     let repo = api
         .get_opt(&source.name)
@@ -404,13 +413,16 @@ pub fn source_key(kind: &str, namespace: &str, name: &str) -> String {
 /// when the source (`source`: key and the revision being applied) gets a newer revision, so a
 /// fix pushed for a broken rollout is applied at once instead of after the timeout. Once the
 /// first look finds something not ready, `status` says so (`Reconciling`, as Flux does); when all
-/// is healthy at once, as in a reconcile where nothing changed, nothing is written.
+/// is healthy at once, as in a reconcile where nothing changed, nothing is written. The first
+/// look takes each object from `fresh` (what its apply request returned a moment ago) when it is
+/// there; later looks read the live objects.
 async fn check_health(
     ks: &Kustomization,
     ctx: &Context,
     status: &mut KustomizationStatus,
     applier: &Applier,
     applied: &[(ObjectId, String)],
+    mut fresh: HashMap<ObjectId, Value>,
     source: (&str, &str),
 ) -> Result<(), Failure> {
     let targets: Vec<(ObjectId, String)> = if ks.spec.wait == Some(true) {
@@ -437,7 +449,11 @@ async fn check_health(
     loop {
         let mut pending = Vec::new();
         for (id, version) in &targets {
-            match applier.get(id, version).await {
+            let live = match fresh.remove(id) {
+                Some(object) => Ok(Some(object)),
+                None => applier.get(id, version).await,
+            };
+            match live {
                 Ok(Some(object)) => match health(&object) {
                     Health::Current => {}
                     Health::InProgress(why) => pending.push(format!("{id} status: 'InProgress': {why}")),
@@ -473,6 +489,8 @@ async fn check_health(
                 format!("health check failed after {:?}: timeout waiting for: [{}]", timeout(ks), pending.join(", ")),
             ));
         }
+        // Only the first look may use what the apply returned.
+        fresh.clear();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -215,11 +215,37 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
         None => WatcherConfig::default(),
     };
 
-    // GitRepositories.
+    // One watch per kind of ours, shared: the reflector stores keep no managedFields (nothing
+    // reads them, and at a thousand objects they are most of the memory), and the events that
+    // must reach other reconcilers (a source's new artifact, a dependency becoming Ready) are
+    // taken from the same stream instead of a second watch of the kind.
+    let (ks_store, ks_writer) = reflector::store::<Kustomization>();
+
+    // GitRepositories. Their Kustomizations are re-triggered at once by any change of the
+    // source they build from.
     let (repo_store, repo_writer) = reflector::store::<GitRepository>();
+    let (source_ctx, dependents, to_kustomizations) = (ctx.clone(), ks_store.clone(), triggers.kustomizations.clone());
     // No backoff of its own: the controller's trigger backoff covers every watch it runs.
     let repo_stream = watcher::watcher(Api::<GitRepository>::all(client.clone()), watch_config.clone())
+        .modify(|repo| repo.managed_fields_mut().clear())
         .reflect(repo_writer)
+        .inspect(move |event| {
+            let (repo, gone) = match event {
+                Ok(watcher::Event::Apply(repo) | watcher::Event::InitApply(repo)) => (repo, false),
+                Ok(watcher::Event::Delete(repo)) => (repo, true),
+                _ => return,
+            };
+            let (repo_ns, repo_name) = (repo.namespace().unwrap_or_default(), repo.name_any());
+            // A source being deleted is read again (and found gone) rather than from here.
+            let artifact = repo.status.as_ref().and_then(|s| s.artifact.clone()).filter(|_| !gone && repo.metadata.deletion_timestamp.is_none());
+            source_ctx.observe_source_artifact(kustomization::source_key("GitRepository", &repo_ns, &repo_name), artifact);
+            for ks in dependents.state() {
+                let source = &ks.spec.source_ref;
+                if source.kind == SourceKind::GitRepository && source.name == repo_name && kustomization::source_namespace(&ks) == repo_ns {
+                    let _ = to_kustomizations.unbounded_send(ObjectRef::from_obj(ks.as_ref()));
+                }
+            }
+        })
         .applied_objects()
         .predicate_filter(trigger_hash, Default::default());
     let repositories = Controller::for_stream(repo_stream, repo_store)
@@ -244,54 +270,37 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
             }
         });
 
-    // Kustomizations, re-triggered at once by any change of the source they build from.
-    let (ks_store, ks_writer) = reflector::store::<Kustomization>();
+    // Kustomizations. A dependency that becomes Ready releases its dependents at once, not at
+    // their next retry.
+    let (waiting, to_dependents) = (ks_store.clone(), triggers.kustomizations.clone());
     let ks_stream = watcher::watcher(Api::<Kustomization>::all(client.clone()), watch_config.clone())
+        .modify(|ks| ks.managed_fields_mut().clear())
         .reflect(ks_writer)
+        .inspect(move |event| {
+            let dependency = match event {
+                Ok(watcher::Event::Apply(ks) | watcher::Event::InitApply(ks)) => ks,
+                _ => return,
+            };
+            if !dependency.status.as_ref().is_some_and(|s| super::conditions::is_true(&s.conditions, "Ready")) {
+                return;
+            }
+            let (dep_ns, dep_name) = (dependency.namespace().unwrap_or_default(), dependency.name_any());
+            for ks in waiting.state() {
+                let depends = ks
+                    .spec
+                    .depends_on
+                    .iter()
+                    .flatten()
+                    .any(|d| d.name == dep_name && d.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default()) == dep_ns);
+                if depends {
+                    let _ = to_dependents.unbounded_send(ObjectRef::from_obj(ks.as_ref()));
+                }
+            }
+        })
         .applied_objects()
         .predicate_filter(trigger_hash, Default::default());
-    let dependents = ks_store.clone();
     let drift = config.drift_watch.then(|| super::drift::DriftWatch::new(ctx.clone(), ks_store.clone(), triggers.kustomizations.clone()));
-    let waiting = ks_store.clone();
-    let watching_ctx = ctx.clone();
     let kustomizations = Controller::for_stream(ks_stream, ks_store)
-        .watches(Api::<GitRepository>::all(client.clone()), watch_config.clone(), move |repo: GitRepository| {
-            let repo_ns = repo.namespace().unwrap_or_default();
-            let repo_name = repo.name_any();
-            watching_ctx.observe_source_revision(
-                kustomization::source_key("GitRepository", &repo_ns, &repo_name),
-                repo.status.as_ref().and_then(|s| s.artifact.as_ref()).map(|a| a.revision.clone()),
-            );
-            dependents
-                .state()
-                .into_iter()
-                .filter(|ks| {
-                    let source = &ks.spec.source_ref;
-                    source.kind == SourceKind::GitRepository && source.name == repo_name && kustomization::source_namespace(ks) == repo_ns
-                })
-                .map(|ks| ObjectRef::from_obj(ks.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        // A dependency that becomes Ready releases its dependents at once, not at their next
-        // retry.
-        .watches(Api::<Kustomization>::all(client.clone()), watch_config.clone(), move |dependency: Kustomization| {
-            let ready = dependency.status.as_ref().is_some_and(|s| super::conditions::is_true(&s.conditions, "Ready"));
-            let (dep_ns, dep_name) = (dependency.namespace().unwrap_or_default(), dependency.name_any());
-            waiting
-                .state()
-                .into_iter()
-                .filter(|ks| {
-                    ready
-                        && ks
-                            .spec
-                            .depends_on
-                            .iter()
-                            .flatten()
-                            .any(|d| d.name == dep_name && d.namespace.clone().unwrap_or_else(|| ks.namespace().unwrap_or_default()) == dep_ns)
-                })
-                .map(|ks| ObjectRef::from_obj(ks.as_ref()))
-                .collect::<Vec<_>>()
-        })
         .reconcile_on(trigger_streams.kustomizations)
         .with_config(controller_config.clone())
         .trigger_backoff(watch_backoff())

@@ -2,6 +2,7 @@
 //! `Ready=False` with a reason and a message.
 
 pub mod artifact;
+pub mod coalesce;
 pub mod conditions;
 pub mod drift;
 pub mod events;
@@ -71,9 +72,11 @@ pub struct Context {
     /// Per Kustomization (`namespace/name`): what was last applied, so that a reconcile where
     /// nothing changed costs a few LIST requests instead of a dry-run per object.
     pub applied: tokio::sync::Mutex<HashMap<String, crate::apply::AppliedState>>,
-    /// The newest artifact revision of each source (`GitRepository/ns/name`), kept current by
-    /// the manager's watch: a running health wait gives way as soon as it changes.
-    pub source_revisions: std::sync::RwLock<HashMap<String, String>>,
+    /// The newest artifact of each source (`GitRepository/ns/name`), kept current by the
+    /// manager's watch: a running health wait gives way as soon as its revision changes, and a
+    /// reconcile takes its source's artifact from here instead of a GET (as Flux reads sources
+    /// from its informer cache).
+    pub source_artifacts: std::sync::RwLock<HashMap<String, crate::api::meta::Artifact>>,
     /// Consecutive reconcile errors per object, for the error policy's backoff.
     pub failures: reconciler::FailureCounts,
     /// Per Kustomization: the digest of the files its last successful build could read, so a
@@ -102,7 +105,7 @@ impl Context {
             artifacts,
             metrics,
             applied: tokio::sync::Mutex::new(HashMap::new()),
-            source_revisions: std::sync::RwLock::new(HashMap::new()),
+            source_artifacts: std::sync::RwLock::new(HashMap::new()),
             failures: reconciler::FailureCounts::default(),
             inputs: unchanged::InputsMemo::default(),
         }
@@ -138,19 +141,24 @@ impl Context {
         effective_service_account(requested, self.options.default_service_account.as_deref())
     }
 
-    /// Remembers the newest artifact revision of a source.
-    pub fn observe_source_revision(&self, key: String, revision: Option<String>) {
-        if let Ok(mut revisions) = self.source_revisions.write() {
-            match revision {
-                Some(revision) => revisions.insert(key, revision),
-                None => revisions.remove(&key),
+    /// Remembers the newest artifact of a source (`None`: it has none, or is being deleted).
+    pub fn observe_source_artifact(&self, key: String, artifact: Option<crate::api::meta::Artifact>) {
+        if let Ok(mut artifacts) = self.source_artifacts.write() {
+            match artifact {
+                Some(artifact) => artifacts.insert(key, artifact),
+                None => artifacts.remove(&key),
             };
         }
     }
 
     /// The newest artifact revision seen for a source, if the manager watches it.
     pub fn source_revision(&self, key: &str) -> Option<String> {
-        self.source_revisions.read().ok().and_then(|r| r.get(key).cloned())
+        self.source_artifact(key).map(|a| a.revision)
+    }
+
+    /// The newest artifact seen for a source, if the manager watches it.
+    pub fn source_artifact(&self, key: &str) -> Option<crate::api::meta::Artifact> {
+        self.source_artifacts.read().ok().and_then(|r| r.get(key).cloned())
     }
 
     /// The applier for another cluster, from a kubeconfig (`spec.kubeConfig.secretRef`), acting

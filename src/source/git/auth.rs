@@ -84,6 +84,31 @@ const KEY_IDENTITY: &str = "identity";
 const KEY_KNOWN_HOSTS: &str = "known_hosts";
 
 impl Credentials {
+    /// A digest of everything these credentials are: GitRepositories share Git work (one ref
+    /// listing, one fetch) only when theirs are equal, so none gets what its own secret would not
+    /// reach. Used as a map key only; never shown.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut digest = Sha256::new();
+        let mut field = |bytes: Option<&[u8]>| match bytes {
+            // Length-prefixed, so no two different sets of fields hash alike.
+            Some(bytes) => {
+                digest.update([1]);
+                digest.update((bytes.len() as u64).to_be_bytes());
+                digest.update(bytes);
+            }
+            None => digest.update([0]),
+        };
+        field(self.basic_auth.as_ref().map(|b| b.username.as_bytes()));
+        field(self.basic_auth.as_ref().map(|b| b.password.as_bytes()));
+        field(self.bearer_token.as_deref().map(str::as_bytes));
+        field(self.ca_pem.as_deref());
+        field(self.ssh.as_ref().map(|s| s.identity.as_bytes()));
+        field(self.ssh.as_ref().and_then(|s| s.passphrase.as_deref()).map(str::as_bytes));
+        field(self.ssh.as_ref().map(|s| s.known_hosts.as_bytes()));
+        field(Some(&[u8::from(self.allow_insecure_http)]));
+        digest.finalize().into()
+    }
+
     /// Reads the keys Flux's source-controller reads from a Git secret. For an SSH identity,
     /// `password` is the key's passphrase, as in Flux.
     pub fn from_secret_data(data: &BTreeMap<String, Vec<u8>>) -> Result<Self, CredentialsError> {

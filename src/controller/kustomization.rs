@@ -126,7 +126,11 @@ pub fn conclude(ks: &Kustomization, mut status: KustomizationStatus, outcome: Re
                 conditions::set(&mut status.conditions, meta::HEALTHY, Status::False, failure.reason, &failure.message, generation, time);
             }
             conditions::remove(&mut status.conditions, meta::RECONCILING);
-            events.push(Note { warning: true, reason: failure.reason, message: failure.message });
+            if failure.event {
+                events.push(Note { warning: true, reason: failure.reason, message: failure.message });
+            } else {
+                info!(reason = failure.reason, "{}", failure.message);
+            }
             let requeue = Requeue::After(match failure.retry {
                 Retry::RetryInterval => retry,
                 Retry::After(after) => after,
@@ -347,21 +351,24 @@ async fn source_artifact(ks: &Kustomization, ctx: &Context) -> Result<crate::api
     let ns = source_namespace(ks);
     check_namespace_access(ks, ctx, "GitRepository", &ns, &source.name)?;
     let key = source_key("GitRepository", &ns, &source.name);
+    let requeue = ctx.options.dependency_requeue();
+    // A wait, logged but not an Event (as in Flux): the source's watch event starts this
+    // reconcile again the moment the artifact is there.
+    let no_artifact_yet = || {
+        Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source artifact not found, retrying in {}s", requeue.as_secs())).retry_after(requeue).without_event()
+    };
     // What the manager's watch last saw; a source it does not watch (another shard's, or before
     // the watch has listed) is read.
-    if let Some(artifact) = ctx.source_artifact(&key) {
-        return Ok(artifact);
+    if let Some(seen) = ctx.source_artifact(&key) {
+        return seen.ok_or_else(no_artifact_yet);
     }
     let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
-    let requeue = ctx.options.dependency_requeue();
     let repo = api
         .get_opt(&source.name)
         .await
         .map_err(|e| Failure::new(ks_reason::ARTIFACT_FAILED, format!("failed to get source '{key}': {e}")).retry_after(requeue))?
         .ok_or_else(|| Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source '{key}' not found")).retry_after(requeue))?;
-    repo.status
-        .and_then(|s| s.artifact)
-        .ok_or_else(|| Failure::new(ks_reason::ARTIFACT_FAILED, format!("Source artifact not found, retrying in {}s", requeue.as_secs())).retry_after(requeue))
+    repo.status.and_then(|s| s.artifact).ok_or_else(no_artifact_yet)
 }
 
 /// The revision's objects ([`render::render`]): the build runs on a blocking thread, inside this

@@ -141,14 +141,14 @@ impl Readiness {
 }
 
 /// What re-triggers a reconcile of one of our objects: a new generation (spec change), a new
-/// `reconcile.fluxcd.io/requestedAt`, deletion. Our own status writes change none of these, so
-/// they do not trigger another reconcile.
+/// `reconcile.fluxcd.io/requestedAt`, deletion: Flux's predicates. Our own writes (status, the
+/// finalizer, which is added inside the reconcile that then does the work) change none of these,
+/// so they do not trigger another reconcile.
 fn trigger_hash<K: Resource>(object: &K) -> Option<u64> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     object.meta().generation.hash(&mut hasher);
     object.annotations().get(RECONCILE_REQUEST_ANNOTATION).hash(&mut hasher);
     object.meta().deletion_timestamp.as_ref().map(|t| t.0.to_string()).hash(&mut hasher);
-    object.finalizers().hash(&mut hasher);
     Some(hasher.finish())
 }
 
@@ -237,7 +237,7 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
             };
             let (repo_ns, repo_name) = (repo.namespace().unwrap_or_default(), repo.name_any());
             // A source being deleted is read again (and found gone) rather than from here.
-            let artifact = repo.status.as_ref().and_then(|s| s.artifact.clone()).filter(|_| !gone && repo.metadata.deletion_timestamp.is_none());
+            let artifact = (!gone && repo.metadata.deletion_timestamp.is_none()).then(|| repo.status.as_ref().and_then(|s| s.artifact.clone()));
             source_ctx.observe_source_artifact(kustomization::source_key("GitRepository", &repo_ns, &repo_name), artifact);
             for ks in dependents.state() {
                 let source = &ks.spec.source_ref;

@@ -76,7 +76,8 @@ pub struct Context {
     /// manager's watch: a running health wait gives way as soon as its revision changes, and a
     /// reconcile takes its source's artifact from here instead of a GET (as Flux reads sources
     /// from its informer cache).
-    pub source_artifacts: std::sync::RwLock<HashMap<String, crate::api::meta::Artifact>>,
+    /// `None`: watched, without an artifact yet.
+    pub source_artifacts: std::sync::RwLock<HashMap<String, Option<crate::api::meta::Artifact>>>,
     /// Consecutive reconcile errors per object, for the error policy's backoff.
     pub failures: reconciler::FailureCounts,
     /// Per Kustomization: the digest of the files its last successful build could read, so a
@@ -141,8 +142,9 @@ impl Context {
         effective_service_account(requested, self.options.default_service_account.as_deref())
     }
 
-    /// Remembers the newest artifact of a source (`None`: it has none, or is being deleted).
-    pub fn observe_source_artifact(&self, key: String, artifact: Option<crate::api::meta::Artifact>) {
+    /// Remembers what the watch says of a source: `Some(None)` while it has no artifact, `None`
+    /// once it is deleted (or being deleted: then it is read again, and found gone).
+    pub fn observe_source_artifact(&self, key: String, artifact: Option<Option<crate::api::meta::Artifact>>) {
         if let Ok(mut artifacts) = self.source_artifacts.write() {
             match artifact {
                 Some(artifact) => artifacts.insert(key, artifact),
@@ -153,11 +155,12 @@ impl Context {
 
     /// The newest artifact revision seen for a source, if the manager watches it.
     pub fn source_revision(&self, key: &str) -> Option<String> {
-        self.source_artifact(key).map(|a| a.revision)
+        self.source_artifact(key).flatten().map(|a| a.revision)
     }
 
-    /// The newest artifact seen for a source, if the manager watches it.
-    pub fn source_artifact(&self, key: &str) -> Option<crate::api::meta::Artifact> {
+    /// What the watch last saw of a source: `None` when it does not watch it, `Some(None)` when
+    /// the source has no artifact yet.
+    pub fn source_artifact(&self, key: &str) -> Option<Option<crate::api::meta::Artifact>> {
         self.source_artifacts.read().ok().and_then(|r| r.get(key).cloned())
     }
 
@@ -279,12 +282,22 @@ pub struct Failure {
     pub reason: &'static str,
     pub message: String,
     pub retry: Retry,
+    /// Recorded as a warning Event too (all but the waits Flux only logs).
+    pub event: bool,
 }
 
 impl Failure {
     /// Retried after the retry interval.
     pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Failure { reason, message: message.into(), retry: Retry::RetryInterval }
+        Failure { reason, message: message.into(), retry: Retry::RetryInterval, event: true }
+    }
+
+    /// A wait, not a fault (the source has no artifact yet): in the status and the log, but no
+    /// Event, as Flux does; a thousand Kustomizations created with their sources would
+    /// otherwise each record one while their sources are cloned.
+    pub fn without_event(mut self) -> Self {
+        self.event = false;
+        self
     }
 
     /// Retried after `after` instead.

@@ -108,9 +108,22 @@ where
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     // The watch cache may lag behind what this or another instance wrote last (the inventory a
     // prune works from, a newer status): decide on the object as it is now.
-    let Some(object) = api.get_opt(&name).await?.map(Arc::new) else {
+    let Some(mut object) = api.get_opt(&name).await? else {
         return Ok(Action::await_change());
     };
+    // Flux's finalizer goes on in this reconcile, which then goes on with the work: not a
+    // reconcile that only adds it and another (one more GET) triggered by that write. The JSON
+    // patch tests the list it extends, so a concurrent writer makes it fail (409) and retry.
+    if object.meta().deletion_timestamp.is_none() && !object.finalizers().iter().any(|f| f == FINALIZER) {
+        let patch = if object.finalizers().is_empty() {
+            json!([{"op": "test", "path": "/metadata/finalizers", "value": null}, {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])
+        } else {
+            json!([{"op": "test", "path": "/metadata/finalizers", "value": object.finalizers()}, {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}])
+        };
+        let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|_| ReconcileError::Internal("the finalizer patch is not a JSON patch"))?;
+        object = api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch)).await?;
+    }
+    let object = Arc::new(object);
     let ready = AtomicBool::new(true);
     let result = finalizer(&api, FINALIZER, object, |event| async {
         match event {

@@ -112,15 +112,15 @@ async fn watch_until_ready(
 ) -> (usize, Option<f64>, u64) {
     use kube::runtime::{WatchStreamExt, watcher};
     let started = Instant::now();
-    let config = watcher::Config::default().labels(&format!("{}={shard}", support::SHARD_LABEL));
-    let ks_events = watcher::watcher(kustomizations.clone(), config.clone()).applied_objects().map(|k| {
+    let config = watcher::Config::default().any_semantic().labels(&format!("{}={shard}", support::SHARD_LABEL));
+    let ks_events = watcher::watcher(kustomizations.clone(), config.clone()).default_backoff().applied_objects().map(|k| {
         k.map(|k: Kustomization| {
             let ready =
                 k.status.as_ref().is_some_and(|s| s.last_applied_revision.is_some() && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
             (true, k.name_any(), ready)
         })
     });
-    let repo_events = watcher::watcher(sources.clone(), config).applied_objects().map(|r| {
+    let repo_events = watcher::watcher(sources.clone(), config).default_backoff().applied_objects().map(|r| {
         r.map(|r: GitRepository| {
             let ready = r.status.as_ref().is_some_and(|s| s.artifact.is_some());
             (false, r.name_any(), ready)

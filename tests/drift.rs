@@ -119,9 +119,21 @@ async fn scaled_deployments_and_deleted_configmaps_are_put_back_within_seconds()
     assert!(recreated.is_some(), "the deleted ConfigMap was not recreated within 20s\n{}", controller.log_tail());
     eprintln!("deleted ConfigMap recreated in {:.2}s", deleted.elapsed().as_secs_f64());
 
+    // `kubectl edit` of a ConfigMap's data (an update by another field manager: kinds without a
+    // generation are judged by the fields we own, which the edit takes from us).
+    let edit = PatchParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
+    configs.patch("settings", &edit, &Patch::Merge(json!({"data": {"mode": "lenient"}}))).await.expect("edit");
+    let edited = Instant::now();
+    let restored = support::wait_for(Duration::from_secs(20), || {
+        let configs = configs.clone();
+        async move { configs.get("settings").await.is_ok_and(|c| c.data.unwrap_or_default().get("mode").map(String::as_str) == Some("strict")) }
+    })
+    .await;
+    assert!(restored.is_some(), "kubectl edit of the ConfigMap was not put back within 20s\n{}", controller.log_tail());
+    eprintln!("edited ConfigMap put back in {:.2}s", edited.elapsed().as_secs_f64());
+
     // `reconcile: disabled` set on the live object (as `kubectl annotate` does): an edit stays.
     // (The same annotation in Git means the object is never applied at all: tests/apply.rs.)
-    let edit = PatchParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
     let opt_out = json!({"metadata": {"annotations": {"kustomize.toolkit.fluxcd.io/reconcile": "disabled"}}, "data": {"mode": "relaxed"}});
     configs.patch("free", &edit, &Patch::Merge(opt_out)).await.expect("edit");
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -60,13 +60,37 @@ pub fn fingerprint(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Object
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     match meta.generation.filter(|g| *g > 0) {
         Some(generation) => generation.hash(&mut hasher),
-        // Without a generation (ConfigMaps, Secrets, Services) any write may be a change.
-        None => meta.resource_version.hash(&mut hasher),
+        // Without a generation (ConfigMaps, Secrets, Services, ServiceAccounts): the fields we
+        // own. Whoever changes or removes one of them takes it from our managedFields entry
+        // (server-side apply's bookkeeping), while a controller that only adds fields of its own
+        // (the token controller's `secrets` on a ServiceAccount, an IP on a Service) leaves it
+        // as it was: that is not drift, and reconciling for it would be a dry-run per write.
+        None => match our_fields(meta) {
+            Some(fields) => fields.hash(&mut hasher),
+            // Not applied by us server-side (yet): any write may be a change.
+            None => meta.resource_version.hash(&mut hasher),
+        },
     }
     meta.labels.hash(&mut hasher);
     let annotations: BTreeMap<&String, &String> = meta.annotations.iter().flatten().filter(|(k, _)| !SERVER_ANNOTATIONS.contains(&k.as_str())).collect();
     annotations.hash(&mut hasher);
     hasher.finish()
+}
+
+/// Our managedFields entries (what ferroflux applied owns), without their times; `None` when
+/// there is none.
+fn our_fields(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<Vec<String>> {
+    let ours: Vec<String> = meta
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|e| e.manager.as_deref() == Some(FIELD_MANAGER))
+        .map(|e| {
+            let fields = e.fields_v1.as_ref().map(|f| f.0.to_string()).unwrap_or_default();
+            format!("{}|{}|{}|{fields}", e.operation.as_deref().unwrap_or(""), e.api_version.as_deref().unwrap_or(""), e.subresource.as_deref().unwrap_or(""))
+        })
+        .collect();
+    (!ours.is_empty()).then_some(ours)
 }
 
 /// Whether every managedFields entry with the newest time is ferroflux's.
@@ -210,7 +234,8 @@ impl DriftWatch {
 /// Watches one kind's managed objects and reports their changes.
 async fn watch_kind(client: kube::Client, resource: ApiResource, kustomizations: Store<Kustomization>, reports: UnboundedSender<Report>) {
     let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &resource);
-    let config = watcher::Config::default().labels(NAME_LABEL);
+    // From the watch cache, as the manager's watches (see there).
+    let config = watcher::Config::default().any_semantic().labels(NAME_LABEL);
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     let mut seen: HashMap<(String, String), u64> = HashMap::new();
     let mut listed: Option<BTreeSet<(String, String)>> = None;
@@ -313,10 +338,33 @@ mod tests {
         let ours = meta(Some(4), "13", &[], &[(FIELD_MANAGER, 106), ("kubectl", 105)]);
         assert_eq!(judge(&ours, false, Some(fingerprint(&scaled))), Verdict::ChangedBy { resource_version: "13".into(), newest_manager_is_ours: true });
         assert_eq!(judge(&before, true, Some(fingerprint(&before))), Verdict::Drifted);
-        // Kinds without a generation: any write.
+        // Kinds without a generation, not applied by us server-side: any write.
         let map = meta(None, "20", &[], &[]);
         let edited = meta(None, "21", &[], &[("kubectl-edit", 1)]);
         assert!(matches!(judge(&edited, false, Some(fingerprint(&map))), Verdict::ChangedBy { .. }));
+    }
+
+    fn owning(mut meta: ObjectMeta, manager: &str, fields: serde_json::Value) -> ObjectMeta {
+        let entry = meta.managed_fields.iter_mut().flatten().find(|e| e.manager.as_deref() == Some(manager)).expect("entry");
+        entry.operation = Some("Apply".into());
+        entry.fields_v1 = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(fields));
+        meta
+    }
+
+    #[test]
+    fn without_a_generation_only_a_change_to_fields_we_own_is_drift() {
+        let ours = serde_json::json!({"f:data": {"f:a": {}, "f:b": {}}});
+        let before = owning(meta(None, "30", &[], &[(FIELD_MANAGER, 100)]), FIELD_MANAGER, ours.clone());
+        // Another controller added a field of its own (our entry, but for its time, is as it was).
+        let added = owning(
+            owning(meta(None, "31", &[], &[(FIELD_MANAGER, 100), ("kube-controller-manager", 101)]), FIELD_MANAGER, ours.clone()),
+            "kube-controller-manager",
+            serde_json::json!({"f:secrets": {}}),
+        );
+        assert_eq!(judge(&added, false, Some(fingerprint(&before))), Verdict::Ignore);
+        // `kubectl edit` changed `b`: it is kubectl's now, no longer ours.
+        let edited = owning(meta(None, "32", &[], &[(FIELD_MANAGER, 100), ("kubectl-edit", 102)]), FIELD_MANAGER, serde_json::json!({"f:data": {"f:a": {}}}));
+        assert_eq!(judge(&edited, false, Some(fingerprint(&before))), Verdict::ChangedBy { resource_version: "32".into(), newest_manager_is_ours: false });
     }
 
     #[test]

@@ -210,9 +210,13 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
     let workers = usize::from(config.concurrent.max(1));
     let (repo_workers, ks_workers) = (Arc::new(Semaphore::new(workers)), Arc::new(Semaphore::new(workers)));
     let (triggers, trigger_streams) = crate::receiver::triggers();
+    // Lists served from the API server's watch cache (resourceVersion=0), as client-go's
+    // informers do: a quorum LIST of every object from etcd on each (re)list costs the API server
+    // more than anything else we do at a thousand objects, and a watch started from the cache's
+    // version is never too old for it (no 410-and-relist loop under heavy writes).
     let watch_config = match &config.watch_label_selector {
-        Some(selector) => WatcherConfig::default().labels(selector),
-        None => WatcherConfig::default(),
+        Some(selector) => WatcherConfig::default().any_semantic().labels(selector),
+        None => WatcherConfig::default().any_semantic(),
     };
 
     // One watch per kind of ours, shared: the reflector stores keep no managedFields (nothing

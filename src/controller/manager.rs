@@ -242,7 +242,9 @@ pub async fn run(config: ManagerConfig) -> anyhow::Result<()> {
             let (repo_ns, repo_name) = (repo.namespace().unwrap_or_default(), repo.name_any());
             // A source being deleted is read again (and found gone) rather than from here.
             let artifact = (!gone && repo.metadata.deletion_timestamp.is_none()).then(|| repo.status.as_ref().and_then(|s| s.artifact.clone()));
-            source_ctx.observe_source_artifact(kustomization::source_key("GitRepository", &repo_ns, &repo_name), artifact);
+            if !source_ctx.observe_source_artifact(kustomization::source_key("GitRepository", &repo_ns, &repo_name), artifact) {
+                return;
+            }
             for ks in dependents.state() {
                 let source = &ks.spec.source_ref;
                 if source.kind == SourceKind::GitRepository && source.name == repo_name && kustomization::source_namespace(&ks) == repo_ns {

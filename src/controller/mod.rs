@@ -143,14 +143,18 @@ impl Context {
     }
 
     /// Remembers what the watch says of a source: `Some(None)` while it has no artifact, `None`
-    /// once it is deleted (or being deleted: then it is read again, and found gone).
-    pub fn observe_source_artifact(&self, key: String, artifact: Option<Option<crate::api::meta::Artifact>>) {
-        if let Ok(mut artifacts) = self.source_artifacts.write() {
-            match artifact {
-                Some(artifact) => artifacts.insert(key, artifact),
-                None => artifacts.remove(&key),
-            };
-        }
+    /// once it is deleted (or being deleted: then it is read again, and found gone). Returns
+    /// whether that changed what its Kustomizations would build from (a finalizer or condition
+    /// written on the source does not).
+    pub fn observe_source_artifact(&self, key: String, artifact: Option<Option<crate::api::meta::Artifact>>) -> bool {
+        let Ok(mut artifacts) = self.source_artifacts.write() else { return true };
+        let before = artifacts.get(&key).map(|a| a.as_ref().map(|a| (a.revision.clone(), a.digest.clone(), a.url.clone())));
+        let after = artifact.as_ref().map(|a| a.as_ref().map(|a| (a.revision.clone(), a.digest.clone(), a.url.clone())));
+        match artifact {
+            Some(artifact) => artifacts.insert(key, artifact),
+            None => artifacts.remove(&key),
+        };
+        before != after
     }
 
     /// The newest artifact revision seen for a source, if the manager watches it.

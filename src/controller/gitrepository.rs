@@ -200,7 +200,8 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
     // The cheap part, and all of a poll when nothing changed: one ref listing.
     // Shared with every GitRepository listing the same URL, ref and credentials at this moment.
     let fingerprint = credentials.fingerprint();
-    let listing = ListingKey { spec: content_spec(repo), credentials: fingerprint };
+    let spec_key = content_spec(repo);
+    let listing = ListingKey { spec: spec_key.clone(), credentials: fingerprint };
     let (url, creds, spec) = (repo.spec.url.clone(), credentials.clone(), ref_spec.clone());
     let span = tracing::info_span!("git_resolve", url = %redacted_url);
     let resolved = gctx
@@ -231,7 +232,7 @@ async fn run(repo: &GitRepository, gctx: &GitContext, status: &mut GitRepository
 
     // Something changed: fetch the commit, pack it, store it; or copy the artifact another
     // GitRepository with the same URL, credentials, commit and ignore rules stored just now.
-    let fetch = FetchKey { spec: content_spec(repo), credentials: fingerprint, commit: resolved.commit.clone() };
+    let fetch = FetchKey { spec: spec_key, credentials: fingerprint, commit: resolved.commit.clone() };
     let shared = gctx.fetches.run(fetch, || fetch_and_store(repo, gctx, &key, credentials.clone(), resolved.clone(), timeout)).await?;
     let StoredCommit { mut stored, fetched } = shared;
     let commit = fetched.commit.clone();

@@ -284,7 +284,7 @@ pub fn pack_within<W: Write>(root: &Path, rules: &IgnoreRules, limits: &TreeLimi
     // Sorting by full path (not per directory) gives the same order whatever the walk did.
     files.sort_by(|a, b| a.relative.as_os_str().as_encoded_bytes().cmp(b.relative.as_os_str().as_encoded_bytes()));
 
-    let hashing = HashingWriter { inner: out, hasher: Sha256::new(), written: 0 };
+    let hashing = HashingWriter::new(out);
     let encoder = GzEncoder::new(hashing, Compression::default());
     let mut builder = tar::Builder::new(encoder);
     for file in &files {
@@ -306,7 +306,7 @@ pub fn pack_within<W: Write>(root: &Path, rules: &IgnoreRules, limits: &TreeLimi
     let encoder = builder.into_inner().map_err(ArtifactError::Write)?;
     let mut hashing = encoder.finish().map_err(ArtifactError::Write)?;
     hashing.flush().map_err(ArtifactError::Write)?;
-    Ok(PackSummary { digest: format!("sha256:{}", hex::encode(hashing.hasher.finalize())), size: hashing.written, files: files.len() as u64 })
+    Ok(PackSummary { digest: hashing.digest(), size: hashing.written, files: files.len() as u64 })
 }
 
 /// `sha256:<hex>` of some bytes, as Flux writes artifact digests.
@@ -314,10 +314,22 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-struct HashingWriter<W> {
+/// Writes through to `inner`, hashing (Flux's `sha256:<hex>`) and counting what was written.
+pub(crate) struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
-    written: u64,
+    pub(crate) written: u64,
+}
+
+impl<W> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        HashingWriter { inner, hasher: Sha256::new(), written: 0 }
+    }
+
+    /// `sha256:<hex>` of everything written so far.
+    pub(crate) fn digest(&self) -> String {
+        format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {

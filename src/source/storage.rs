@@ -4,12 +4,11 @@
 //! artifact's URL path on the artifact server.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::artifact::{self, ArtifactError, IgnoreRules, PackSummary};
-use sha2::{Digest, Sha256};
 
 /// The kind directory for `GitRepository` artifacts.
 pub const GIT_REPOSITORY_KIND: &str = "gitrepository";
@@ -156,21 +155,15 @@ impl Storage {
     /// object's, atomically; the digest is of the bytes copied.
     pub fn store_copy(&self, key: &ObjectKey, revision_id: &str, from: &Path) -> Result<StoredArtifact, StorageError> {
         let mut source = fs::File::open(from).map_err(io_error("opening", from))?;
-        let mut digest = Sha256::new();
-        let mut size = 0u64;
+        let mut copied = None;
         let path = self.write_atomically(key, revision_id, |file| {
-            let mut buffer = [0u8; 64 * 1024];
-            loop {
-                let n = source.read(&mut buffer).map_err(ArtifactError::Write)?;
-                if n == 0 {
-                    return Ok(());
-                }
-                digest.update(&buffer[..n]);
-                size += n as u64;
-                file.write_all(&buffer[..n]).map_err(ArtifactError::Write)?;
-            }
+            let mut writer = artifact::HashingWriter::new(file);
+            io::copy(&mut source, &mut writer).map_err(ArtifactError::Write)?;
+            copied = Some((writer.digest(), writer.written));
+            Ok(())
         })?;
-        let digest = format!("sha256:{}", hex::encode(digest.finalize()));
+        let (digest, size) =
+            copied.ok_or_else(|| StorageError::Io { action: "copying", path: path.clone(), source: io::Error::other("nothing was copied") })?;
         Ok(StoredArtifact { relative_path: self.relative_path(key, revision_id)?, path, digest, size })
     }
 

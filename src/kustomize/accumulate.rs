@@ -250,6 +250,21 @@ impl Builder<'_> {
                     let target = &mut resources[i];
                     let name = object::name(&target.object).to_owned();
                     let namespace = object::namespace(&target.object).to_owned();
+                    // The replaced object's labels and annotations stay under the new ones'
+                    // (kustomize's CopyMergeMetaDataFieldsFrom).
+                    let mut object = object;
+                    for field in ["labels", "annotations"] {
+                        let Some(old) = target.object.pointer(&format!("/metadata/{field}")).and_then(Value::as_object).filter(|m| !m.is_empty()) else {
+                            continue;
+                        };
+                        let mut merged = old.clone();
+                        if let Some(new) = object.pointer(&format!("/metadata/{field}")).and_then(Value::as_object) {
+                            merged.extend(new.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        }
+                        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                            metadata.insert(field.into(), Value::Object(merged));
+                        }
+                    }
                     target.object = object;
                     object::set_metadata(&mut target.object, "name", &name);
                     if !namespace.is_empty() {

@@ -16,7 +16,7 @@ pub enum BuiltinTransformer {
     Labels { pairs: BTreeMap<String, String>, specs: Vec<FieldSpec> },
     Annotations { pairs: BTreeMap<String, String>, specs: Vec<FieldSpec> },
     Namespace { namespace: String },
-    PrefixSuffix { prefix: String, suffix: String },
+    PrefixSuffix { prefix: String, suffix: String, specs: Vec<FieldSpec>, records: bool },
     Image { image: Image, specs: Vec<FieldSpec> },
     Replicas { replica: Replica, specs: Vec<FieldSpec> },
     Patch(Patch),
@@ -115,9 +115,12 @@ pub fn transformer(document: &Value) -> Result<BuiltinTransformer, String> {
         "LabelTransformer" => BuiltinTransformer::Labels { pairs: config.labels, specs: config.field_specs },
         "AnnotationsTransformer" => BuiltinTransformer::Annotations { pairs: config.annotations, specs: config.field_specs },
         "NamespaceTransformer" => BuiltinTransformer::Namespace { namespace: metadata_field(&config, "namespace").unwrap_or_default() },
-        "PrefixSuffixTransformer" | "PrefixTransformer" | "SuffixTransformer" => {
-            BuiltinTransformer::PrefixSuffix { prefix: config.prefix.unwrap_or_default(), suffix: config.suffix.unwrap_or_default() }
-        }
+        kind @ ("PrefixSuffixTransformer" | "PrefixTransformer" | "SuffixTransformer") => BuiltinTransformer::PrefixSuffix {
+            prefix: config.prefix.unwrap_or_default(),
+            suffix: config.suffix.unwrap_or_default(),
+            specs: config.field_specs,
+            records: kind != "PrefixSuffixTransformer",
+        },
         "ImageTagTransformer" => BuiltinTransformer::Image { image: config.image_tag.ok_or("ImageTagTransformer needs imageTag")?, specs: config.field_specs },
         "ReplicaCountTransformer" => {
             BuiltinTransformer::Replicas { replica: config.replica.ok_or("ReplicaCountTransformer needs replica")?, specs: config.field_specs }

@@ -50,5 +50,7 @@ pub enum Error {
     #[error("{}: {message}", file.display())]
     Plugin { file: PathBuf, message: String },
     #[error("{}: {message}", file.display())]
+    NameReference { file: PathBuf, message: String },
+    #[error("{}: {message}", file.display())]
     Filter { file: PathBuf, message: String },
 }

@@ -121,7 +121,7 @@ pub fn object(kind: GeneratedKind, generator: &Generator, global: Option<&Genera
     if !annotations.is_empty() {
         metadata.insert("annotations".into(), Value::Object(annotations));
     }
-    let base64 = |bytes: &[u8]| Value::String(base64_encode(bytes));
+    let base64 = |bytes: &[u8]| Value::String(base64_lines(bytes));
     let mut object = match kind {
         GeneratedKind::ConfigMap => {
             let mut object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata});
@@ -142,9 +142,8 @@ pub fn object(kind: GeneratedKind, generator: &Generator, global: Option<&Genera
                 .map(|(k, v)| (k.clone(), base64(v.as_bytes())))
                 .chain(collected.binary.iter().map(|(k, v)| (k.clone(), base64(v))))
                 .collect();
-            if !data.is_empty() {
-                object["data"] = data.into();
-            }
+            // kustomize writes `data: {}` into a Secret with nothing in it (not into a ConfigMap).
+            object["data"] = data.into();
             object
         }
     };
@@ -152,6 +151,24 @@ pub fn object(kind: GeneratedKind, generator: &Generator, global: Option<&Genera
         object["immutable"] = Value::Bool(true);
     }
     (object, !disable_hash)
+}
+
+/// Base64 as kustomize writes generated Secret data and ConfigMap binaryData: an encoding of 70
+/// characters or more is cut into lines of 70, each ending with a newline (the hash is over
+/// that text, and API servers decode it).
+pub fn base64_lines(bytes: &[u8]) -> String {
+    const LINE: usize = 70;
+    let encoded = base64_encode(bytes);
+    if encoded.len() < LINE {
+        return encoded;
+    }
+    let mut out = String::with_capacity(encoded.len() + encoded.len() / LINE + 1);
+    for chunk in encoded.as_bytes().chunks(LINE) {
+        // base64 is ASCII, so every chunk is whole characters.
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out
 }
 
 /// Standard base64 with padding (what Secrets hold).
@@ -181,6 +198,16 @@ fn go_json_string(text: &str, out: &mut String) {
 }
 
 /// A string map in Go's JSON encoding (keys sorted, as Go sorts map keys).
+/// A `data` field as kustomize's hasher encodes it: a map as a map (even empty), a missing
+/// field as the empty string.
+fn go_json_data(data: Option<&Value>, out: &mut String) {
+    match data {
+        Some(Value::Object(map)) => go_json_map(Some(map), out),
+        Some(Value::String(text)) => go_json_string(text, out),
+        _ => out.push_str("\"\""),
+    }
+}
+
 fn go_json_map(map: Option<&Map<String, Value>>, out: &mut String) {
     let sorted: BTreeMap<&str, &str> = map.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str().unwrap_or(""))).collect();
     out.push('{');
@@ -199,11 +226,11 @@ fn go_json_map(map: Option<&Map<String, Value>>, out: &mut String) {
 /// data and (Secrets) type, with an empty name; the first 10 hex digits, with the digits and
 /// vowels that could spell words swapped for other letters, as kubectl's hash does.
 pub fn content_hash(object: &Value) -> String {
-    let field = |name: &str| object.get(name).and_then(Value::as_object).filter(|m| !m.is_empty());
+    let field = |name: &str| object.get(name).and_then(Value::as_object);
     let mut encoded = String::new();
     if object.get("kind").and_then(Value::as_str) == Some("Secret") {
         encoded.push_str("{\"data\":");
-        go_json_map(field("data"), &mut encoded);
+        go_json_data(object.get("data"), &mut encoded);
         encoded.push_str(",\"kind\":\"Secret\",\"name\":\"\"");
         if let Some(string_data) = field("stringData") {
             encoded.push_str(",\"stringData\":");
@@ -220,7 +247,7 @@ pub fn content_hash(object: &Value) -> String {
             encoded.push(',');
         }
         encoded.push_str("\"data\":");
-        go_json_map(field("data"), &mut encoded);
+        go_json_data(object.get("data"), &mut encoded);
         encoded.push_str(",\"kind\":\"ConfigMap\",\"name\":\"\"}");
     }
     let digest = Sha256::digest(encoded.as_bytes());

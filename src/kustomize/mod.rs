@@ -164,7 +164,7 @@ impl Builder<'_> {
             let new_name = format!("{}-{hash}", object::name(&resource.object));
             resource.rename(&new_name);
         }
-        nameref::fix_references(&mut resources, &self.config.name_reference);
+        nameref::fix_references(&mut resources, &self.config.name_reference).map_err(|message| Error::NameReference { file: file.to_owned(), message })?;
         let unused = vars::resolve(&self.vars, &mut resources, &self.config.var_reference).map_err(|message| Error::Vars { file: file.to_owned(), message })?;
         if !unused.is_empty() {
             tracing::info!(vars = ?unused, "well-defined vars that were never replaced");

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::fieldspec::{self, NAME_REFERENCES, NameReference};
-use super::object::{Resource, group_version, is_cluster_scoped, kind, name, namespace};
+use super::object::{Id, Resource, group_version, is_cluster_scoped, kind, name, namespace};
 
 /// A possible target of a reference: where it is now.
 struct Referent {
@@ -14,6 +14,59 @@ struct Referent {
     current_namespace: String,
     /// The namespace it had before the build changed it (a subject names that one).
     original_namespace: String,
+    prefixes: Vec<String>,
+    suffixes: Vec<String>,
+    cluster_scoped: bool,
+    id: String,
+}
+
+/// Whether one list of prefixes (or suffixes) ends with the other (kustomize's
+/// `SameEndingSubSlice`): an empty list only equals an empty one.
+fn same_ending(a: &[String], b: &[String]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if short.is_empty() {
+        return long.is_empty();
+    }
+    long.ends_with(short)
+}
+
+fn prefixes_suffixes_equal(c: &Referent, prefixes: &[String], suffixes: &[String], allow_empty: bool) -> bool {
+    let prefixes_match = (allow_empty && (c.prefixes.is_empty() || prefixes.is_empty())) || same_ending(&c.prefixes, prefixes);
+    let suffixes_match = (allow_empty && (c.suffixes.is_empty() || suffixes.is_empty())) || same_ending(&c.suffixes, suffixes);
+    prefixes_match && suffixes_match
+}
+
+/// The one referent among `matching` (already of the right name, kind and namespace) that a
+/// referrer with `prefixes` and `suffixes` means, as kustomize picks it: several become one by
+/// their prefixes and suffixes ending like the referrer's; several that are still different
+/// objects (by `identical`) are an error, as in kustomize.
+fn pick<'a>(
+    matching: Vec<&'a Referent>,
+    prefixes: &[String],
+    suffixes: &[String],
+    identical: fn(&Referent, &Referent) -> bool,
+) -> Result<Option<&'a Referent>, String> {
+    if matching.len() <= 1 {
+        return Ok(matching.first().copied());
+    }
+    let mut narrowed: Vec<&Referent> = matching.into_iter().filter(|c| prefixes_suffixes_equal(c, prefixes, suffixes, true)).collect();
+    if narrowed.len() > 1 {
+        narrowed.retain(|c| prefixes_suffixes_equal(c, prefixes, suffixes, false));
+    }
+    let Some(first) = narrowed.first().copied() else { return Ok(None) };
+    if narrowed.iter().all(|c| identical(first, c)) {
+        return Ok(Some(first));
+    }
+    let ids: Vec<&str> = narrowed.iter().map(|c| c.id.as_str()).collect();
+    Err(format!("found multiple possible referrals: [{}]", ids.join(" ")))
+}
+
+fn same_name(a: &Referent, b: &Referent) -> bool {
+    a.current_name == b.current_name
+}
+
+fn same_name_and_namespace(a: &Referent, b: &Referent) -> bool {
+    a.current_name == b.current_name && a.current_namespace == b.current_namespace
 }
 
 fn same_namespace(a: &str, b: &str) -> bool {
@@ -25,7 +78,7 @@ fn same_namespace(a: &str, b: &str) -> bool {
 
 /// Points every known reference (kustomize's builtin ones and `custom`, from `configurations`)
 /// at the current name of the object it meant.
-pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) {
+pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) -> Result<(), String> {
     // Referents by (group, kind) and by every name they had; only renamed ones matter.
     let mut by_kind: HashMap<(String, String), HashMap<String, Vec<Referent>>> = HashMap::new();
     for resource in resources.iter() {
@@ -35,7 +88,8 @@ pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) {
         let (group, _) = group_version(&resource.object);
         let names = by_kind.entry((group.to_owned(), kind(&resource.object).to_owned())).or_default();
         let mut seen = Vec::new();
-        for old in resource.names() {
+        // kustomize matches a reference against the names an object had, not its current one.
+        for old in resource.previous.iter().map(|(n, _)| n.as_str()) {
             if seen.contains(&old) {
                 continue;
             }
@@ -44,12 +98,17 @@ pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) {
                 current_name: name(&resource.object).to_owned(),
                 current_namespace: namespace(&resource.object).to_owned(),
                 original_namespace: resource.previous.first().map_or_else(|| namespace(&resource.object).to_owned(), |(_, ns)| ns.clone()),
+                prefixes: resource.prefixes.clone(),
+                suffixes: resource.suffixes.clone(),
+                cluster_scoped: is_cluster_scoped(&resource.object),
+                id: resource.id().to_string(),
             });
         }
     }
     if by_kind.is_empty() {
-        return;
+        return Ok(());
     }
+    let mut failure: Option<String> = None;
     for reference in NAME_REFERENCES.iter().chain(custom) {
         let Some(names) = by_kind.get(&(reference.referent_group.clone(), reference.referent_kind.clone())) else { continue };
         let path = reference.referrer.segments();
@@ -59,15 +118,22 @@ pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) {
                 continue;
             }
             let referrer_namespace = (!is_cluster_scoped(&resource.object)).then(|| namespace(&resource.object).to_owned());
+            let (prefixes, suffixes) = (&resource.prefixes, &resource.suffixes);
             fieldspec::visit(&mut resource.object, parent_path, false, &mut |parent: &mut Value| {
                 let parents: Vec<&mut Value> = match parent {
                     Value::Array(items) => items.iter_mut().collect(),
                     single => vec![single],
                 };
                 for parent in parents {
-                    fix_one(parent, field, &reference.referent_kind, names, referrer_namespace.as_deref());
+                    let referrer = Referrer { namespace: referrer_namespace.as_deref(), prefixes, suffixes };
+                    if let Err(e) = fix_one(parent, field, &reference.referent_kind, names, &referrer) {
+                        failure.get_or_insert(e);
+                    }
                 }
             });
+            if let Some(e) = failure.take() {
+                return Err(format!("{e} (referred to by {})", resource.id()));
+            }
         }
     }
 
@@ -81,6 +147,7 @@ pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) {
                 continue;
             }
             let referrer_namespace = namespace(&resource.object).to_owned();
+            let referrer_id = Id::of(&resource.object);
             let cluster_scoped = kind(&resource.object) == "ClusterRoleBinding";
             // The service accounts a binding may name (kustomize's referral candidates): any for
             // a ClusterRoleBinding; for a RoleBinding, those in its namespace or in a namespace
@@ -126,10 +193,12 @@ pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) {
                 } else {
                     candidates.iter().collect()
                 };
-                let Some(first) = matching.first() else { continue };
-                if matching.iter().any(|c| c.current_name != first.current_name) {
+                let identical = if *path == "subjects" { same_name_and_namespace } else { same_name };
+                let Some(first) =
+                    pick(matching, &resource.prefixes, &resource.suffixes, identical).map_err(|e| format!("{e} (referred to by {referrer_id})"))?
+                else {
                     continue;
-                }
+                };
                 map.insert("name".into(), Value::String(first.current_name.clone()));
                 // A subject gets the account's namespace, unless it has none (no empty field).
                 if *path == "subjects" && !first.current_namespace.is_empty() {
@@ -138,45 +207,54 @@ pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) {
             }
         }
     }
+    Ok(())
+}
+
+/// What of the referrer decides which referent a reference means.
+struct Referrer<'a> {
+    /// `None` for a cluster-scoped referrer, which may name objects in any namespace.
+    namespace: Option<&'a str>,
+    prefixes: &'a [String],
+    suffixes: &'a [String],
 }
 
 /// Points one reference (`parent[field]`) at its referent's current name.
-fn fix_one(parent: &mut Value, field: &str, referent_kind: &str, names: &HashMap<String, Vec<Referent>>, referrer_namespace: Option<&str>) {
-    let Some(map) = parent.as_object_mut() else { return };
+fn fix_one(parent: &mut Value, field: &str, referent_kind: &str, names: &HashMap<String, Vec<Referent>>, referrer: &Referrer) -> Result<(), String> {
+    let referrer_namespace = referrer.namespace;
+    let Some(map) = parent.as_object_mut() else { return Ok(()) };
     // A reference that says which kind it means (roleRef, scaleTargetRef) only means objects of
     // that kind.
     if map.get("kind").and_then(Value::as_str).is_some_and(|k| k != referent_kind) {
-        return;
+        return Ok(());
     }
     let explicit_namespace = map.get("namespace").and_then(Value::as_str).map(str::to_owned);
     let wanted_namespace = explicit_namespace.or_else(|| referrer_namespace.map(str::to_owned));
-    let current_name = |old: &str| -> Option<String> {
-        let candidates = names.get(old)?;
+    let current_name = |old: &str| -> Result<Option<String>, String> {
+        let Some(candidates) = names.get(old) else { return Ok(None) };
+        // Cluster-scoped referents can be named from any namespace.
         let matching: Vec<&Referent> =
-            candidates.iter().filter(|c| wanted_namespace.as_deref().is_none_or(|ns| same_namespace(ns, &c.current_namespace))).collect();
-        let first = matching.first()?;
-        // Several different objects could be meant: kustomize leaves such a reference.
-        if matching.iter().any(|c| c.current_name != first.current_name) {
-            return None;
-        }
-        Some(first.current_name.clone())
+            candidates.iter().filter(|c| c.cluster_scoped || wanted_namespace.as_deref().is_none_or(|ns| same_namespace(ns, &c.current_namespace))).collect();
+        Ok(pick(matching, referrer.prefixes, referrer.suffixes, same_name)?.map(|c| c.current_name.clone()))
     };
     match map.get_mut(field) {
         Some(Value::String(old)) => {
-            if let Some(new) = current_name(old) {
+            if let Some(new) = current_name(old)? {
                 *old = new;
             }
         }
         // A list of names (custom references may point at one).
         Some(Value::Array(items)) => {
             for item in items {
-                if let Some(new) = item.as_str().and_then(current_name) {
+                if let Some(old) = item.as_str()
+                    && let Some(new) = current_name(old)?
+                {
                     *item = Value::String(new);
                 }
             }
         }
         _ => {}
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -192,7 +270,7 @@ mod tests {
             "spec": {"template": {"spec": {"volumes": [{"name": "v", "configMap": {"name": "cfg"}}, {"name": "w", "configMap": {"name": "other"}}],
                 "containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "cfg"}}]}]}}}}));
         let mut resources = vec![cm, deployment];
-        fix_references(&mut resources, &[]);
+        fix_references(&mut resources, &[]).expect("resolves");
         let spec = &resources[1].object["spec"]["template"]["spec"];
         assert_eq!(spec["volumes"][0]["configMap"]["name"], "p-cfg");
         assert_eq!(spec["volumes"][1]["configMap"]["name"], "other");
@@ -206,7 +284,7 @@ mod tests {
         let pod = Resource::new(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "b"},
             "spec": {"volumes": [{"name": "v", "configMap": {"name": "cfg"}}]}}));
         let mut resources = vec![cm, pod];
-        fix_references(&mut resources, &[]);
+        fix_references(&mut resources, &[]).expect("resolves");
         assert_eq!(resources[1].object["spec"]["volumes"][0]["configMap"]["name"], "cfg");
     }
 }

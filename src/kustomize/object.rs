@@ -145,6 +145,11 @@ pub struct Resource {
     pub origin: Option<super::metadata::Origin>,
     /// The transformers that ran over it, in order, when the build tracks origins.
     pub transformations: Vec<super::metadata::Origin>,
+    /// The `namePrefix`es and `nameSuffix`es given to it, innermost first: kustomize picks
+    /// among several objects a reference could mean the one whose prefixes and suffixes end
+    /// like the referrer's.
+    pub prefixes: Vec<String>,
+    pub suffixes: Vec<String>,
 }
 
 impl Resource {
@@ -156,7 +161,16 @@ impl Resource {
         {
             metadata.remove("annotations");
         }
-        Resource { object, previous: Vec::new(), needs_hash: false, behavior: None, origin: None, transformations: Vec::new() }
+        Resource {
+            object,
+            previous: Vec::new(),
+            needs_hash: false,
+            behavior: None,
+            origin: None,
+            transformations: Vec::new(),
+            prefixes: Vec::new(),
+            suffixes: Vec::new(),
+        }
     }
 
     pub fn id(&self) -> Id {

@@ -180,7 +180,9 @@ impl Builder<'_> {
                         transform::set_namespace(&mut resources, &namespace);
                     }
                 }
-                builtin::BuiltinTransformer::PrefixSuffix { prefix, suffix } => transform::add_prefix_suffix(&mut resources, &prefix, &suffix),
+                builtin::BuiltinTransformer::PrefixSuffix { prefix, suffix, specs, records } => {
+                    transform::add_prefix_suffix_at(&mut resources, &prefix, &suffix, &specs, records)
+                }
                 builtin::BuiltinTransformer::Image { image, specs } => {
                     transform::set_images(&mut resources, std::slice::from_ref(&image), &specs)
                         .map_err(|message| Error::Images { file: file.to_owned(), message })?;

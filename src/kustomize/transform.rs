@@ -69,6 +69,15 @@ pub fn set_custom_namespace_fields(resources: &mut [Resource], namespace: &str, 
 /// Adds a prefix and suffix to names; Namespaces, CRDs and APIServices keep theirs, as in
 /// kustomize (their names are fixed by convention).
 pub fn add_prefix_suffix(resources: &mut [Resource], prefix: &str, suffix: &str) {
+    add_prefix_suffix_at(resources, prefix, suffix, &[], true)
+}
+
+/// [`add_prefix_suffix`] as a `transformers:` entry configures it: with `specs`, only the fields
+/// they name (`metadata/name` renames the object, any other path gets the prefix and suffix on
+/// its string); `records` when kustomize notes the prefix and suffix on the object (the
+/// kustomization fields and the Prefix/SuffixTransformer plugins, not the legacy
+/// PrefixSuffixTransformer), which reference resolution uses.
+pub fn add_prefix_suffix_at(resources: &mut [Resource], prefix: &str, suffix: &str, specs: &[FieldSpec], records: bool) {
     if prefix.is_empty() && suffix.is_empty() {
         return;
     }
@@ -79,8 +88,25 @@ pub fn add_prefix_suffix(resources: &mut [Resource], prefix: &str, suffix: &str)
         if kind(&resource.object) == "APIService" && super::object::group_version(&resource.object).0 == "apiregistration.k8s.io" {
             continue;
         }
-        let new = format!("{prefix}{}{suffix}", super::object::name(&resource.object));
-        resource.rename(&new);
+        let renames = specs.is_empty() || specs.iter().any(|s| s.path == "metadata/name" && s.selects(&resource.object));
+        if renames {
+            let new = format!("{prefix}{}{suffix}", super::object::name(&resource.object));
+            resource.rename(&new);
+            if records {
+                if !prefix.is_empty() {
+                    resource.prefixes.push(prefix.to_owned());
+                }
+                if !suffix.is_empty() {
+                    resource.suffixes.push(suffix.to_owned());
+                }
+            }
+        }
+        let others: Vec<FieldSpec> = specs.iter().filter(|s| s.path != "metadata/name").cloned().collect();
+        fieldspec::visit_specs(&mut resource.object, &others, &mut |value: &mut Value| {
+            if let Value::String(text) = value {
+                *text = format!("{prefix}{text}{suffix}");
+            }
+        });
     }
 }
 

@@ -13,15 +13,39 @@ use super::file::{Generator, GeneratorOptions, Image, Patch, Replica, Selector};
 /// One builtin plugin configuration, as kustomize reads it.
 #[derive(Debug, Clone)]
 pub enum BuiltinTransformer {
-    Labels { pairs: BTreeMap<String, String>, specs: Vec<FieldSpec> },
-    Annotations { pairs: BTreeMap<String, String>, specs: Vec<FieldSpec> },
-    Namespace { namespace: String },
-    PrefixSuffix { prefix: String, suffix: String, specs: Vec<FieldSpec>, records: bool },
-    Image { image: Image, specs: Vec<FieldSpec> },
-    Replicas { replica: Replica, specs: Vec<FieldSpec> },
+    Labels {
+        pairs: BTreeMap<String, String>,
+        specs: Vec<FieldSpec>,
+    },
+    Annotations {
+        pairs: BTreeMap<String, String>,
+        specs: Vec<FieldSpec>,
+    },
+    Namespace {
+        namespace: String,
+    },
+    PrefixSuffix {
+        prefix: String,
+        suffix: String,
+        specs: Vec<FieldSpec>,
+        records: bool,
+    },
+    Image {
+        image: Image,
+        specs: Vec<FieldSpec>,
+    },
+    Replicas {
+        replica: Replica,
+        specs: Vec<FieldSpec>,
+    },
     Patch(Patch),
     Json6902(Patch),
-    StrategicMerge { paths: Vec<String>, inline: Option<String> },
+    StrategicMerge {
+        paths: Vec<String>,
+        inline: Option<String>,
+    },
+    /// A `ReplacementTransformer`: its `replacements` entries, as in a kustomization.
+    Replacements(Vec<Value>),
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -62,6 +86,8 @@ struct Config {
     paths: Vec<String>,
     #[serde(default)]
     patches: Option<String>,
+    #[serde(default)]
+    replacements: Vec<Value>,
     // Generators.
     #[serde(default)]
     behavior: Option<String>,
@@ -131,6 +157,7 @@ pub fn transformer(document: &Value) -> Result<BuiltinTransformer, String> {
         }
         "PatchJson6902Transformer" => BuiltinTransformer::Json6902(Patch { path: config.path, patch: config.json_op, target: config.target, options: None }),
         "PatchStrategicMergeTransformer" => BuiltinTransformer::StrategicMerge { paths: config.paths, inline: config.patches },
+        "ReplacementTransformer" => BuiltinTransformer::Replacements(config.replacements),
         other => return Err(format!("builtin transformer {other} is not supported by ferroflux's kustomize engine")),
     })
 }

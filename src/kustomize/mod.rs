@@ -169,6 +169,11 @@ impl Builder<'_> {
         if !unused.is_empty() {
             tracing::info!(vars = ?unused, "well-defined vars that were never replaced");
         }
+        // Objects marked `config.kubernetes.io/local-config` (any value but "false") take part
+        // in the whole build (a replacement's source) and are dropped from its output.
+        resources.retain(|r| {
+            r.object.get("metadata").and_then(|m| m.get("annotations")).and_then(|a| a.get("config.kubernetes.io/local-config")).is_none_or(|v| v == "false")
+        });
         if build_metadata != metadata::BuildMetadata::default() {
             for resource in &mut resources {
                 metadata::annotate(&mut resource.object, build_metadata, resource.origin.as_ref(), &resource.transformations);

@@ -105,6 +105,20 @@ pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) -> R
             });
         }
     }
+    // kustomize reads the ServiceAccount subjects' namespaces of every RoleBinding when it
+    // resolves references, and refuses one that is not a string (`namespace:` left blank).
+    for resource in resources.iter() {
+        if kind(&resource.object) != "RoleBinding" {
+            continue;
+        }
+        let subjects = resource.object.get("subjects").and_then(Value::as_array).into_iter().flatten();
+        for subject in subjects {
+            let is_account = subject.get("kind").and_then(Value::as_str) == Some("ServiceAccount");
+            if is_account && subject.get("namespace").is_some_and(|ns| !ns.is_string()) {
+                return Err(format!("Invalid Input: namespace is blank for resource \"{}\"", resource.id()));
+            }
+        }
+    }
     if by_kind.is_empty() {
         return Ok(());
     }

@@ -150,6 +150,9 @@ pub struct Resource {
     /// like the referrer's.
     pub prefixes: Vec<String>,
     pub suffixes: Vec<String>,
+    /// The kind it had at each of `previous` (a patch with `allowKindChange` changes it, and
+    /// later patches may name the old kind with the old name).
+    pub previous_kinds: Vec<String>,
 }
 
 impl Resource {
@@ -170,6 +173,7 @@ impl Resource {
             transformations: Vec::new(),
             prefixes: Vec::new(),
             suffixes: Vec::new(),
+            previous_kinds: Vec::new(),
         }
     }
 
@@ -188,6 +192,23 @@ impl Resource {
         set_metadata(&mut self.object, "name", new_name);
     }
 
+    /// Changes the name and/or kind at once (a patch with `allowNameChange`/`allowKindChange`),
+    /// remembering the old identity once.
+    pub fn change_identity(&mut self, new_name: Option<&str>, new_kind: Option<&str>) {
+        let name_changes = new_name.is_some_and(|n| n != name(&self.object));
+        let kind_changes = new_kind.is_some_and(|k| k != kind(&self.object));
+        if !name_changes && !kind_changes {
+            return;
+        }
+        self.remember();
+        if let Some(new_name) = new_name.filter(|_| name_changes) {
+            set_metadata(&mut self.object, "name", new_name);
+        }
+        if let (Some(new_kind), Some(map)) = (new_kind.filter(|_| kind_changes), self.object.as_object_mut()) {
+            map.insert("kind".into(), Value::String(new_kind.to_owned()));
+        }
+    }
+
     pub fn set_namespace(&mut self, new_namespace: &str) {
         self.remember();
         set_metadata(&mut self.object, "namespace", new_namespace);
@@ -195,21 +216,23 @@ impl Resource {
 
     fn remember(&mut self) {
         let current = (name(&self.object).to_owned(), namespace(&self.object).to_owned());
-        if self.previous.last() != Some(&current) {
+        let current_kind = kind(&self.object).to_owned();
+        if self.previous.last() != Some(&current) || self.previous_kinds.last() != Some(&current_kind) {
             self.previous.push(current);
+            self.previous_kinds.push(current_kind);
         }
     }
 
     /// Whether `wanted` names this object now or did before (patches and replicas may use either).
     pub fn matches_any_id(&self, wanted: &Id) -> bool {
         let (group, _) = group_version(&self.object);
-        if group != wanted.group || kind(&self.object) != wanted.kind {
+        if group != wanted.group {
             return false;
         }
         let ns = |n: &str| if n.is_empty() { "default".to_owned() } else { n.to_owned() };
-        let current = (name(&self.object), namespace(&self.object));
+        let current = (kind(&self.object), name(&self.object), namespace(&self.object));
         std::iter::once(current)
-            .chain(self.previous.iter().map(|(n, s)| (n.as_str(), s.as_str())))
-            .any(|(n, s)| n == wanted.name && ns(s) == ns(&wanted.namespace))
+            .chain(self.previous.iter().zip(&self.previous_kinds).map(|((n, s), k)| (k.as_str(), n.as_str(), s.as_str())))
+            .any(|(k, n, s)| k == wanted.kind && n == wanted.name && ns(s) == ns(&wanted.namespace))
     }
 }

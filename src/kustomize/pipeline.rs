@@ -52,6 +52,18 @@ impl Builder<'_> {
             if let Some(target) = &patch.target {
                 select::check_patterns(target).map_err(|e| patch_error(e.to_string()))?;
             }
+            // A patch without a target applies to the one object its own id names (current or
+            // earlier name, same version): kustomize refuses one that names several.
+            if patch.target.is_none() && !document.is_array() {
+                let version = |o: &Value| object::group_version(o).1.to_owned();
+                let matching = resources
+                    .iter()
+                    .filter(|r| !r.object.is_null() && r.matches_any_id(&patch_id) && (patch_id.version.is_empty() || version(&r.object) == patch_id.version))
+                    .count();
+                if matching > 1 {
+                    return Err(patch_error(format!("multiple matches for Id {patch_id}; failed to find unique target for patch {patch_id}")));
+                }
+            }
             for resource in resources.iter_mut().filter(|r| !r.object.is_null()) {
                 let selected = match &patch.target {
                     Some(target) => select::selects_patch_target(target, resource).map_err(|e| patch_error(e.to_string()))?,
@@ -69,15 +81,9 @@ impl Builder<'_> {
                         .map_err(|e| patch_error(format!("{e} (in {})", resource.id())))?;
                     // With `allowNameChange` / `allowKindChange`, the patch's name and kind win.
                     let allowed = |option: &str| patch.options.as_ref().is_some_and(|o| o.get(option).copied().unwrap_or(false));
-                    if allowed("allowNameChange") && !patch_id.name.is_empty() && patch_id.name != object::name(&resource.object) {
-                        resource.rename(&patch_id.name);
-                    }
-                    if allowed("allowKindChange")
-                        && !patch_id.kind.is_empty()
-                        && let Some(map) = resource.object.as_object_mut()
-                    {
-                        map.insert("kind".into(), Value::String(patch_id.kind.clone()));
-                    }
+                    let new_name = (allowed("allowNameChange") && !patch_id.name.is_empty()).then_some(patch_id.name.as_str());
+                    let new_kind = (allowed("allowKindChange") && !patch_id.kind.is_empty()).then_some(patch_id.kind.as_str());
+                    resource.change_identity(new_name, new_kind);
                 }
             }
             if !applied && patch.target.is_none() {
@@ -205,6 +211,11 @@ impl Builder<'_> {
                         self.apply_patch(dir, file, &file::Patch { patch: Some(text), ..file::Patch::default() }, &mut resources, false)?;
                     }
                     resources.retain(|r| !r.object.is_null());
+                }
+                builtin::BuiltinTransformer::Replacements(entries) => {
+                    let mut read =
+                        |relative: &str| -> Result<String, String> { self.read_text(dir, relative).map(|(_, text)| text).map_err(|e| e.to_string()) };
+                    replacement::apply(&entries, &mut resources, &mut read).map_err(|message| Error::Replacement { file: file.to_owned(), message })?;
                 }
             }
             self.record(&mut resources, file, configured_in, metadata::ConfiguredBy::of_document(&document));

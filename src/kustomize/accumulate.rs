@@ -168,11 +168,12 @@ impl Builder<'_> {
             self.locations.pop();
             resources = result?;
         }
-        let resources = self.transform(dir, file, k, resources)?;
+        let mut resources = self.transform(dir, file, k, resources)?;
         for var in vars::parse(&k.vars).map_err(|message| Error::Vars { file: file.to_owned(), message })? {
             if self.vars.iter().any(|v| v.name == var.name) {
                 return Err(Error::Vars { file: file.to_owned(), message: format!("var '{}' already encountered", var.name) });
             }
+            vars::bind(&var, &mut resources).map_err(|message| Error::Vars { file: file.to_owned(), message })?;
             self.vars.push(var);
         }
         Ok(resources)
@@ -181,20 +182,19 @@ impl Builder<'_> {
     /// The documents of `transformers:` or `generators:` entries: files (in or below the
     /// kustomization's folder) or inline YAML, each with the file it was configured in (`None`:
     /// the kustomization itself).
-    pub(super) fn plugin_documents<'e>(&self, dir: &Path, file: &Path, entries: &'e [String]) -> Result<Vec<(Option<&'e str>, Value)>, Error> {
+    pub(super) fn plugin_documents<'e>(&mut self, dir: &Path, file: &Path, entries: &'e [String]) -> Result<Vec<(Option<&'e str>, Value)>, Error> {
         let mut documents = Vec::new();
         for entry in entries {
             let inline = entry.contains('\n') || entry.contains(": ");
             let (source, text) = if inline {
                 (file.to_owned(), entry.clone())
             } else {
-                if self.locate(&dir.join(entry))?.is_some_and(|path| path.is_dir()) {
-                    return Err(Error::Plugin {
-                        file: file.to_owned(),
-                        message: format!(
-                            "'{entry}': a kustomization as a source of transformer or generator configurations is not supported by ferroflux's kustomize engine"
-                        ),
-                    });
+                // A folder is a kustomization whose output is the plugin configurations, as in
+                // kustomize (built like a base: its own transformers run over them).
+                if let Some(path) = self.locate(&dir.join(entry))?.filter(|path| path.is_dir()) {
+                    let configs = self.build_dir(&path)?;
+                    documents.extend(configs.into_iter().map(|r| (Some(entry.as_str()), r.object)));
+                    continue;
                 }
                 self.read_text(dir, entry)?
             };
@@ -206,7 +206,7 @@ impl Builder<'_> {
 
     /// `configMapGenerator`, `secretGenerator` and `generators:` entries configuring builtin
     /// generators, with their `behavior` (create, merge, replace).
-    pub(super) fn generate(&self, dir: &Path, file: &Path, k: &Kustomization, resources: &mut Vec<Resource>) -> Result<(), Error> {
+    pub(super) fn generate(&mut self, dir: &Path, file: &Path, k: &Kustomization, resources: &mut Vec<Resource>) -> Result<(), Error> {
         let by_field = |kind: &str| self.configured(file, None, metadata::ConfiguredBy::builtin(kind));
         let mut generators: Vec<(generator::GeneratedKind, file::Generator, Option<metadata::Origin>)> = k
             .config_map_generator

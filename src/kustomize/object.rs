@@ -153,6 +153,8 @@ pub struct Resource {
     /// The kind it had at each of `previous` (a patch with `allowKindChange` changes it, and
     /// later patches may name the old kind with the old name).
     pub previous_kinds: Vec<String>,
+    /// The `vars` bound to it where they were declared.
+    pub ref_vars: Vec<String>,
 }
 
 impl Resource {
@@ -174,6 +176,7 @@ impl Resource {
             prefixes: Vec::new(),
             suffixes: Vec::new(),
             previous_kinds: Vec::new(),
+            ref_vars: Vec::new(),
         }
     }
 

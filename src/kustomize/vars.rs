@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::fieldspec::{self, FieldSpec};
 use super::limits;
-use super::object::{Id, Resource, group_version};
+use super::object::{Resource, group_version};
 
 #[derive(Deserialize, Debug, Clone)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -176,6 +176,36 @@ fn substitute(value: &mut Value, values: &BTreeMap<String, Value>, used: &mut Ve
     }
 }
 
+/// Binds `var` to the one object among the declaring kustomization's `resources` it names (by
+/// its current or an earlier name), as kustomize does when it reads a kustomization's `vars`:
+/// several are an error, none leaves it unbound (an error when it is resolved).
+pub fn bind(var: &Var, resources: &mut [Resource]) -> Result<(), String> {
+    let (group, version) = var.objref.group_version();
+    let matching: Vec<usize> = resources
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            let (resource_group, resource_version) = group_version(&r.object);
+            resource_group == group
+                && resource_version == version
+                && super::object::kind(&r.object) == var.objref.kind
+                && r.names().any(|n| n == var.objref.name)
+                && var
+                    .objref
+                    .namespace
+                    .as_deref()
+                    .is_none_or(|ns| r.previous.iter().map(|(_, n)| n.as_str()).chain([super::object::namespace(&r.object)]).any(|n| n == ns))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    match matching.as_slice() {
+        [one] => resources[*one].ref_vars.push(var.name.clone()),
+        [] => {}
+        several => return Err(format!("found {} resId matches for var '{}' (unable to disambiguate)", several.len(), var.name)),
+    }
+    Ok(())
+}
+
 /// Resolves every var against the built objects and substitutes it; returns the vars no field
 /// used (kustomize only logs those).
 pub fn resolve(vars: &[Var], resources: &mut [Resource], custom: &[FieldSpec]) -> Result<Vec<String>, String> {
@@ -184,32 +214,12 @@ pub fn resolve(vars: &[Var], resources: &mut [Resource], custom: &[FieldSpec]) -
     }
     let mut values = BTreeMap::new();
     for var in vars {
-        let (group, version) = var.objref.group_version();
-        let wanted = Id { group, kind: var.objref.kind.clone(), name: var.objref.name.clone(), ..Id::default() };
-        let found: Vec<&Resource> = resources
-            .iter()
-            .filter(|r| {
-                let (resource_group, resource_version) = group_version(&r.object);
-                resource_group == wanted.group
-                    && resource_version == version
-                    && super::object::kind(&r.object) == wanted.kind
-                    && r.names().any(|n| n == wanted.name)
-                    && var
-                        .objref
-                        .namespace
-                        .as_deref()
-                        .is_none_or(|ns| r.previous.iter().map(|(_, n)| n.as_str()).chain([super::object::namespace(&r.object)]).any(|n| n == ns))
-            })
-            .collect();
-        let resource = match found.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(format!(
-                    "var '{}' cannot be mapped to a field in the set of known resources: no {} named {}",
-                    var.name, var.objref.kind, var.objref.name
-                ));
-            }
-            _ => return Err(format!("var '{}': found multiple objects {}/{}", var.name, var.objref.kind, var.objref.name)),
+        // kustomize reads a var from the object it was bound to where it was declared.
+        let Some(resource) = resources.iter().find(|r| r.ref_vars.contains(&var.name)) else {
+            return Err(format!(
+                "var '{}' cannot be mapped to a field in the set of known resources: no {} named {}",
+                var.name, var.objref.kind, var.objref.name
+            ));
         };
         let path = var.fieldref.as_ref().and_then(|f| f.fieldpath.as_deref()).unwrap_or("metadata.name");
         let value = field_value(&resource.object, path).ok_or_else(|| format!("var '{}': field {path} not found in {}", var.name, resource.id()))?;

@@ -109,7 +109,7 @@ async fn watch_until_ready(
     size: usize,
     pid: u32,
     deadline: Duration,
-) -> (usize, Option<f64>, u64) {
+) -> (usize, Option<f64>, u64, Vec<(usize, f64)>) {
     use kube::runtime::{WatchStreamExt, watcher};
     let started = Instant::now();
     let config = watcher::Config::default().any_semantic().labels(&format!("{}={shard}", support::SHARD_LABEL));
@@ -130,6 +130,10 @@ async fn watch_until_ready(
     let (mut ready_ks, mut ready_repos) = (BTreeSet::new(), BTreeSet::new());
     let mut sources_at = None;
     let mut peak_rss = 0;
+    // When half, 90 % and 99 % of the Kustomizations were Ready: the tail shows stragglers
+    // (retries, backoffs) that the total alone hides.
+    let mut milestones: Vec<(usize, f64)> = Vec::new();
+    let marks = [size / 2, size * 9 / 10, size * 99 / 100];
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     while started.elapsed() < deadline && ready_ks.len() < size {
         tokio::select! {
@@ -137,6 +141,9 @@ async fn watch_until_ready(
                 Some(Ok((is_ks, name, ready))) => {
                     let set = if is_ks { &mut ready_ks } else { &mut ready_repos };
                     if ready { set.insert(name); } else { set.remove(&name); }
+                    if let Some(mark) = marks.iter().find(|m| **m == ready_ks.len() && !milestones.iter().any(|(done, _)| done == *m)) {
+                        milestones.push((*mark, started.elapsed().as_secs_f64()));
+                    }
                     if sources_at.is_none() && ready_repos.len() == size {
                         sources_at = Some(started.elapsed().as_secs_f64());
                     }
@@ -147,7 +154,7 @@ async fn watch_until_ready(
             _ = ticker.tick() => peak_rss = peak_rss.max(memory_kib(pid, "VmRSS:")),
         }
     }
-    (ready_ks.len(), sources_at, peak_rss)
+    (ready_ks.len(), sources_at, peak_rss, milestones)
 }
 
 async fn run(client: &Client, size: usize, concurrent: &str, url: &str) {
@@ -203,10 +210,16 @@ async fn run(client: &Client, size: usize, concurrent: &str, url: &str) {
     let exist = Instant::now();
     // Watched, not listed: a full list of N Kustomizations every half second costs the API server
     // as much as a good part of the work being measured (it decodes and encodes every object).
-    let (ready, sources_ready, peak_rss) = watch_until_ready(&kustomizations, &sources, &shard, size, pid, Duration::from_secs(600)).await;
+    let (ready, sources_ready, peak_rss, milestones) = watch_until_ready(&kustomizations, &sources, &shard, size, pid, Duration::from_secs(600)).await;
     let elapsed = exist.elapsed().as_secs_f64();
     if let Some(at) = sources_ready {
         println!("  {size}: all GitRepositories have an artifact after {at:.1}s");
+    }
+    let marks: Vec<String> = milestones.iter().map(|(n, at)| format!("{n} after {at:.1}s")).collect();
+    println!("  {size}: Kustomizations Ready: {}", marks.join(", "));
+    // FERROFLUX_BENCH_LOGS=<dir>: each size's controller log is kept there, for where the time went.
+    if let Ok(dir) = std::env::var("FERROFLUX_BENCH_LOGS") {
+        let _ = std::fs::copy(&controller.log, std::path::Path::new(&dir).join(format!("mttp-{size}.log")));
     }
     let hwm = memory_kib(pid, "VmHWM:").max(peak_rss);
     let requests = api_requests(client).await.map(|after| request_delta(&requests_before, &after));

@@ -50,7 +50,9 @@ impl<K: Eq + Hash + Clone, V: Clone> Coalescer<K, V> {
         };
         let ticket = lane.arrivals.fetch_add(1, Ordering::SeqCst);
         let value = {
-            let mut last = lane.last.lock().await;
+            // Waiting for another caller's round is not work: the worker goes to another
+            // reconcile meanwhile (which may join this lane too, making the next round bigger).
+            let mut last = super::workers::idle(lane.last.lock()).await;
             match last.as_ref() {
                 Some((covers, value)) if *covers > ticket => value.clone(),
                 _ => {

@@ -23,6 +23,19 @@ fn condition_is(object: &Value, type_: &str, status: &str) -> bool {
     condition(object, type_).is_some_and(|c| c["status"] == status)
 }
 
+/// `object` without what [`health`] never reads (managedFields, annotations, pod templates).
+pub fn relevant(mut object: Value) -> Value {
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.remove("managedFields");
+        metadata.remove("annotations");
+        metadata.remove("labels");
+    }
+    if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("template");
+    }
+    object
+}
+
 /// The health of one live object.
 pub fn health(object: &Value) -> Health {
     let kind = object["kind"].as_str().unwrap_or("");
@@ -181,5 +194,17 @@ mod tests {
             health(&json!({"kind": "Widget", "status": {"conditions": [{"type": "Ready", "status": "False", "message": "x"}]}})),
             Health::InProgress(_)
         ));
+    }
+
+    #[test]
+    fn what_health_keeps_judges_as_the_whole_object() {
+        let d = json!({"kind": "Deployment",
+            "metadata": {"name": "app", "generation": 3, "managedFields": [{"manager": "x"}], "annotations": {"a": "b"}},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c"}]}}},
+            "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}});
+        let kept = relevant(d.clone());
+        assert_eq!(health(&kept), health(&d));
+        assert!(kept.pointer("/metadata/managedFields").is_none() && kept.pointer("/spec/template").is_none());
+        assert_eq!(kept["spec"]["replicas"], 2);
     }
 }

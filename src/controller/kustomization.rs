@@ -205,7 +205,10 @@ async fn run_masked(ks: &Kustomization, ctx: &Context, status: &mut Kustomizatio
     let skipped: BTreeSet<ObjectId> = applied.iter().filter(|c| c.action == Change::Skipped).map(|c| c.id.clone()).collect();
     // What the apply requests returned: the first health look reads these instead of asking
     // the API server again for every object.
-    let fresh: HashMap<ObjectId, Value> = applied.iter_mut().filter_map(|c| Some((c.id.clone(), c.live.take()?))).collect();
+    // Kept only with what health reads: a Kustomization waiting for its Deployment holds these
+    // for the whole wait, and at a thousand waiting at once the managedFields and pod templates
+    // were most of the controller's memory.
+    let fresh: HashMap<ObjectId, Value> = applied.iter_mut().filter_map(|c| Some((c.id.clone(), super::health::relevant(c.live.take()?)))).collect();
     drop(applied);
 
     // Prune what the previous inventory had and this revision does not.
@@ -453,16 +456,21 @@ async fn check_health(
     let deadline = tokio::time::Instant::now() + timeout(ks);
     let (source_key, applying) = source;
     let mut announced = false;
+    // Objects found healthy are not asked about again: a wait costs a GET per round only for
+    // what is still rolling out (a Deployment, typically), not for every object applied.
+    let mut targets = targets;
+    let mut round = 0u32;
     loop {
         let mut pending = Vec::new();
-        for (id, version) in &targets {
-            let live = match fresh.remove(id) {
+        let mut still = Vec::new();
+        for (id, version) in targets {
+            let live = match fresh.remove(&id) {
                 Some(object) => Ok(Some(object)),
-                None => applier.get(id, version).await,
+                None => applier.get(&id, &version).await,
             };
             match live {
                 Ok(Some(object)) => match health(&object) {
-                    Health::Current => {}
+                    Health::Current => continue,
                     Health::InProgress(why) => pending.push(format!("{id} status: 'InProgress': {why}")),
                     Health::Failed(why) => {
                         return Err(Failure::new(ks_reason::HEALTH_CHECK_FAILED, format!("health check failed: {id} status: 'Failed': {why}")));
@@ -471,11 +479,16 @@ async fn check_health(
                 Ok(None) => pending.push(format!("{id} status: 'NotFound'")),
                 Err(e) => pending.push(format!("{id}: {e}")),
             }
+            still.push((id, version));
         }
+        targets = still;
         if pending.is_empty() {
             return Ok(());
         }
-        if !announced {
+        // Announced once the wait outlasts the first quick look again: most waits end before it
+        // (a Deployment scaled to 0, a rollout already done), and a status write per reconcile
+        // that nobody could read in time is a thousand writes at a thousand Kustomizations.
+        if !announced && round >= 1 {
             announced = true;
             let message = format!("Running health checks for revision {applying} with a timeout of {:?}", timeout(ks));
             conditions::set(&mut status.conditions, meta::RECONCILING, Status::True, meta::PROGRESSING, &message, ks.meta().generation, &now());
@@ -498,7 +511,11 @@ async fn check_health(
         }
         // Only the first look may use what the apply returned.
         fresh.clear();
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Waiting is not work: the worker goes to another Kustomization meanwhile. The first
+        // look again comes soon (a Deployment scaled to 0, or already rolled out, is reported
+        // within moments); then once a second.
+        round += 1;
+        super::workers::idle_for(if round == 1 { Duration::from_millis(500) } else { Duration::from_secs(1) }).await;
     }
 }
 

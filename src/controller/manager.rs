@@ -73,24 +73,25 @@ pub enum WorkerError {
     Deadline(Duration),
 }
 
-/// Runs one reconcile on one of `workers`' permits, bounded by `limit`.
+/// Runs one reconcile on one of `workers`' permits ([`super::workers`]), bounded by `limit`.
 ///
 /// kube-runtime's own concurrency limit parks due requests in a hash map and picks them in hash
 /// order, so a few stuck objects can starve others for good. Instead the runner starts every due
-/// request at once and they queue here: tokio's semaphore hands out permits first come, first
-/// served, so each object gets its turn in the order it became due. `limit` is a backstop above
-/// the reconcilers' own timeouts: a reconcile that runs past it is dropped (cancelled at its
-/// next await; a blocking build thread runs on but holds no worker).
+/// request at once and they queue for a worker, first come, first served, so each object gets
+/// its turn in the order it became due. `limit` is a backstop above the reconcilers' own
+/// timeouts: a reconcile that runs past it is dropped (cancelled at its next await; a blocking
+/// build thread runs on but holds no worker).
 async fn bounded<Fut>(workers: Arc<Semaphore>, limit: Duration, reconcile: Fut) -> Result<Action, WorkerError>
 where
     Fut: Future<Output = Result<Action, ReconcileError>>,
 {
-    // The semaphore is never closed; should it be, reconciling without a permit beats stopping.
-    let _permit = workers.acquire_owned().await.ok();
-    match tokio::time::timeout(limit, reconcile).await {
-        Ok(result) => result.map_err(WorkerError::from),
-        Err(_) => Err(WorkerError::Deadline(limit)),
-    }
+    super::workers::on_worker(workers, async move {
+        match tokio::time::timeout(limit, reconcile).await {
+            Ok(result) => result.map_err(WorkerError::from),
+            Err(_) => Err(WorkerError::Deadline(limit)),
+        }
+    })
+    .await
 }
 
 /// How the trigger watches recover from errors (the API server restarted or unreachable, a watch

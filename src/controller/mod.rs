@@ -17,6 +17,7 @@ pub mod render;
 pub mod substitute;
 pub mod unchanged;
 pub mod variables;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::sync::Arc;

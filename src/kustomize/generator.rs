@@ -121,7 +121,7 @@ pub fn object(kind: GeneratedKind, generator: &Generator, global: Option<&Genera
     if !annotations.is_empty() {
         metadata.insert("annotations".into(), Value::Object(annotations));
     }
-    let base64 = |bytes: &[u8]| Value::String(base64_encode(bytes));
+    let base64 = |bytes: &[u8]| Value::String(base64_lines(bytes));
     let mut object = match kind {
         GeneratedKind::ConfigMap => {
             let mut object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata});
@@ -142,9 +142,8 @@ pub fn object(kind: GeneratedKind, generator: &Generator, global: Option<&Genera
                 .map(|(k, v)| (k.clone(), base64(v.as_bytes())))
                 .chain(collected.binary.iter().map(|(k, v)| (k.clone(), base64(v))))
                 .collect();
-            if !data.is_empty() {
-                object["data"] = data.into();
-            }
+            // kustomize always creates a generated Secret's `data`, even when it is empty.
+            object["data"] = data.into();
             object
         }
     };
@@ -158,6 +157,24 @@ pub fn object(kind: GeneratedKind, generator: &Generator, global: Option<&Genera
 pub fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Base64 as kustomize writes generated data (Secret `data`, ConfigMap `binaryData`): an
+/// encoding of 70 characters or more is broken into lines of 70, each ending with a line feed
+/// (the value holds them; the content hash, and so the name, is over this text).
+pub fn base64_lines(bytes: &[u8]) -> String {
+    const LINE: usize = 70;
+    let encoded = base64_encode(bytes);
+    if encoded.len() < LINE {
+        return encoded;
+    }
+    let mut out = String::with_capacity(encoded.len() + encoded.len() / LINE + 1);
+    // Base64 is ASCII, so byte chunks are whole characters.
+    for chunk in encoded.as_bytes().chunks(LINE) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out
 }
 
 /// A string as Go's `encoding/json` writes it (HTML-safe), since the hash is over Go's bytes.
@@ -199,28 +216,37 @@ fn go_json_map(map: Option<&Map<String, Value>>, out: &mut String) {
 /// data and (Secrets) type, with an empty name; the first 10 hex digits, with the digits and
 /// vowels that could spell words swapped for other letters, as kubectl's hash does.
 pub fn content_hash(object: &Value) -> String {
-    let field = |name: &str| object.get(name).and_then(Value::as_object).filter(|m| !m.is_empty());
+    let map = |name: &str| object.get(name).and_then(Value::as_object);
+    // A field as kustomize's hasher encodes it: a map as a map (`{}` when empty), anything else
+    // (absent, null, a scalar) as a string; `stringData` and `binaryData` only when maps.
+    let field = |name: &str, out: &mut String| match object.get(name) {
+        Some(Value::Object(m)) => go_json_map(Some(m), out),
+        Some(Value::String(s)) => go_json_string(s, out),
+        Some(Value::Bool(b)) => go_json_string(&b.to_string(), out),
+        Some(Value::Number(n)) => go_json_string(&n.to_string(), out),
+        _ => go_json_string("", out),
+    };
     let mut encoded = String::new();
     if object.get("kind").and_then(Value::as_str) == Some("Secret") {
         encoded.push_str("{\"data\":");
-        go_json_map(field("data"), &mut encoded);
+        field("data", &mut encoded);
         encoded.push_str(",\"kind\":\"Secret\",\"name\":\"\"");
-        if let Some(string_data) = field("stringData") {
+        if let Some(string_data) = map("stringData") {
             encoded.push_str(",\"stringData\":");
             go_json_map(Some(string_data), &mut encoded);
         }
         encoded.push_str(",\"type\":");
-        go_json_string(object.get("type").and_then(Value::as_str).unwrap_or(""), &mut encoded);
+        field("type", &mut encoded);
         encoded.push('}');
     } else {
         encoded.push('{');
-        if let Some(binary) = field("binaryData") {
+        if let Some(binary) = map("binaryData") {
             encoded.push_str("\"binaryData\":");
             go_json_map(Some(binary), &mut encoded);
             encoded.push(',');
         }
         encoded.push_str("\"data\":");
-        go_json_map(field("data"), &mut encoded);
+        field("data", &mut encoded);
         encoded.push_str(",\"kind\":\"ConfigMap\",\"name\":\"\"}");
     }
     let digest = Sha256::digest(encoded.as_bytes());
@@ -249,6 +275,9 @@ mod tests {
         assert_eq!(content_hash(&json!({"kind": "Secret", "type": "Opaque", "data": {"a": "MQ=="}})), "25khgmg44c");
         assert_eq!(content_hash(&json!({"kind": "Secret", "type": "kubernetes.io/tls", "data": {"tls.crt": "eA==", "tls.key": "eQ=="}})), "f4c6k54dt5");
         assert_eq!(content_hash(&json!({"kind": "ConfigMap", "data": {"K": "v", "X": "1"}})), "492b7kf4fm");
+        // No data at all (an empty generator): kustomize hashes the absent field as "".
+        assert_eq!(content_hash(&json!({"kind": "ConfigMap"})), "6ct58987ht");
+        assert_eq!(content_hash(&json!({"kind": "Secret", "type": "Opaque", "data": {}})), "46f8b28mk5");
     }
 
     #[test]
@@ -258,6 +287,18 @@ mod tests {
         assert_eq!(base64_encode(b"ab"), "YWI=");
         assert_eq!(base64_encode(b"abc"), "YWJj");
         assert_eq!(base64_encode(&[0xff, 0xfe, 0x00, 0x10]), "//4AEA==");
+    }
+
+    #[test]
+    fn generated_base64_breaks_into_lines_of_70_as_kustomize_writes_it() {
+        assert_eq!(base64_lines(&[b'x'; 51]), base64_encode(&[b'x'; 51]));
+        let seventy = base64_lines(&[b'x'; 52]);
+        assert_eq!(seventy.len(), 74, "{seventy:?}");
+        assert!(seventy.ends_with("=\n") && seventy.as_bytes()[70] == b'\n');
+        let long = base64_lines(&[b'y'; 120]);
+        let lines: Vec<&str> = long.split_terminator('\n').collect();
+        assert_eq!(lines.iter().map(|l| l.len()).collect::<Vec<_>>(), vec![70, 70, 20]);
+        assert!(long.ends_with('\n'));
     }
 
     #[test]

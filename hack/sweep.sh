@@ -11,7 +11,9 @@
 # repository (SWEEP_WORK, default: a folder under $TMPDIR), so nothing fetched can be committed. A repository is named
 # OWNER/NAME from an `OWNER+NAME` parent folder of its Git directory, or as given before `=`.
 #
-# FERROFLUX: the binary (default: built here with `cargo build --bin ferroflux`).
+# FERROFLUX: the binary (default: built here with `cargo build --bin ferroflux`; where
+# CARGO_TARGET_DIR is shared with other work trees, their builds replace target/debug/ferroflux
+# at any time: build it yourself and set FERROFLUX to a copy).
 # JOBS: builds at once (default 2); TIMEOUT: seconds per build (default 120).
 # Results: one JSON line per build in $SWEEP_WORK/results.jsonl. kubectl's results are cached in
 # $SWEEP_WORK/kubectl-cache (per commit and directory). Exits 1 when a build is SILENT.

@@ -123,9 +123,9 @@ impl Builder<'_> {
                 let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
                 let bytes = self.filtered(&path, FileUse::Resource, bytes)?;
                 let text = String::from_utf8(bytes).map_err(|_| Error::Yaml { file: path.clone(), message: "the file is not UTF-8".into() })?;
-                let objects = yaml::parse_objects(&text, &path)?;
+                let objects = yaml::parse_resources(&text, &path)?;
                 let mut found = Vec::with_capacity(objects.len());
-                for object in objects {
+                for (object, explicit_nulls) in objects {
                     if object::kind(&object).is_empty() || object::api_version(&object).is_empty() {
                         return Err(Error::Yaml { file: path.clone(), message: "missing apiVersion or kind in a resource".into() });
                     }
@@ -135,7 +135,7 @@ impl Builder<'_> {
                             message: "a kustomization file cannot be a resource: name its directory instead".into(),
                         });
                     }
-                    let mut resource = Resource::new(object);
+                    let mut resource = Resource::read(object, explicit_nulls);
                     if self.track_origins {
                         resource.origin = Some(metadata::Origin::file(&self.location().join(entry)));
                     }

@@ -311,8 +311,8 @@ pub static NAME_REFERENCES: LazyLock<Vec<NameReference>> = LazyLock::new(|| {
     }
     references("", "Service", Some("StatefulSet"), &["spec/serviceName"], &mut out);
     references("", "Service", Some("APIService"), &["spec/service/name"], &mut out);
-    references("", "Service", Some("ValidatingWebhookConfiguration"), &["webhooks/clientConfig/service/name"], &mut out);
-    references("", "Service", Some("MutatingWebhookConfiguration"), &["webhooks/clientConfig/service/name"], &mut out);
+    // Webhook configurations name their Service with a namespace beside the name: see
+    // `nameref::fix_webhook_services`.
     references("", "PersistentVolume", Some("PersistentVolumeClaim"), &["spec/volumeName"], &mut out);
     for kind in ["PersistentVolumeClaim", "PersistentVolume"] {
         references("storage.k8s.io", "StorageClass", Some(kind), &["spec/storageClassName"], &mut out);

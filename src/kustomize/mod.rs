@@ -180,6 +180,7 @@ impl Builder<'_> {
             }
         }
         let mut objects: Vec<Object> = resources.into_iter().map(|r| r.object).collect();
+        objects.iter_mut().for_each(object::drop_empty_annotations);
         order::sort(&mut objects, sort_options.as_ref()).map_err(|message| Error::SortOptions { file: file.to_owned(), message })?;
         Ok(objects)
     }

@@ -151,6 +151,10 @@ pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) -> R
         }
     }
 
+    if let Some(services) = by_kind.get(&(String::new(), "Service".to_owned())) {
+        fix_webhook_services(resources, services);
+    }
+
     // Role bindings name their role and subjects with a kind beside the name.
     let role_references =
         [("rbac.authorization.k8s.io", "Role", "roleRef"), ("rbac.authorization.k8s.io", "ClusterRole", "roleRef"), ("", "ServiceAccount", "subjects")];
@@ -230,6 +234,43 @@ struct Referrer<'a> {
     namespace: Option<&'a str>,
     prefixes: &'a [String],
     suffixes: &'a [String],
+}
+
+/// Webhook configurations name the Service they call by name and namespace
+/// (`webhooks[].clientConfig.service`). As kustomize does, the candidates are the Services that
+/// had that name and, when the reference names a namespace, had that namespace before the build
+/// (else have it now); the one meant gives the reference its current name, and its namespace
+/// when it has one. A Service outside the build leaves the reference as it is.
+fn fix_webhook_services(resources: &mut [Resource], services: &HashMap<String, Vec<Referent>>) {
+    for resource in resources.iter_mut() {
+        let is_webhook_configuration = matches!(kind(&resource.object), "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration")
+            && group_version(&resource.object).0 == "admissionregistration.k8s.io";
+        if !is_webhook_configuration {
+            continue;
+        }
+        let webhooks = resource.object.get_mut("webhooks").and_then(Value::as_array_mut).into_iter().flatten();
+        for service in webhooks.filter_map(|w| w.pointer_mut("/clientConfig/service")).filter_map(Value::as_object_mut) {
+            let Some(candidates) = service.get("name").and_then(Value::as_str).and_then(|old| services.get(old)) else { continue };
+            let matching: Vec<&Referent> = match service.get("namespace").and_then(Value::as_str) {
+                None => candidates.iter().collect(),
+                Some(ns) => {
+                    // kustomize groups the Services by effective namespace (none is `default`).
+                    let effective = |n: &str| if n.is_empty() { "default".to_owned() } else { n.to_owned() };
+                    let by_original: Vec<&Referent> = candidates.iter().filter(|c| effective(&c.original_namespace) == ns).collect();
+                    if by_original.is_empty() { candidates.iter().filter(|c| effective(&c.current_namespace) == ns).collect() } else { by_original }
+                }
+            };
+            let Some(first) = matching.first() else { continue };
+            // Several different Services could be meant: the reference is left as it is.
+            if matching.iter().any(|c| c.current_name != first.current_name || c.current_namespace != first.current_namespace) {
+                continue;
+            }
+            service.insert("name".into(), Value::String(first.current_name.clone()));
+            if !first.current_namespace.is_empty() {
+                service.insert("namespace".into(), Value::String(first.current_namespace.clone()));
+            }
+        }
+    }
 }
 
 /// Points one reference (`parent[field]`) at its referent's current name.

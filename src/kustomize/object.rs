@@ -155,17 +155,37 @@ pub struct Resource {
     pub previous_kinds: Vec<String>,
     /// The `vars` bound to it where they were declared.
     pub ref_vars: Vec<String>,
+    /// Which of its nulls a strategic merge keeps.
+    pub explicit_nulls: ExplicitNulls,
+}
+
+/// Which nulls of an object kustomize keeps when a strategic merge walks over them: go-yaml
+/// tells an empty value (`key:`, dropped) from a written null (`key: null`, kept).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExplicitNulls {
+    /// The mapping values at these paths are written nulls; every other null is empty.
+    Paths(Vec<super::yaml::FieldPath>),
+    /// Every null is a written one: the object went through JSON (a JSON 6902 patch), whose
+    /// nulls kustomize writes back as `null`.
+    All,
+}
+
+impl Default for ExplicitNulls {
+    fn default() -> Self {
+        ExplicitNulls::Paths(Vec::new())
+    }
 }
 
 impl Resource {
-    /// A resource read from a file. `metadata.annotations: null` is dropped, as kustomize does
-    /// when it reads a resource (it keeps `labels: null`).
-    pub fn new(mut object: Value) -> Resource {
-        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut)
-            && metadata.get("annotations").is_some_and(Value::is_null)
-        {
-            metadata.remove("annotations");
-        }
+    /// A resource read from a file. `metadata.annotations: null` or `{}` is dropped, as kustomize
+    /// does when it reads a resource (it keeps `labels: null` and `labels: {}`).
+    pub fn new(object: Value) -> Resource {
+        Resource::read(object, Vec::new())
+    }
+
+    /// [`Resource::new`] for an object read with the paths of its written nulls.
+    pub fn read(mut object: Value, explicit_nulls: Vec<super::yaml::FieldPath>) -> Resource {
+        drop_empty_annotations(&mut object);
         Resource {
             object,
             previous: Vec::new(),
@@ -173,6 +193,7 @@ impl Resource {
             behavior: None,
             origin: None,
             transformations: Vec::new(),
+            explicit_nulls: ExplicitNulls::Paths(explicit_nulls),
             prefixes: Vec::new(),
             suffixes: Vec::new(),
             previous_kinds: Vec::new(),
@@ -237,5 +258,16 @@ impl Resource {
         std::iter::once(current)
             .chain(self.previous.iter().zip(&self.previous_kinds).map(|((n, s), k)| (k.as_str(), n.as_str(), s.as_str())))
             .any(|(k, n, s)| k == wanted.kind && n == wanted.name && ns(s) == ns(&wanted.namespace))
+    }
+}
+
+/// Drops `metadata.annotations` when it is null or empty. kustomize keeps its own annotations on
+/// every object during a build and clears the field when it removes the last of them, so an
+/// empty (or null) annotations map never reaches its output, whatever emptied it.
+pub fn drop_empty_annotations(object: &mut Value) {
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut)
+        && metadata.get("annotations").is_some_and(|a| a.is_null() || a.as_object().is_some_and(serde_json::Map::is_empty))
+    {
+        metadata.remove("annotations");
     }
 }

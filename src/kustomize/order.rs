@@ -32,8 +32,9 @@ const ORDER_FIRST: &[&str] = &[
 const ORDER_LAST: &[&str] = &["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"];
 
 /// The legacy key: kind rank, then `group_version_kind` (kustomize writes `~G` for the core
-/// group, so it sorts after named groups), then namespace (none sorts last) and name.
-fn sort_key(object: &Value, first: &[&str], last: &[&str]) -> (i64, String, String, String) {
+/// group, so it sorts after named groups), then `namespace|name` compared as one string, as
+/// kustomize does (so `kubeflow-system|…` sorts before `kubeflow|…`; no namespace is `~X`, last).
+fn sort_key(object: &Value, first: &[&str], last: &[&str]) -> (i64, String, String) {
     let text = |p: &str| object.pointer(p).and_then(Value::as_str).unwrap_or("").to_owned();
     let kind = text("/kind");
     let rank = match (first.iter().position(|k| *k == kind), last.iter().position(|k| *k == kind)) {
@@ -45,7 +46,7 @@ fn sort_key(object: &Value, first: &[&str], last: &[&str]) -> (i64, String, Stri
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
     let or = |value: &str, placeholder: &str| if value.is_empty() { placeholder.to_owned() } else { value.to_owned() };
     let gvk = format!("{}_{}_{}", or(group, "~G"), or(version, "~V"), or(&kind, "~K"));
-    (rank, gvk, or(&text("/metadata/namespace"), "~X"), text("/metadata/name"))
+    (rank, gvk, format!("{}|{}", or(&text("/metadata/namespace"), "~X"), or(&text("/metadata/name"), "~N")))
 }
 
 /// Sorts objects in kustomize's legacy order.

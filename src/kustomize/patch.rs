@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::limits;
+use super::object::ExplicitNulls;
 use super::openapi::OpenApi;
 
 /// API groups of the builtin kinds whose lists merge by key; lists of other kinds (custom
@@ -46,6 +47,15 @@ struct Mode {
     /// Kubernetes. kustomize v5.5 keeps them as plain fields (and so does [`strategic_merge`],
     /// to print what `kubectl kustomize` prints).
     kubernetes_directives: bool,
+    /// Whether the nulls the merge walks over are dropped, as kustomize drops empty ones
+    /// (`key:`); written ones are kept by [`strategic_merge_keeping_nulls`].
+    drop_walked_nulls: bool,
+}
+
+impl Mode {
+    const KUSTOMIZE: Mode = Mode { kubernetes_directives: false, drop_walked_nulls: true };
+    #[cfg(test)]
+    const KUBERNETES: Mode = Mode { kubernetes_directives: true, drop_walked_nulls: false };
 }
 
 /// What the schema says about the part of an object being merged.
@@ -123,7 +133,7 @@ impl<'a> Node<'a> {
 #[cfg(test)]
 pub fn strategic_merge(base: &mut Value, patch: &Value) {
     let node = Node::for_object(base, None);
-    merge_value(base, patch, Mode { kubernetes_directives: false }, node, "");
+    merge_value(base, patch, Mode::KUSTOMIZE, node, "");
 }
 
 /// [`strategic_merge`] under a custom OpenAPI schema (`None`: kustomize's builtin one).
@@ -132,12 +142,73 @@ pub fn strategic_merge(base: &mut Value, patch: &Value) {
 /// what the patch adds is charged to the build's node budget (a patch applied to many objects
 /// is copied into each).
 pub fn strategic_merge_with_schema(base: &mut Value, patch: &Value, schema: Option<&OpenApi>) -> Result<(), String> {
+    strategic_merge_keeping_nulls(base, patch, schema, &mut ExplicitNulls::default())
+}
+
+/// A null no document holds, standing in for a written null of the object during a merge.
+const WRITTEN_NULL: &str = "\u{0}ferroflux: a written null\u{0}";
+
+/// [`strategic_merge_with_schema`], keeping the object's written nulls (`explicit`) where
+/// kustomize keeps them and dropping the empty ones it walks over; `explicit` is updated to
+/// where those nulls are after the merge (it may reorder lists).
+pub fn strategic_merge_keeping_nulls(base: &mut Value, patch: &Value, schema: Option<&OpenApi>, explicit: &mut ExplicitNulls) -> Result<(), String> {
     limits::check_depth(patch, "the strategic merge patch")?;
     limits::check_depth(base, "the patched object")?;
     limits::charge(limits::nodes(patch))?;
     let node = Node::for_object(base, schema);
-    merge_value(base, patch, Mode { kubernetes_directives: false }, node, "");
+    let mode = Mode { drop_walked_nulls: *explicit != ExplicitNulls::All, ..Mode::KUSTOMIZE };
+    let ExplicitNulls::Paths(paths) = explicit else {
+        merge_value(base, patch, mode, node, "");
+        return Ok(());
+    };
+    if paths.is_empty() {
+        merge_value(base, patch, mode, node, "");
+        return Ok(());
+    }
+    // Written nulls become a string no merge drops, and null again afterwards, wherever the
+    // merge moved them.
+    for path in paths.iter() {
+        if let Some(value) = at_path(base, path).filter(|v| v.is_null()) {
+            *value = Value::String(WRITTEN_NULL.into());
+        }
+    }
+    merge_value(base, patch, mode, node, "");
+    paths.clear();
+    restore_written_nulls(base, &mut Vec::new(), paths);
     Ok(())
+}
+
+fn at_path<'v>(value: &'v mut Value, path: &[String]) -> Option<&'v mut Value> {
+    path.iter().try_fold(value, |value, segment| match value {
+        Value::Object(map) => map.get_mut(segment),
+        Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+        _ => None,
+    })
+}
+
+fn restore_written_nulls(value: &mut Value, path: &mut Vec<String>, found: &mut Vec<Vec<String>>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                path.push(key.clone());
+                if child.as_str() == Some(WRITTEN_NULL) {
+                    *child = Value::Null;
+                    found.push(path.clone());
+                } else {
+                    restore_written_nulls(child, path, found);
+                }
+                path.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter_mut().enumerate() {
+                path.push(i.to_string());
+                restore_written_nulls(child, path, found);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Applies a strategic merge patch with Kubernetes' full semantics, including `$retainKeys`,
@@ -145,7 +216,7 @@ pub fn strategic_merge_with_schema(base: &mut Value, patch: &Value, schema: Opti
 #[cfg(test)]
 pub fn strategic_merge_kubernetes(base: &mut Value, patch: &Value) {
     let node = Node::for_object(base, None);
-    merge_value(base, patch, Mode { kubernetes_directives: true }, node, "");
+    merge_value(base, patch, Mode::KUBERNETES, node, "");
 }
 
 fn directive(patch: &Map<String, Value>) -> Option<&str> {
@@ -214,6 +285,9 @@ fn merge_value(base: &mut Value, patch: &Value, mode: Mode, node: Node, parent: 
                         base_map.insert(key.clone(), fresh);
                     }
                 }
+            }
+            if mode.drop_walked_nulls {
+                drop_walked_nulls(base_map, node, parent, Some(patch_map));
             }
             if let Some(keep) = retain {
                 base_map.retain(|k, _| keep.contains(&k.as_str()));
@@ -287,7 +361,10 @@ fn merge_list(base: &mut Value, patch: &Value, mode: Mode, node: Node, field: &s
             }
         }
     }
-    merged.extend(remaining.into_iter().flatten());
+    merged.extend(remaining.into_iter().flatten().map(|mut item| {
+        drop_walked_nulls_in(&mut item, mode, item_node, item_parent);
+        item
+    }));
     *base_items = merged;
 }
 
@@ -297,6 +374,7 @@ fn merge_list(base: &mut Value, patch: &Value, mode: Mode, node: Node, field: &s
 /// element with the same first key has none is dropped (kubectl does so).
 fn merge_two_key_list(base_items: &mut Vec<Value>, patch_items: &[Value], mode: Mode, item_node: Node, item_parent: &str, key: &str, second: &str) {
     let mut added = Vec::new();
+    let mut touched = Vec::new();
     let mut remaining: Vec<Option<Value>> = base_items.drain(..).map(Some).collect();
     for item in patch_items {
         let Some(id) = item.get(key) else { continue };
@@ -312,6 +390,7 @@ fn merge_two_key_list(base_items: &mut Vec<Value>, patch_items: &[Value], mode: 
             Some(i) => {
                 if let Some(existing) = remaining[i].as_mut() {
                     merge_value(existing, item, mode, item_node, item_parent);
+                    touched.push(i);
                 }
             }
             None => {
@@ -324,8 +403,47 @@ fn merge_two_key_list(base_items: &mut Vec<Value>, patch_items: &[Value], mode: 
             }
         }
     }
+    for (i, item) in remaining.iter_mut().enumerate() {
+        if let Some(item) = item.as_mut().filter(|_| !touched.contains(&i)) {
+            drop_walked_nulls_in(item, mode, item_node, item_parent);
+        }
+    }
     added.extend(remaining.into_iter().flatten());
     *base_items = added;
+}
+
+/// kustomize's merge (kyaml's walker) visits the object's own fields as well as the patch's, and
+/// drops every field it finds null: in all maps under a patched map, and in the elements of the
+/// lists it merges by key (not in lists it replaces, which it does not enter). `patch`: the
+/// patch's fields at this map, already merged (and so skipped here).
+fn drop_walked_nulls(map: &mut Map<String, Value>, node: Node, parent: &str, patch: Option<&Map<String, Value>>) {
+    let from_patch = |key: &str| patch.is_some_and(|p| p.contains_key(key));
+    map.retain(|k, v| !v.is_null() || from_patch(k));
+    for (key, value) in map.iter_mut() {
+        if from_patch(key) {
+            continue;
+        }
+        let child_parent = if key == "containers" || key == "initContainers" { "container" } else { key.as_str() };
+        match value {
+            Value::Object(inner) => drop_walked_nulls(inner, node.field(key), child_parent, None),
+            Value::Array(items) => {
+                if let ListMerge::ByKey(..) = node.field(key).list_merge(key, parent) {
+                    let item_node = node.field(key).items();
+                    for inner in items.iter_mut().filter_map(Value::as_object_mut) {
+                        drop_walked_nulls(inner, item_node, child_parent, None);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// [`drop_walked_nulls`] for an element of a list merged by key that the patch does not name.
+fn drop_walked_nulls_in(item: &mut Value, mode: Mode, node: Node, parent: &str) {
+    if let (true, Some(map)) = (mode.drop_walked_nulls, item.as_object_mut()) {
+        drop_walked_nulls(map, node, parent, None);
+    }
 }
 
 /// `$setElementOrder/<field>`: the listed elements in the given order, then the others.
@@ -552,10 +670,19 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(500))]
 
         #[test]
-        fn property_an_empty_patch_changes_nothing(spec in value(4)) {
+        fn property_an_empty_patch_changes_nothing_but_empty_nulls(spec in value(4)) {
             let mut object = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": spec});
-            let before = object.clone();
+            let mut before = object.clone();
             strategic_merge(&mut object, &json!({}));
+            // kustomize drops the (empty) nulls of maps the merge walks over; lists merged by key
+            // are walked too, others are not.
+            fn drop_map_nulls(value: &mut Value) {
+                if let Some(map) = value.as_object_mut() {
+                    map.retain(|_, v| !v.is_null());
+                    map.values_mut().for_each(drop_map_nulls);
+                }
+            }
+            drop_map_nulls(&mut before);
             prop_assert_eq!(object, before);
         }
 

@@ -33,7 +33,7 @@ impl Builder<'_> {
         }
         match yaml::parse_value(&text, &source) {
             Ok(list @ Value::Array(_)) => Ok((source, vec![list])),
-            _ => Ok((source.clone(), yaml::parse_objects(&text, &source)?)),
+            _ => Ok((source.clone(), yaml::parse_patch_objects(&text, &source)?)),
         }
     }
 
@@ -75,9 +75,10 @@ impl Builder<'_> {
                 applied = true;
                 if document.is_array() {
                     json6902_like_kustomize(&mut resource.object, &document).map_err(|e| patch_error(format!("{e} (in {})", resource.id())))?;
+                    resource.explicit_nulls = object::ExplicitNulls::All;
                 } else {
                     let schema = self.schema.get_or_init(|| None).as_ref();
-                    patch::strategic_merge_with_schema(&mut resource.object, &without_identity(&document), schema)
+                    patch::strategic_merge_keeping_nulls(&mut resource.object, &without_identity(&document), schema, &mut resource.explicit_nulls)
                         .map_err(|e| patch_error(format!("{e} (in {})", resource.id())))?;
                     // With `allowNameChange` / `allowKindChange`, the patch's name and kind win.
                     let allowed = |option: &str| patch.options.as_ref().is_some_and(|o| o.get(option).copied().unwrap_or(false));

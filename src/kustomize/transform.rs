@@ -14,7 +14,9 @@ fn each(value: Option<&mut Value>) -> impl Iterator<Item = &mut Value> {
 }
 
 /// Sets the namespace of namespaced objects, and of the references that follow it: the role
-/// binding subjects named `default`, and the services webhooks and API services call.
+/// binding subjects named `default`, the service an API service calls and the namespace a CRD's
+/// conversion webhook names (only where it has one). Webhook configurations' services follow
+/// their Service as a name reference (kustomize does not set them here).
 pub fn set_namespace(resources: &mut [Resource], namespace: &str) {
     for resource in resources.iter_mut() {
         let object_kind = kind(&resource.object).to_owned();
@@ -37,21 +39,15 @@ pub fn set_namespace(resources: &mut [Resource], namespace: &str) {
                     }
                 }
             }
-            "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
-                for webhook in each(resource.object.get_mut("webhooks")) {
-                    if let Some(service) = webhook.pointer_mut("/clientConfig/service").and_then(Value::as_object_mut) {
-                        service.insert("namespace".into(), Value::String(namespace.to_owned()));
-                    }
-                }
-            }
             "APIService" => {
                 if let Some(service) = resource.object.pointer_mut("/spec/service").and_then(Value::as_object_mut) {
                     service.insert("namespace".into(), Value::String(namespace.to_owned()));
                 }
             }
             "CustomResourceDefinition" => {
-                if let Some(service) = resource.object.pointer_mut("/spec/conversion/webhook/clientConfig/service").and_then(Value::as_object_mut) {
-                    service.insert("namespace".into(), Value::String(namespace.to_owned()));
+                // kustomize's field spec for it does not create the field.
+                if let Some(service) = resource.object.pointer_mut("/spec/conversion/webhook/clientConfig/service/namespace") {
+                    *service = Value::String(namespace.to_owned());
                 }
             }
             _ => {}

@@ -31,7 +31,8 @@ pub struct ControllerArgs {
     /// Kustomization's interval only, as in Flux.
     #[arg(long)]
     pub no_drift_watch: bool,
-    /// How many objects of each kind are reconciled at once.
+    /// How many objects of each kind are reconciled at once (one that only waits, for health or
+    /// for a shared Git fetch, does not count meanwhile).
     #[arg(long, default_value_t = 4)]
     pub concurrent: u16,
     /// Where downloaded artifacts are unpacked for building (defaults to a folder under the

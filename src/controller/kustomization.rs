@@ -54,9 +54,9 @@ async fn apply(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Done, Reconc
     }
     let outcome = run(&ks, &ctx, &mut status).await;
     let conclusion = conclude(&ks, status, outcome, &now());
-    for note in conclusion.events {
-        ctx.event(ks.as_ref(), note.warning, note.reason, note.message).await;
-    }
+    // Sent together (each is stamped, in order, when it starts), and before the status says
+    // the reconcile is done, so that whoever sees the status finds its Events.
+    futures::future::join_all(conclusion.events.into_iter().map(|note| ctx.event(ks.as_ref(), note.warning, note.reason, note.message))).await;
     write_status(&ctx, ks.as_ref(), &conclusion.status).await?;
     let action = match conclusion.requeue {
         Requeue::Interval(interval) => Action::requeue(with_jitter(interval)),

@@ -191,7 +191,8 @@ fn annotations_as_written(text: &str, documents: &mut [Value], file: &Path, patc
             && let Some(written) = skeleton.metadata.as_ref().and_then(|m| m.annotations.as_ref())
         {
             for (key, value) in annotations.iter_mut() {
-                if !value.is_string() && !(patch && value.is_null()) {
+                let delete_in_patch = patch && value.is_null();
+                if !value.is_string() && !delete_in_patch {
                     *value = Value::String(written.get(key).cloned().flatten().unwrap_or_else(|| null_as_written(text, key)));
                 }
             }

@@ -126,8 +126,9 @@ impl Builder<'_> {
                 let objects = yaml::parse_objects(&text, &path)?;
                 let mut found = Vec::with_capacity(objects.len());
                 for object in objects {
-                    if object::kind(&object).is_empty() || object::api_version(&object).is_empty() {
-                        return Err(Error::Yaml { file: path.clone(), message: "missing apiVersion or kind in a resource".into() });
+                    // kustomize needs a kind; an object without apiVersion is built as it is.
+                    if object::kind(&object).is_empty() {
+                        return Err(Error::Yaml { file: path.clone(), message: "missing kind in a resource".into() });
                     }
                     if object::kind(&object) == "Kustomization" && object::api_version(&object).starts_with("kustomize.config.k8s.io") {
                         return Err(Error::Yaml {
@@ -169,7 +170,9 @@ impl Builder<'_> {
             resources = result?;
         }
         let resources = self.transform(dir, file, k, resources)?;
-        for var in vars::parse(&k.vars).map_err(|message| Error::Vars { file: file.to_owned(), message })? {
+        let mut declared = vars::parse(&k.vars).map_err(|message| Error::Vars { file: file.to_owned(), message })?;
+        vars::bind(&mut declared, &resources).map_err(|message| Error::Vars { file: file.to_owned(), message })?;
+        for var in declared {
             if self.vars.iter().any(|v| v.name == var.name) {
                 return Err(Error::Vars { file: file.to_owned(), message: format!("var '{}' already encountered", var.name) });
             }

@@ -15,13 +15,14 @@ use super::file::{Generator, GeneratorOptions, Image, Patch, Replica, Selector};
 pub enum BuiltinTransformer {
     Labels { pairs: BTreeMap<String, String>, specs: Vec<FieldSpec> },
     Annotations { pairs: BTreeMap<String, String>, specs: Vec<FieldSpec> },
-    Namespace { namespace: String },
-    PrefixSuffix { prefix: String, suffix: String },
+    Namespace { namespace: String, specs: Vec<FieldSpec>, unset_only: bool, mode: super::transform::SubjectMode },
+    PrefixSuffix { prefix: String, suffix: String, specs: Vec<FieldSpec> },
     Image { image: Image, specs: Vec<FieldSpec> },
     Replicas { replica: Replica, specs: Vec<FieldSpec> },
     Patch(Patch),
     Json6902(Patch),
     StrategicMerge { paths: Vec<String>, inline: Option<String> },
+    Replacements(Vec<Value>),
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -59,6 +60,12 @@ struct Config {
     #[serde(default)]
     json_op: Option<String>,
     #[serde(default)]
+    unset_only: bool,
+    #[serde(default)]
+    replacements: Vec<Value>,
+    #[serde(default)]
+    set_role_binding_subjects: Option<String>,
+    #[serde(default)]
     paths: Vec<String>,
     #[serde(default)]
     patches: Option<String>,
@@ -94,7 +101,29 @@ fn metadata_field(config: &Config, field: &str) -> Option<String> {
 }
 
 fn parse(document: &Value) -> Result<Config, String> {
-    serde_json::from_value(document.clone()).map_err(|e| format!("invalid {} configuration: {e}", kind_of(document)))
+    let mut document = document.clone();
+    if let Some(map) = document.as_object_mut() {
+        // kustomize reads plugin configurations leniently: a field spec's unknown keys (a
+        // `name` filter, say) are ignored, and label or annotation values of any scalar type
+        // become strings.
+        if let Some(Value::Array(specs)) = map.get_mut("fieldSpecs") {
+            for spec in specs.iter_mut().filter_map(Value::as_object_mut) {
+                spec.retain(|k, _| matches!(k.as_str(), "group" | "version" | "kind" | "path" | "create"));
+            }
+        }
+        for field in ["labels", "annotations"] {
+            if let Some(Value::Object(pairs)) = map.get_mut(field) {
+                for value in pairs.values_mut() {
+                    match value {
+                        Value::Bool(b) => *value = Value::String(b.to_string()),
+                        Value::Number(n) => *value = Value::String(n.to_string()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    serde_json::from_value(document.clone()).map_err(|e| format!("invalid {} configuration: {e}", kind_of(&document)))
 }
 
 fn refuse(document: &Value, what: &str) -> String {
@@ -114,9 +143,29 @@ pub fn transformer(document: &Value) -> Result<BuiltinTransformer, String> {
     Ok(match kind_of(document) {
         "LabelTransformer" => BuiltinTransformer::Labels { pairs: config.labels, specs: config.field_specs },
         "AnnotationsTransformer" => BuiltinTransformer::Annotations { pairs: config.annotations, specs: config.field_specs },
-        "NamespaceTransformer" => BuiltinTransformer::Namespace { namespace: metadata_field(&config, "namespace").unwrap_or_default() },
+        "NamespaceTransformer" => {
+            let mode = match config.set_role_binding_subjects.as_deref() {
+                None | Some("" | "defaultOnly") => super::transform::SubjectMode::DefaultOnly,
+                Some("allServiceAccounts") => super::transform::SubjectMode::AllServiceAccounts,
+                Some("none") => super::transform::SubjectMode::None,
+                Some(other) => {
+                    return Err(format!(
+                        "invalid value {other:?} for setRoleBindingSubjects: must be one of \"defaultOnly\", \"none\" or \"allServiceAccounts\""
+                    ));
+                }
+            };
+            BuiltinTransformer::Namespace {
+                namespace: metadata_field(&config, "namespace").unwrap_or_default(),
+                specs: config.field_specs,
+                unset_only: config.unset_only,
+                mode,
+            }
+        }
         "PrefixSuffixTransformer" | "PrefixTransformer" | "SuffixTransformer" => {
-            BuiltinTransformer::PrefixSuffix { prefix: config.prefix.unwrap_or_default(), suffix: config.suffix.unwrap_or_default() }
+            if config.field_specs.is_empty() {
+                return Err(format!("plugin {} fails configuration: fieldSpecs is not expected to be nil", kind_of(document)));
+            }
+            BuiltinTransformer::PrefixSuffix { prefix: config.prefix.unwrap_or_default(), suffix: config.suffix.unwrap_or_default(), specs: config.field_specs }
         }
         "ImageTagTransformer" => BuiltinTransformer::Image { image: config.image_tag.ok_or("ImageTagTransformer needs imageTag")?, specs: config.field_specs },
         "ReplicaCountTransformer" => {
@@ -128,6 +177,7 @@ pub fn transformer(document: &Value) -> Result<BuiltinTransformer, String> {
         }
         "PatchJson6902Transformer" => BuiltinTransformer::Json6902(Patch { path: config.path, patch: config.json_op, target: config.target, options: None }),
         "PatchStrategicMergeTransformer" => BuiltinTransformer::StrategicMerge { paths: config.paths, inline: config.patches },
+        "ReplacementTransformer" => BuiltinTransformer::Replacements(config.replacements),
         other => return Err(format!("builtin transformer {other} is not supported by ferroflux's kustomize engine")),
     })
 }

@@ -51,4 +51,6 @@ pub enum Error {
     Plugin { file: PathBuf, message: String },
     #[error("{}: {message}", file.display())]
     Filter { file: PathBuf, message: String },
+    #[error("{}: {message}", file.display())]
+    NameReference { file: PathBuf, message: String },
 }

@@ -293,6 +293,12 @@ pub static NAME_REFERENCES: LazyLock<Vec<NameReference>> = LazyLock::new(|| {
         references("scheduling.k8s.io", "PriorityClass", Some(referrer), &[at("priorityClassName")], &mut out);
     }
     references("", "Secret", Some("Ingress"), &["spec/tls/secretName"], &mut out);
+    // Roles may name the ConfigMaps and Secrets they grant access to.
+    for role in ["Role", "ClusterRole"] {
+        references("", "ConfigMap", Some(role), &["rules/resourceNames"], &mut out);
+        references("", "Secret", Some(role), &["rules/resourceNames"], &mut out);
+    }
+    references("admissionregistration.k8s.io", "ValidatingAdmissionPolicy", Some("ValidatingAdmissionPolicyBinding"), &["spec/policyName"], &mut out);
     references("", "Secret", Some("ServiceAccount"), &["imagePullSecrets/name", "secrets/name"], &mut out);
     {
         let kind = "Ingress";

@@ -121,7 +121,7 @@ pub fn object(kind: GeneratedKind, generator: &Generator, global: Option<&Genera
     if !annotations.is_empty() {
         metadata.insert("annotations".into(), Value::Object(annotations));
     }
-    let base64 = |bytes: &[u8]| Value::String(base64_encode(bytes));
+    let base64 = |bytes: &[u8]| Value::String(base64_lines(bytes));
     let mut object = match kind {
         GeneratedKind::ConfigMap => {
             let mut object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata});
@@ -152,6 +152,23 @@ pub fn object(kind: GeneratedKind, generator: &Generator, global: Option<&Genera
         object["immutable"] = Value::Bool(true);
     }
     (object, !disable_hash)
+}
+
+/// Base64 as kustomize writes generated data: an encoding of 70 characters or more is cut
+/// into lines of 70, each ending in a newline (the value, and so the hash, holds them).
+pub fn base64_lines(bytes: &[u8]) -> String {
+    const LINE: usize = 70;
+    let encoded = base64_encode(bytes);
+    if encoded.len() < LINE {
+        return encoded;
+    }
+    let mut out = String::with_capacity(encoded.len() + encoded.len() / LINE + 1);
+    for chunk in encoded.as_bytes().chunks(LINE) {
+        // Base64 is ASCII: every chunk is valid UTF-8.
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out
 }
 
 /// Standard base64 with padding (what Secrets hold).
@@ -258,6 +275,11 @@ mod tests {
         assert_eq!(base64_encode(b"ab"), "YWI=");
         assert_eq!(base64_encode(b"abc"), "YWJj");
         assert_eq!(base64_encode(&[0xff, 0xfe, 0x00, 0x10]), "//4AEA==");
+        // 52 bytes encode to exactly 72 characters: two lines, each ending in a newline.
+        let long = base64_lines(&[b'a'; 52]);
+        assert_eq!(long.lines().map(str::len).collect::<Vec<_>>(), vec![70, 2]);
+        assert!(long.ends_with('\n'));
+        assert!(!base64_lines(&[b'a'; 51]).contains('\n'));
     }
 
     #[test]

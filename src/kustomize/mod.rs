@@ -164,11 +164,14 @@ impl Builder<'_> {
             let new_name = format!("{}-{hash}", object::name(&resource.object));
             resource.rename(&new_name);
         }
-        nameref::fix_references(&mut resources, &self.config.name_reference);
+        nameref::fix_references(&mut resources, &self.config.name_reference).map_err(|message| Error::NameReference { file: file.to_owned(), message })?;
         let unused = vars::resolve(&self.vars, &mut resources, &self.config.var_reference).map_err(|message| Error::Vars { file: file.to_owned(), message })?;
         if !unused.is_empty() {
             tracing::info!(vars = ?unused, "well-defined vars that were never replaced");
         }
+        // Objects annotated `config.kubernetes.io/local-config` (anything but "false") only
+        // feed the build (references, replacements, vars): kustomize leaves them out.
+        resources.retain(|r| r.object.pointer("/metadata/annotations/config.kubernetes.io~1local-config").is_none_or(|v| v.as_str() == Some("false")));
         if build_metadata != metadata::BuildMetadata::default() {
             for resource in &mut resources {
                 metadata::annotate(&mut resource.object, build_metadata, resource.origin.as_ref(), &resource.transformations);

@@ -61,7 +61,8 @@ const CLUSTER_SCOPED: &[&str] = &[
 ];
 
 pub fn is_cluster_scoped(object: &Value) -> bool {
-    CLUSTER_SCOPED.contains(&kind(object))
+    // A `Namespace` of another API group (a cloud provider's, say) is an ordinary object.
+    CLUSTER_SCOPED.contains(&kind(object)) && (kind(object) != "Namespace" || group_version(object).0.is_empty())
 }
 
 /// Sets `metadata.<key>` to a string, making `metadata` a map when it is not one.
@@ -145,7 +146,15 @@ pub struct Resource {
     pub origin: Option<super::metadata::Origin>,
     /// The transformers that ran over it, in order, when the build tracks origins.
     pub transformations: Vec<super::metadata::Origin>,
+    /// The name prefixes and suffixes kustomizations added, innermost first: kustomize tells
+    /// several objects of one old name apart by them when it fixes references.
+    pub prefixes: Vec<String>,
+    pub suffixes: Vec<String>,
+    /// Which object read or generated this is (copies keep it), unique in the process.
+    pub serial: u64,
 }
+
+static SERIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Resource {
     /// A resource read from a file. `metadata.annotations: null` is dropped, as kustomize does
@@ -156,7 +165,17 @@ impl Resource {
         {
             metadata.remove("annotations");
         }
-        Resource { object, previous: Vec::new(), needs_hash: false, behavior: None, origin: None, transformations: Vec::new() }
+        Resource {
+            object,
+            previous: Vec::new(),
+            needs_hash: false,
+            behavior: None,
+            origin: None,
+            transformations: Vec::new(),
+            prefixes: Vec::new(),
+            suffixes: Vec::new(),
+            serial: SERIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     pub fn id(&self) -> Id {
@@ -179,7 +198,10 @@ impl Resource {
         set_metadata(&mut self.object, "namespace", new_namespace);
     }
 
-    fn remember(&mut self) {
+    /// Records the current name and namespace as a previous id without changing them, as
+    /// kustomize's namespace transformer and JSON patches do for every object they visit (which
+    /// makes the object a candidate when references are fixed).
+    pub fn remember(&mut self) {
         let current = (name(&self.object).to_owned(), namespace(&self.object).to_owned());
         if self.previous.last() != Some(&current) {
             self.previous.push(current);

@@ -63,11 +63,12 @@ pub fn sort(objects: &mut [Value], options: Option<&SortOptions>) -> Result<(), 
     match options.order.as_deref() {
         Some("fifo") => {
             if options.legacy_sort_options.is_some() {
-                return Err("legacySortOptions may only be set when the order is legacy".into());
+                return Err("the field 'sortOptions.legacySortOptions' is set but the selected sort order is 'fifo', not 'legacy'".into());
             }
             Ok(())
         }
-        Some("legacy") | None => {
+        None => Err("the field 'sortOptions.order' must be one of [fifo, legacy]".into()),
+        Some("legacy") => {
             match &options.legacy_sort_options {
                 Some(custom) => {
                     let first: Vec<&str> = custom.order_first.iter().map(String::as_str).collect();

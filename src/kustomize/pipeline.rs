@@ -13,7 +13,14 @@ impl Builder<'_> {
     /// The documents of a patch (inline or from a file): one JSON 6902 list, or strategic
     /// merge patches.
     pub(super) fn patch_documents(&self, dir: &Path, file: &Path, patch: &file::Patch) -> Result<(PathBuf, Vec<Value>), Error> {
+        let blank = patch.patch.as_deref().is_some_and(|p| p.trim().is_empty());
         let (source, text) = match (&patch.path, &patch.patch) {
+            (Some(_), Some(_)) if !blank => {
+                return Err(Error::Patch { file: file.to_owned(), message: "patch and path can't be set at the same time".into() });
+            }
+            (None, _) if blank || patch.patch.is_none() => {
+                return Err(Error::Patch { file: file.to_owned(), message: "must specify one of patch and path in the patch entry".into() });
+            }
             (Some(path), _) => {
                 let (path, bytes) = self.read(dir, path)?;
                 let bytes = self.filtered(&path, FileUse::Patch, bytes)?;
@@ -33,6 +40,9 @@ impl Builder<'_> {
         }
         match yaml::parse_value(&text, &source) {
             Ok(list @ Value::Array(_)) => Ok((source, vec![list])),
+            Ok(Value::String(_) | Value::Number(_) | Value::Bool(_)) => {
+                Err(Error::Patch { file: source, message: format!("unable to parse SM or JSON patch from {text:?}") })
+            }
             _ => Ok((source.clone(), yaml::parse_objects(&text, &source)?)),
         }
     }
@@ -40,12 +50,16 @@ impl Builder<'_> {
     pub(super) fn apply_patch(&self, dir: &Path, file: &Path, patch: &file::Patch, resources: &mut [Resource], json6902_only: bool) -> Result<(), Error> {
         let (source, documents) = self.patch_documents(dir, file, patch)?;
         let patch_error = |message: String| Error::Patch { file: source.clone(), message };
+        let documents_count = documents.len();
         for document in documents {
             if json6902_only && !document.is_array() {
                 return Err(patch_error("a patchesJson6902 patch must be a list of operations".into()));
             }
             if document.is_array() && patch.target.is_none() {
-                return Err(patch_error("a JSON 6902 patch needs a target".into()));
+                return Err(patch_error("must specify a target for JSON patch".into()));
+            }
+            if !document.is_array() && patch.target.is_some() && documents_count > 1 {
+                return Err(patch_error("Multiple Strategic-Merge Patches in one `patches` entry is not allowed to set `patches.target` field".into()));
             }
             let mut applied = false;
             let patch_id = Id::of(&document);
@@ -62,6 +76,7 @@ impl Builder<'_> {
                 }
                 applied = true;
                 if document.is_array() {
+                    resource.remember();
                     json6902_like_kustomize(&mut resource.object, &document).map_err(|e| patch_error(format!("{e} (in {})", resource.id())))?;
                 } else {
                     let schema = self.schema.get_or_init(|| None).as_ref();
@@ -111,6 +126,7 @@ impl Builder<'_> {
         if let Some(namespace) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
             transform::set_namespace(&mut resources, namespace);
             transform::set_custom_namespace_fields(&mut resources, namespace, &config.namespace);
+            transform::check_namespace_conflicts(&resources).map_err(|message| Error::Plugin { file: file.to_owned(), message })?;
             self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("NamespaceTransformer"));
         }
         let config = &self.config;
@@ -175,12 +191,15 @@ impl Builder<'_> {
                 builtin::BuiltinTransformer::Labels { pairs, specs } | builtin::BuiltinTransformer::Annotations { pairs, specs } => {
                     transform::add_pairs(&mut resources, &pairs, &specs)
                 }
-                builtin::BuiltinTransformer::Namespace { namespace } => {
+                builtin::BuiltinTransformer::Namespace { namespace, specs, unset_only, mode } => {
                     if !namespace.is_empty() {
-                        transform::set_namespace(&mut resources, &namespace);
+                        transform::set_namespace_at(&mut resources, &namespace, &specs, unset_only, mode).map_err(plugin_error)?;
+                        transform::check_namespace_conflicts(&resources).map_err(plugin_error)?;
                     }
                 }
-                builtin::BuiltinTransformer::PrefixSuffix { prefix, suffix } => transform::add_prefix_suffix(&mut resources, &prefix, &suffix),
+                builtin::BuiltinTransformer::PrefixSuffix { prefix, suffix, specs } => {
+                    transform::add_prefix_suffix_at(&mut resources, &prefix, &suffix, &specs)
+                }
                 builtin::BuiltinTransformer::Image { image, specs } => {
                     transform::set_images(&mut resources, std::slice::from_ref(&image), &specs)
                         .map_err(|message| Error::Images { file: file.to_owned(), message })?;
@@ -203,6 +222,11 @@ impl Builder<'_> {
                         self.apply_patch(dir, file, &file::Patch { patch: Some(text), ..file::Patch::default() }, &mut resources, false)?;
                     }
                     resources.retain(|r| !r.object.is_null());
+                }
+                builtin::BuiltinTransformer::Replacements(entries) => {
+                    let mut read =
+                        |relative: &str| -> Result<String, String> { self.read_text(dir, relative).map(|(_, text)| text).map_err(|e| e.to_string()) };
+                    replacement::apply(&entries, &mut resources, &mut read).map_err(|message| Error::Replacement { file: file.to_owned(), message })?;
                 }
             }
             self.record(&mut resources, file, configured_in, metadata::ConfiguredBy::of_document(&document));

@@ -18,11 +18,12 @@ fn each(value: Option<&mut Value>) -> impl Iterator<Item = &mut Value> {
 pub fn set_namespace(resources: &mut [Resource], namespace: &str) {
     for resource in resources.iter_mut() {
         let object_kind = kind(&resource.object).to_owned();
+        resource.remember();
         if !is_cluster_scoped(&resource.object) {
             resource.set_namespace(namespace);
         }
-        // kustomize renames Namespace objects to the namespace everything moves to.
-        if object_kind == "Namespace" {
+        // kustomize renames (core) Namespace objects to the namespace everything moves to.
+        if object_kind == "Namespace" && super::object::api_version(&resource.object) == "v1" {
             resource.rename(namespace);
         }
         match object_kind.as_str() {
@@ -37,13 +38,8 @@ pub fn set_namespace(resources: &mut [Resource], namespace: &str) {
                     }
                 }
             }
-            "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
-                for webhook in each(resource.object.get_mut("webhooks")) {
-                    if let Some(service) = webhook.pointer_mut("/clientConfig/service").and_then(Value::as_object_mut) {
-                        service.insert("namespace".into(), Value::String(namespace.to_owned()));
-                    }
-                }
-            }
+            // Webhooks' services are name references: their namespace follows the Service when
+            // references are fixed (nameref.rs), and stays as written for one outside the build.
             "APIService" => {
                 if let Some(service) = resource.object.pointer_mut("/spec/service").and_then(Value::as_object_mut) {
                     service.insert("namespace".into(), Value::String(namespace.to_owned()));
@@ -59,6 +55,90 @@ pub fn set_namespace(resources: &mut [Resource], namespace: &str) {
     }
 }
 
+/// How a `NamespaceTransformer` configured in `transformers:` treats role binding subjects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectMode {
+    DefaultOnly,
+    AllServiceAccounts,
+    None,
+}
+
+/// A `NamespaceTransformer` with its own field specs and options: the object's own namespace
+/// (unless cluster-scoped), its subjects by `mode`, then its field specs (which must name
+/// scalars). With `unset_only`, only empty or missing namespaces are set.
+pub fn set_namespace_at(resources: &mut [Resource], namespace: &str, specs: &[FieldSpec], unset_only: bool, mode: SubjectMode) -> Result<(), String> {
+    let set = |value: &mut Value| -> bool {
+        let empty = value.is_null() || value.as_str().is_some_and(str::is_empty);
+        if !unset_only || empty {
+            *value = Value::String(namespace.to_owned());
+        }
+        true
+    };
+    for resource in resources.iter_mut() {
+        resource.remember();
+        if !is_cluster_scoped(&resource.object) {
+            let current = super::object::namespace(&resource.object).to_owned();
+            if !unset_only || current.is_empty() {
+                resource.set_namespace(namespace);
+            }
+        }
+        let object_kind = kind(&resource.object).to_owned();
+        let binding = matches!(object_kind.as_str(), "RoleBinding" | "ClusterRoleBinding");
+        if binding && mode != SubjectMode::None {
+            for subject in each(resource.object.get_mut("subjects")) {
+                let Some(map) = subject.as_object_mut() else { continue };
+                let wanted = match mode {
+                    SubjectMode::DefaultOnly => map.get("name").and_then(Value::as_str) == Some("default"),
+                    _ => map.get("kind").and_then(Value::as_str) == Some("ServiceAccount"),
+                };
+                if wanted {
+                    set(map.entry("namespace").or_insert(Value::Null));
+                }
+            }
+        }
+        let v1 = super::object::api_version(&resource.object) == "v1";
+        let mut wrong = None;
+        let selected: Vec<&FieldSpec> = specs.iter().filter(|s| s.selects(&resource.object)).collect();
+        for spec in selected {
+            let segments = spec.segments();
+            let path = segments.join("/");
+            if path == "metadata/namespace" || (path == "metadata/name" && !v1) || (binding && path == "subjects/namespace") {
+                continue;
+            }
+            if path == "metadata/name" {
+                if !unset_only {
+                    resource.rename(namespace);
+                }
+                continue;
+            }
+            fieldspec::visit(&mut resource.object, &segments, spec.create, &mut |value: &mut Value| {
+                if value.is_array() || value.is_object() {
+                    wrong.get_or_insert_with(|| path.clone());
+                } else {
+                    set(value);
+                }
+            });
+        }
+        if let Some(path) = wrong {
+            return Err(format!("namespace field specs must target scalar nodes: considering field '{path}' of object {}", resource.id()));
+        }
+    }
+    Ok(())
+}
+
+/// kustomize refuses a namespace that makes two objects one.
+pub fn check_namespace_conflicts(resources: &[Resource]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for resource in resources.iter().filter(|r| !r.object.is_null()) {
+        let id = resource.id();
+        let namespace = if id.namespace.is_empty() { "default".to_owned() } else { id.namespace.clone() };
+        if !seen.insert((id.group.clone(), id.version.clone(), id.kind.clone(), id.name.clone(), namespace)) {
+            return Err(format!("namespace transformation produces ID conflict: {id}"));
+        }
+    }
+    Ok(())
+}
+
 /// Sets the namespace at the extra places `configurations` names.
 pub fn set_custom_namespace_fields(resources: &mut [Resource], namespace: &str, custom: &[FieldSpec]) {
     for resource in resources.iter_mut() {
@@ -66,21 +146,50 @@ pub fn set_custom_namespace_fields(resources: &mut [Resource], namespace: &str, 
     }
 }
 
-/// Adds a prefix and suffix to names; Namespaces, CRDs and APIServices keep theirs, as in
-/// kustomize (their names are fixed by convention).
+/// Whether kustomize leaves an object's name alone under a prefix or suffix: Namespaces, CRDs
+/// and APIServices keep theirs (their names are fixed by convention).
+fn keeps_its_name(resource: &Resource) -> bool {
+    matches!(kind(&resource.object), "Namespace" | "CustomResourceDefinition")
+        || kind(&resource.object) == "APIService" && super::object::group_version(&resource.object).0 == "apiregistration.k8s.io"
+}
+
+fn rename_with(resource: &mut Resource, prefix: &str, suffix: &str) {
+    let new = format!("{prefix}{}{suffix}", super::object::name(&resource.object));
+    resource.rename(&new);
+    if !prefix.is_empty() {
+        resource.prefixes.push(prefix.to_owned());
+    }
+    if !suffix.is_empty() {
+        resource.suffixes.push(suffix.to_owned());
+    }
+}
+
+/// Adds a prefix and suffix to names (a kustomization's `namePrefix`/`nameSuffix`).
 pub fn add_prefix_suffix(resources: &mut [Resource], prefix: &str, suffix: &str) {
     if prefix.is_empty() && suffix.is_empty() {
         return;
     }
-    for resource in resources.iter_mut() {
-        if matches!(kind(&resource.object), "Namespace" | "CustomResourceDefinition") {
-            continue;
+    for resource in resources.iter_mut().filter(|r| !keeps_its_name(r)) {
+        rename_with(resource, prefix, suffix);
+    }
+}
+
+/// A prefix/suffix transformer configured with its own field specs: `metadata/name` renames
+/// the objects it selects, any other path gets the prefix and suffix on its string values.
+pub fn add_prefix_suffix_at(resources: &mut [Resource], prefix: &str, suffix: &str, specs: &[FieldSpec]) {
+    for resource in resources.iter_mut().filter(|r| !keeps_its_name(r)) {
+        let selected: Vec<&FieldSpec> = specs.iter().filter(|s| s.selects(&resource.object)).collect();
+        for spec in selected {
+            if spec.segments() == ["metadata", "name"] {
+                rename_with(resource, prefix, suffix);
+                continue;
+            }
+            fieldspec::visit(&mut resource.object, &spec.segments(), spec.create, &mut |value: &mut Value| {
+                if let Value::String(text) = value {
+                    *text = format!("{prefix}{text}{suffix}");
+                }
+            });
         }
-        if kind(&resource.object) == "APIService" && super::object::group_version(&resource.object).0 == "apiregistration.k8s.io" {
-            continue;
-        }
-        let new = format!("{prefix}{}{suffix}", super::object::name(&resource.object));
-        resource.rename(&new);
     }
 }
 

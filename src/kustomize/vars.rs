@@ -17,6 +17,11 @@ pub struct Var {
     pub name: String,
     pub objref: ObjectReference,
     pub fieldref: Option<FieldReference>,
+    /// The object the var names, chosen among the objects of the kustomization that declares
+    /// it (as kustomize merges vars level by level): an overlay combining several copies of a
+    /// base still knows which one each var meant.
+    #[serde(skip)]
+    pub bound: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -176,6 +181,45 @@ fn substitute(value: &mut Value, values: &BTreeMap<String, Value>, used: &mut Ve
     }
 }
 
+/// The one object among `resources` a var names.
+pub fn referent<'r>(var: &Var, resources: &'r [Resource]) -> Result<&'r Resource, String> {
+    let (group, version) = var.objref.group_version();
+    let wanted = Id { group, kind: var.objref.kind.clone(), name: var.objref.name.clone(), ..Id::default() };
+    let found: Vec<&Resource> = resources
+        .iter()
+        .filter(|r| {
+            let (resource_group, resource_version) = group_version(&r.object);
+            resource_group == wanted.group
+                && resource_version == version
+                && super::object::kind(&r.object) == wanted.kind
+                && r.names().any(|n| n == wanted.name)
+                && var
+                    .objref
+                    .namespace
+                    .as_deref()
+                    .is_none_or(|ns| r.previous.iter().map(|(_, n)| n.as_str()).chain([super::object::namespace(&r.object)]).any(|n| n == ns))
+        })
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(format!("var '{}' cannot be mapped to a field in the set of known resources: no {} named {}", var.name, var.objref.kind, var.objref.name)),
+        many => Err(format!("found {} resId matches for var '{}' ({} {}) (unable to disambiguate)", many.len(), var.name, var.objref.kind, var.objref.name)),
+    }
+}
+
+/// Binds each var to the object it names among the objects of the kustomization declaring it.
+pub fn bind(vars: &mut [Var], resources: &[Resource]) -> Result<(), String> {
+    for var in vars {
+        // None there yet is no error: kustomize looks again over the whole build.
+        match referent(var, resources) {
+            Ok(resource) => var.bound = Some(resource.serial),
+            Err(e) if e.contains("unable to disambiguate") => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Resolves every var against the built objects and substitutes it; returns the vars no field
 /// used (kustomize only logs those).
 pub fn resolve(vars: &[Var], resources: &mut [Resource], custom: &[FieldSpec]) -> Result<Vec<String>, String> {
@@ -184,32 +228,9 @@ pub fn resolve(vars: &[Var], resources: &mut [Resource], custom: &[FieldSpec]) -
     }
     let mut values = BTreeMap::new();
     for var in vars {
-        let (group, version) = var.objref.group_version();
-        let wanted = Id { group, kind: var.objref.kind.clone(), name: var.objref.name.clone(), ..Id::default() };
-        let found: Vec<&Resource> = resources
-            .iter()
-            .filter(|r| {
-                let (resource_group, resource_version) = group_version(&r.object);
-                resource_group == wanted.group
-                    && resource_version == version
-                    && super::object::kind(&r.object) == wanted.kind
-                    && r.names().any(|n| n == wanted.name)
-                    && var
-                        .objref
-                        .namespace
-                        .as_deref()
-                        .is_none_or(|ns| r.previous.iter().map(|(_, n)| n.as_str()).chain([super::object::namespace(&r.object)]).any(|n| n == ns))
-            })
-            .collect();
-        let resource = match found.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(format!(
-                    "var '{}' cannot be mapped to a field in the set of known resources: no {} named {}",
-                    var.name, var.objref.kind, var.objref.name
-                ));
-            }
-            _ => return Err(format!("var '{}': found multiple objects {}/{}", var.name, var.objref.kind, var.objref.name)),
+        let resource = match var.bound.and_then(|serial| resources.iter().find(|r| r.serial == serial)) {
+            Some(resource) => resource,
+            None => referent(var, resources)?,
         };
         let path = var.fieldref.as_ref().and_then(|f| f.fieldpath.as_deref()).unwrap_or("metadata.name");
         let value = field_value(&resource.object, path).ok_or_else(|| format!("var '{}': field {path} not found in {}", var.name, resource.id()))?;

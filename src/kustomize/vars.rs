@@ -77,6 +77,10 @@ static VAR_REFERENCES: LazyLock<Vec<FieldSpec>> = LazyLock::new(|| {
     let mut add = |path: String, kind: Option<&str>| specs.push(FieldSpec { path, kind: kind.map(str::to_owned), ..FieldSpec::default() });
     add("metadata/labels".into(), None);
     add("metadata/annotations".into(), None);
+    add("spec/nfs/server".into(), Some("PersistentVolume"));
+    add("spec/ports/port".into(), Some("Service"));
+    add("spec/ports/targetPort".into(), Some("Service"));
+    add("spec/volumeClaimTemplates/spec/nfs/server".into(), Some("StatefulSet"));
     // kustomize's varReference covers the workload kinds' pod specs, not PodTemplates.
     for &(kind, spec) in super::fieldspec::POD_SPECS.iter().filter(|(kind, _)| *kind != "PodTemplate") {
         for list in ["containers", "initContainers"] {
@@ -84,7 +88,11 @@ static VAR_REFERENCES: LazyLock<Vec<FieldSpec>> = LazyLock::new(|| {
                 add(format!("{spec}/{list}/{field}"), Some(kind));
             }
         }
-        add(format!("{spec}/volumes/nfs/server"), Some(kind));
+        // kustomize's NFS server paths for CronJob and StatefulSet miss their pod spec (they
+        // never match there); PersistentVolumes have theirs.
+        if !matches!(kind, "CronJob" | "StatefulSet") {
+            add(format!("{spec}/volumes/nfs/server"), Some(kind));
+        }
         if let Some(template) = spec.strip_suffix("/spec").filter(|t| !t.is_empty() && *t != "spec") {
             add(format!("{template}/metadata/annotations"), Some(kind));
         }

@@ -66,6 +66,16 @@ impl Builder<'_> {
             if let Some(target) = &patch.target {
                 select::check_patterns(target).map_err(|e| patch_error(e.to_string()))?;
             }
+            // A patch without a target names one object: kustomize refuses one that names
+            // several (a base included twice, once renamed, say).
+            if patch.target.is_none() && !document.is_array() {
+                let matching = resources.iter().filter(|r| !r.object.is_null() && r.matches_any_id(&patch_id)).count();
+                if matching > 1 {
+                    return Err(patch_error(format!(
+                        "no resource matches strategic merge patch \"{patch_id}\": multiple matches for Id {patch_id}; failed to find unique target for patch {patch_id}"
+                    )));
+                }
+            }
             for resource in resources.iter_mut().filter(|r| !r.object.is_null()) {
                 let selected = match &patch.target {
                     Some(target) => select::selects_patch_target(target, resource).map_err(|e| patch_error(e.to_string()))?,

@@ -435,7 +435,7 @@ async fn check_health(
     mut fresh: HashMap<ObjectId, Value>,
     source: (&str, &str),
 ) -> Result<(), Failure> {
-    let targets: Vec<(ObjectId, String)> = if ks.spec.wait == Some(true) {
+    let mut targets: Vec<(ObjectId, String)> = if ks.spec.wait == Some(true) {
         applied.to_vec()
     } else {
         ks.spec
@@ -458,7 +458,6 @@ async fn check_health(
     let mut announced = false;
     // Objects found healthy are not asked about again: a wait costs a GET per round only for
     // what is still rolling out (a Deployment, typically), not for every object applied.
-    let mut targets = targets;
     let mut round = 0u32;
     loop {
         let mut pending = Vec::new();

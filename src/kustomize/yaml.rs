@@ -293,26 +293,20 @@ fn explicit_nulls(text: &str) -> Vec<Vec<FieldPath>> {
                 frames.clear();
                 path.clear();
             }
-            Event::Scalar(ref value, ..) => match frames.last_mut() {
+            // A scalar or an alias ends a value (or, in a mapping, is its key; an alias key has no
+            // usable name).
+            Event::Scalar(..) | Event::Alias(_) => match frames.last_mut() {
                 None => {
-                    if let Some(document) = documents.last_mut() {
+                    if let (Event::Scalar(..), Some(document)) = (&event, documents.last_mut()) {
                         document.push(Vec::new());
                     }
                 }
-                Some(Frame::Map(key @ None)) => *key = Some(value.to_string()),
-                Some(Frame::Map(key @ Some(_))) => {
-                    if is_null && let (Some(document), Some(key)) = (documents.last_mut(), key.as_ref()) {
-                        let mut at = path.clone();
-                        at.push(key.clone());
-                        document.push(at);
-                    }
-                    *key = None;
+                Some(Frame::Map(key @ None)) => {
+                    *key = Some(match &event {
+                        Event::Scalar(value, ..) => value.to_string(),
+                        _ => String::new(),
+                    })
                 }
-                Some(Frame::Seq(index)) => *index += 1,
-                _ => {}
-            },
-            Event::Alias(_) => match frames.last_mut() {
-                Some(Frame::Map(key @ None)) => *key = Some(String::new()),
                 Some(Frame::Map(key @ Some(_))) => {
                     if is_null && let (Some(document), Some(key)) = (documents.last_mut(), key.as_ref()) {
                         let mut at = path.clone();

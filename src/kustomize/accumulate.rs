@@ -126,8 +126,9 @@ impl Builder<'_> {
                 let objects = yaml::parse_resources(&text, &path)?;
                 let mut found = Vec::with_capacity(objects.len());
                 for (object, explicit_nulls) in objects {
-                    if object::kind(&object).is_empty() || object::api_version(&object).is_empty() {
-                        return Err(Error::Yaml { file: path.clone(), message: "missing apiVersion or kind in a resource".into() });
+                    // kustomize needs a kind; an object without apiVersion is built as it is.
+                    if object::kind(&object).is_empty() {
+                        return Err(Error::Yaml { file: path.clone(), message: "missing kind in a resource".into() });
                     }
                     if object::kind(&object) == "Kustomization" && object::api_version(&object).starts_with("kustomize.config.k8s.io") {
                         return Err(Error::Yaml {

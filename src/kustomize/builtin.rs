@@ -23,6 +23,9 @@ pub enum BuiltinTransformer {
     },
     Namespace {
         namespace: String,
+        specs: Vec<FieldSpec>,
+        unset_only: bool,
+        subjects: super::transform::SubjectMode,
     },
     PrefixSuffix {
         prefix: String,
@@ -88,6 +91,10 @@ struct Config {
     patches: Option<String>,
     #[serde(default)]
     replacements: Vec<Value>,
+    #[serde(default)]
+    unset_only: bool,
+    #[serde(default)]
+    set_role_binding_subjects: Option<String>,
     // Generators.
     #[serde(default)]
     behavior: Option<String>,
@@ -120,7 +127,27 @@ fn metadata_field(config: &Config, field: &str) -> Option<String> {
 }
 
 fn parse(document: &Value) -> Result<Config, String> {
-    serde_json::from_value(document.clone()).map_err(|e| format!("invalid {} configuration: {e}", kind_of(document)))
+    let mut lenient = document.clone();
+    if let Some(map) = lenient.as_object_mut() {
+        // kustomize reads plugin configurations as Go structs: a field spec's keys it does not
+        // know (a `name` filter, say) are ignored, and label or annotation values of any scalar
+        // type are read as their text.
+        if let Some(Value::Array(specs)) = map.get_mut("fieldSpecs") {
+            for spec in specs.iter_mut().filter_map(Value::as_object_mut) {
+                spec.retain(|k, _| matches!(k.as_str(), "group" | "version" | "kind" | "path" | "create"));
+            }
+        }
+        for field in ["labels", "annotations"] {
+            for value in map.get_mut(field).and_then(Value::as_object_mut).into_iter().flat_map(|pairs| pairs.values_mut()) {
+                match value {
+                    Value::Bool(b) => *value = Value::String(b.to_string()),
+                    Value::Number(n) => *value = Value::String(n.to_string()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    serde_json::from_value(lenient).map_err(|e| format!("invalid {} configuration: {e}", kind_of(document)))
 }
 
 fn refuse(document: &Value, what: &str) -> String {
@@ -140,7 +167,28 @@ pub fn transformer(document: &Value) -> Result<BuiltinTransformer, String> {
     Ok(match kind_of(document) {
         "LabelTransformer" => BuiltinTransformer::Labels { pairs: config.labels, specs: config.field_specs },
         "AnnotationsTransformer" => BuiltinTransformer::Annotations { pairs: config.annotations, specs: config.field_specs },
-        "NamespaceTransformer" => BuiltinTransformer::Namespace { namespace: metadata_field(&config, "namespace").unwrap_or_default() },
+        "NamespaceTransformer" => {
+            let subjects = match config.set_role_binding_subjects.as_deref() {
+                None | Some("" | "defaultOnly") => super::transform::SubjectMode::DefaultOnly,
+                Some("allServiceAccounts") => super::transform::SubjectMode::AllServiceAccounts,
+                Some("none") => super::transform::SubjectMode::None,
+                Some(other) => {
+                    return Err(format!(
+                        "invalid value {other:?} for setRoleBindingSubjects: must be one of \"defaultOnly\", \"none\" or \"allServiceAccounts\""
+                    ));
+                }
+            };
+            BuiltinTransformer::Namespace {
+                namespace: metadata_field(&config, "namespace").unwrap_or_default(),
+                specs: config.field_specs,
+                unset_only: config.unset_only,
+                subjects,
+            }
+        }
+        // kustomize's prefix and suffix plugins need field specs (`[]` does nothing).
+        "PrefixSuffixTransformer" | "PrefixTransformer" | "SuffixTransformer" if document.get("fieldSpecs").is_none_or(Value::is_null) => {
+            return Err(format!("plugin {} fails configuration: fieldSpecs is not expected to be nil", super::object::Id::of(document)));
+        }
         kind @ ("PrefixSuffixTransformer" | "PrefixTransformer" | "SuffixTransformer") => BuiltinTransformer::PrefixSuffix {
             prefix: config.prefix.unwrap_or_default(),
             suffix: config.suffix.unwrap_or_default(),

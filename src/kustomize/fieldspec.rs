@@ -293,6 +293,22 @@ pub static NAME_REFERENCES: LazyLock<Vec<NameReference>> = LazyLock::new(|| {
         references("scheduling.k8s.io", "PriorityClass", Some(referrer), &[at("priorityClassName")], &mut out);
     }
     references("", "Secret", Some("Ingress"), &["spec/tls/secretName"], &mut out);
+    // Roles may name the objects they grant access to.
+    for role in ["Role", "ClusterRole"] {
+        references("", "ConfigMap", Some(role), &["rules/resourceNames"], &mut out);
+        references("", "Secret", Some(role), &["rules/resourceNames"], &mut out);
+    }
+    references("", "PersistentVolume", Some("ClusterRole"), &["rules/resourceNames"], &mut out);
+    out.push(NameReference {
+        referent_group: "admissionregistration.k8s.io".into(),
+        referent_kind: "ValidatingAdmissionPolicy".into(),
+        referrer: FieldSpec {
+            group: Some("admissionregistration.k8s.io".into()),
+            kind: Some("ValidatingAdmissionPolicyBinding".into()),
+            path: "spec/policyName".into(),
+            ..FieldSpec::default()
+        },
+    });
     references("", "Secret", Some("ServiceAccount"), &["imagePullSecrets/name", "secrets/name"], &mut out);
     {
         let kind = "Ingress";

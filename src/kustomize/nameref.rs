@@ -202,8 +202,18 @@ pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) -> R
                 let matching: Vec<&Referent> = if *referent_kind == "ServiceAccount" {
                     let could_be_named = candidates.iter().filter(|c| may_name(c));
                     match map.get("namespace").and_then(Value::as_str) {
-                        // The namespace the subject names is the one it had before the build.
-                        Some(ns) => could_be_named.filter(|c| same_namespace(ns, &c.original_namespace)).collect(),
+                        // The namespace the subject names is the one the account had before the
+                        // build or, when none had it, the one it has now (kustomize groups the
+                        // candidates by original namespace first, then by current one).
+                        Some(ns) => {
+                            let could_be_named: Vec<&Referent> = could_be_named.collect();
+                            let by_original: Vec<&Referent> = could_be_named.iter().copied().filter(|c| same_namespace(ns, &c.original_namespace)).collect();
+                            if by_original.is_empty() {
+                                could_be_named.into_iter().filter(|c| same_namespace(ns, &c.current_namespace)).collect()
+                            } else {
+                                by_original
+                            }
+                        }
                         None => could_be_named.collect(),
                     }
                 } else if *referent_kind == "Role" && !cluster_scoped {

@@ -61,7 +61,8 @@ const CLUSTER_SCOPED: &[&str] = &[
 ];
 
 pub fn is_cluster_scoped(object: &Value) -> bool {
-    CLUSTER_SCOPED.contains(&kind(object))
+    // A `Namespace` of another API group (a cloud provider's, say) is an ordinary object.
+    CLUSTER_SCOPED.contains(&kind(object)) && (kind(object) != "Namespace" || group_version(object).0.is_empty())
 }
 
 /// Sets `metadata.<key>` to a string, making `metadata` a map when it is not one.
@@ -238,7 +239,10 @@ impl Resource {
         set_metadata(&mut self.object, "namespace", new_namespace);
     }
 
-    fn remember(&mut self) {
+    /// Records the current identity as a previous one without changing it, as kustomize's
+    /// namespace transformer and JSON patches do for every object they visit (which makes the
+    /// object a candidate when references are fixed).
+    pub fn remember(&mut self) {
         let current = (name(&self.object).to_owned(), namespace(&self.object).to_owned());
         let current_kind = kind(&self.object).to_owned();
         if self.previous.last() != Some(&current) || self.previous_kinds.last() != Some(&current_kind) {

@@ -64,11 +64,11 @@ pub fn sort(objects: &mut [Value], options: Option<&SortOptions>) -> Result<(), 
     match options.order.as_deref() {
         Some("fifo") => {
             if options.legacy_sort_options.is_some() {
-                return Err("legacySortOptions may only be set when the order is legacy".into());
+                return Err("the field 'sortOptions.legacySortOptions' is set but the selected sort order is 'fifo', not 'legacy'".into());
             }
             Ok(())
         }
-        Some("legacy") | None => {
+        Some("legacy") => {
             match &options.legacy_sort_options {
                 Some(custom) => {
                     let first: Vec<&str> = custom.order_first.iter().map(String::as_str).collect();
@@ -79,6 +79,7 @@ pub fn sort(objects: &mut [Value], options: Option<&SortOptions>) -> Result<(), 
             }
             Ok(())
         }
-        Some(other) => Err(format!("the sort order must be 'legacy' or 'fifo', not {other:?}")),
+        // kustomize needs the order once `sortOptions` is there.
+        _ => Err("the field 'sortOptions.order' must be one of [fifo, legacy]".into()),
     }
 }

@@ -13,7 +13,15 @@ impl Builder<'_> {
     /// The documents of a patch (inline or from a file): one JSON 6902 list, or strategic
     /// merge patches.
     pub(super) fn patch_documents(&self, dir: &Path, file: &Path, patch: &file::Patch) -> Result<(PathBuf, Vec<Value>), Error> {
+        // kustomize's PatchTransformer takes one of `path` and `patch` (a blank `patch` is none).
+        let blank = patch.patch.as_deref().is_some_and(|p| p.trim().is_empty());
         let (source, text) = match (&patch.path, &patch.patch) {
+            (Some(_), Some(_)) if !blank => {
+                return Err(Error::Patch { file: file.to_owned(), message: "patch and path can't be set at the same time".into() });
+            }
+            (None, _) if blank || patch.patch.is_none() => {
+                return Err(Error::Patch { file: file.to_owned(), message: "must specify one of patch and path in the patch entry".into() });
+            }
             (Some(path), _) => {
                 let (path, bytes) = self.read(dir, path)?;
                 let bytes = self.filtered(&path, FileUse::Patch, bytes)?;
@@ -21,7 +29,7 @@ impl Builder<'_> {
                 (path, text)
             }
             (None, Some(text)) => (file.to_owned(), text.clone()),
-            (None, None) => return Err(Error::Patch { file: file.to_owned(), message: "a patch needs 'path' or 'patch'".into() }),
+            (None, None) => return Err(Error::Patch { file: file.to_owned(), message: "must specify one of patch and path in the patch entry".into() }),
         };
         // kustomize reads a patch that starts with `[` as JSON operations, strictly: a YAML flow
         // list there (`[{op: add, …}]`) is an error.
@@ -33,6 +41,9 @@ impl Builder<'_> {
         }
         match yaml::parse_value(&text, &source) {
             Ok(list @ Value::Array(_)) => Ok((source, vec![list])),
+            Ok(Value::String(_) | Value::Number(_) | Value::Bool(_)) => {
+                Err(Error::Patch { file: source, message: format!("unable to parse SM or JSON patch from {text:?}") })
+            }
             _ => Ok((source.clone(), yaml::parse_patch_objects(&text, &source)?)),
         }
     }
@@ -40,12 +51,16 @@ impl Builder<'_> {
     pub(super) fn apply_patch(&self, dir: &Path, file: &Path, patch: &file::Patch, resources: &mut [Resource], json6902_only: bool) -> Result<(), Error> {
         let (source, documents) = self.patch_documents(dir, file, patch)?;
         let patch_error = |message: String| Error::Patch { file: source.clone(), message };
+        let several = documents.len() > 1;
         for document in documents {
             if json6902_only && !document.is_array() {
                 return Err(patch_error("a patchesJson6902 patch must be a list of operations".into()));
             }
             if document.is_array() && patch.target.is_none() {
-                return Err(patch_error("a JSON 6902 patch needs a target".into()));
+                return Err(patch_error("must specify a target for JSON patch".into()));
+            }
+            if several && !document.is_array() && patch.target.is_some() {
+                return Err(patch_error("Multiple Strategic-Merge Patches in one `patches` entry is not allowed to set `patches.target` field".into()));
             }
             let mut applied = false;
             let patch_id = Id::of(&document);
@@ -74,6 +89,9 @@ impl Builder<'_> {
                 }
                 applied = true;
                 if document.is_array() {
+                    // kustomize records the id of every object a JSON patch visits: one it
+                    // renames is then found by its old name.
+                    resource.remember();
                     json6902_like_kustomize(&mut resource.object, &document).map_err(|e| patch_error(format!("{e} (in {})", resource.id())))?;
                     resource.explicit_nulls = object::ExplicitNulls::All;
                 } else {
@@ -118,6 +136,7 @@ impl Builder<'_> {
         if let Some(namespace) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
             transform::set_namespace(&mut resources, namespace);
             transform::set_custom_namespace_fields(&mut resources, namespace, &config.namespace);
+            transform::check_namespace_conflicts(&resources).map_err(|message| Error::Plugin { file: file.to_owned(), message })?;
             self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("NamespaceTransformer"));
         }
         let config = &self.config;
@@ -182,9 +201,10 @@ impl Builder<'_> {
                 builtin::BuiltinTransformer::Labels { pairs, specs } | builtin::BuiltinTransformer::Annotations { pairs, specs } => {
                     transform::add_pairs(&mut resources, &pairs, &specs)
                 }
-                builtin::BuiltinTransformer::Namespace { namespace } => {
+                builtin::BuiltinTransformer::Namespace { namespace, specs, unset_only, subjects } => {
                     if !namespace.is_empty() {
-                        transform::set_namespace(&mut resources, &namespace);
+                        transform::set_namespace_at(&mut resources, &namespace, &specs, unset_only, subjects).map_err(plugin_error)?;
+                        transform::check_namespace_conflicts(&resources).map_err(plugin_error)?;
                     }
                 }
                 builtin::BuiltinTransformer::PrefixSuffix { prefix, suffix, specs, records } => {

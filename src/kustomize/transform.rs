@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::fieldspec::{self, FieldSpec};
 use super::file::{Image, Replica};
-use super::object::{Resource, is_cluster_scoped, kind};
+use super::object::{Resource, api_version, is_cluster_scoped, kind};
 
 fn each(value: Option<&mut Value>) -> impl Iterator<Item = &mut Value> {
     value.and_then(Value::as_array_mut).into_iter().flatten()
@@ -20,11 +20,14 @@ fn each(value: Option<&mut Value>) -> impl Iterator<Item = &mut Value> {
 pub fn set_namespace(resources: &mut [Resource], namespace: &str) {
     for resource in resources.iter_mut() {
         let object_kind = kind(&resource.object).to_owned();
+        // kustomize records every object's id before it sets namespaces (cluster-scoped ones
+        // too): each becomes a candidate when references are fixed.
+        resource.remember();
         if !is_cluster_scoped(&resource.object) {
             resource.set_namespace(namespace);
         }
-        // kustomize renames Namespace objects to the namespace everything moves to.
-        if object_kind == "Namespace" {
+        // kustomize renames (core) Namespace objects to the namespace everything moves to.
+        if object_kind == "Namespace" && api_version(&resource.object) == "v1" {
             resource.rename(namespace);
         }
         match object_kind.as_str() {
@@ -55,6 +58,90 @@ pub fn set_namespace(resources: &mut [Resource], namespace: &str) {
     }
 }
 
+/// Which role binding subjects a `NamespaceTransformer` configured in `transformers:` sets
+/// (its `setRoleBindingSubjects`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectMode {
+    /// Subjects named `default` (kustomize's default, as for a kustomization's `namespace`).
+    DefaultOnly,
+    AllServiceAccounts,
+    None,
+}
+
+/// A `NamespaceTransformer` with its own field specs and options, as kustomize's namespace
+/// filter runs it: the object's own namespace (unless cluster-scoped), its role binding
+/// subjects by `mode`, then its field specs, which must name scalars (`metadata/name` renames a
+/// core Namespace). With `unset_only`, only empty or missing namespaces are set.
+pub fn set_namespace_at(resources: &mut [Resource], namespace: &str, specs: &[FieldSpec], unset_only: bool, mode: SubjectMode) -> Result<(), String> {
+    let set = |value: &mut Value| {
+        let empty = value.is_null() || value.as_str().is_some_and(str::is_empty);
+        if !unset_only || empty {
+            *value = Value::String(namespace.to_owned());
+        }
+    };
+    for resource in resources.iter_mut() {
+        resource.remember();
+        if !is_cluster_scoped(&resource.object) && (!unset_only || super::object::namespace(&resource.object).is_empty()) {
+            resource.set_namespace(namespace);
+        }
+        let binding = matches!(kind(&resource.object), "RoleBinding" | "ClusterRoleBinding");
+        if binding && mode != SubjectMode::None {
+            for subject in each(resource.object.get_mut("subjects")).filter_map(Value::as_object_mut) {
+                let wanted = match mode {
+                    SubjectMode::DefaultOnly => subject.get("name").and_then(Value::as_str) == Some("default"),
+                    _ => subject.get("kind").and_then(Value::as_str) == Some("ServiceAccount"),
+                };
+                if wanted {
+                    set(subject.entry("namespace").or_insert(Value::Null));
+                }
+            }
+        }
+        let core = api_version(&resource.object) == "v1";
+        let mut not_scalar = None;
+        let selected: Vec<&FieldSpec> = specs.iter().filter(|s| s.selects(&resource.object)).collect();
+        for spec in selected {
+            let segments = spec.segments();
+            let path = segments.join("/");
+            // kustomize handles these itself (above), whatever the field specs say.
+            let binding_subjects = binding && path == "subjects/namespace" && matches!(spec.kind.as_deref(), Some("RoleBinding" | "ClusterRoleBinding"));
+            if path == "metadata/namespace" || (path == "metadata/name" && !core) || binding_subjects {
+                continue;
+            }
+            if path == "metadata/name" {
+                if !unset_only {
+                    resource.rename(namespace);
+                }
+                continue;
+            }
+            fieldspec::visit(&mut resource.object, &segments, spec.create, &mut |value: &mut Value| {
+                if value.is_array() || value.is_object() {
+                    not_scalar.get_or_insert_with(|| path.clone());
+                } else {
+                    set(value);
+                }
+            });
+        }
+        if let Some(path) = not_scalar {
+            return Err(format!("namespace field specs must target scalar nodes: considering field '{path}' of object {}", resource.id()));
+        }
+    }
+    Ok(())
+}
+
+/// kustomize refuses a namespace that makes two objects one (same group, version, kind, name
+/// and namespace, "" and "default" being one).
+pub fn check_namespace_conflicts(resources: &[Resource]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for resource in resources.iter().filter(|r| !r.object.is_null()) {
+        let id = resource.id();
+        let namespace = if id.namespace.is_empty() { "default" } else { id.namespace.as_str() };
+        if !seen.insert((id.group.clone(), id.version.clone(), id.kind.clone(), id.name.clone(), namespace.to_owned())) {
+            return Err(format!("namespace transformation produces ID conflict: {id}"));
+        }
+    }
+    Ok(())
+}
+
 /// Sets the namespace at the extra places `configurations` names.
 pub fn set_custom_namespace_fields(resources: &mut [Resource], namespace: &str, custom: &[FieldSpec]) {
     for resource in resources.iter_mut() {
@@ -65,8 +152,11 @@ pub fn set_custom_namespace_fields(resources: &mut [Resource], namespace: &str, 
 /// Adds a prefix and suffix to names; Namespaces, CRDs and APIServices keep theirs, as in
 /// kustomize (their names are fixed by convention).
 pub fn add_prefix_suffix(resources: &mut [Resource], prefix: &str, suffix: &str) {
-    add_prefix_suffix_at(resources, prefix, suffix, &[], true)
+    add_prefix_suffix_at(resources, prefix, suffix, &NAME_SPECS, true)
 }
+
+/// kustomize's field specs of `namePrefix`/`nameSuffix`: the object's own name.
+static NAME_SPECS: std::sync::LazyLock<Vec<FieldSpec>> = std::sync::LazyLock::new(|| vec![FieldSpec { path: "metadata/name".into(), ..FieldSpec::default() }]);
 
 /// [`add_prefix_suffix`] as a `transformers:` entry configures it: with `specs`, only the fields
 /// they name (`metadata/name` renames the object, any other path gets the prefix and suffix on
@@ -84,7 +174,7 @@ pub fn add_prefix_suffix_at(resources: &mut [Resource], prefix: &str, suffix: &s
         if kind(&resource.object) == "APIService" && super::object::group_version(&resource.object).0 == "apiregistration.k8s.io" {
             continue;
         }
-        let renames = specs.is_empty() || specs.iter().any(|s| s.path == "metadata/name" && s.selects(&resource.object));
+        let renames = specs.iter().any(|s| s.path == "metadata/name" && s.selects(&resource.object));
         if renames {
             let new = format!("{prefix}{}{suffix}", super::object::name(&resource.object));
             resource.rename(&new);

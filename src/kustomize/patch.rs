@@ -378,7 +378,12 @@ fn merge_two_key_list(base_items: &mut Vec<Value>, patch_items: &[Value], mode: 
     let mut remaining: Vec<Option<Value>> = base_items.drain(..).map(Some).collect();
     for item in patch_items {
         let Some(id) = item.get(key) else { continue };
-        let same = |b: &Value| b.get(key) == Some(id) && b.get(second) == item.get(second);
+        // A patch element without a protocol means TCP, Kubernetes' default: it merges into the
+        // object's TCP element, as in kustomize.
+        let tcp = Value::String("TCP".into());
+        let same = |b: &Value| {
+            b.get(key) == Some(id) && (b.get(second) == item.get(second) || second == "protocol" && item.get(second).is_none() && b.get(second) == Some(&tcp))
+        };
         let position = remaining.iter().position(|b| b.as_ref().is_some_and(same));
         if item.get("$patch").and_then(Value::as_str) == Some("delete") {
             if let Some(i) = position {
@@ -477,7 +482,11 @@ fn strip_directives(value: &mut Value, mode: Mode) {
             map.retain(|k, v| !v.is_null() && if mode.kubernetes_directives { !k.starts_with('$') } else { k != "$patch" });
             map.values_mut().for_each(|v| strip_directives(v, mode));
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| strip_directives(v, mode)),
+        Value::Array(items) => {
+            // Deleting an element of a list the object does not have leaves the list, without it.
+            items.retain(|item| item.get("$patch").and_then(Value::as_str) != Some("delete"));
+            items.iter_mut().for_each(|v| strip_directives(v, mode));
+        }
         _ => {}
     }
 }

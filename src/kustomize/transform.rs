@@ -307,6 +307,10 @@ pub fn set_images(resources: &mut [Resource], images: &[Image], custom: &[FieldS
             Value::Object(map) => {
                 for (key, child) in map.iter_mut() {
                     if key == "containers" || key == "initContainers" {
+                        // kustomize's image filter writes an empty container list it meets as [].
+                        if child.is_null() {
+                            *child = Value::Array(Vec::new());
+                        }
                         for container in each(Some(child)) {
                             if let Some(image) = container.get("image").and_then(Value::as_str).map(str::to_owned)
                                 && let Some(found) = find_image(images, &image)

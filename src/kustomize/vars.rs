@@ -72,18 +72,27 @@ static VAR_REFERENCES: LazyLock<Vec<FieldSpec>> = LazyLock::new(|| {
     let mut add = |path: String, kind: Option<&str>| specs.push(FieldSpec { path, kind: kind.map(str::to_owned), ..FieldSpec::default() });
     add("metadata/labels".into(), None);
     add("metadata/annotations".into(), None);
-    // kustomize's varReference covers the workload kinds' pod specs, not PodTemplates.
-    for &(kind, spec) in super::fieldspec::POD_SPECS.iter().filter(|(kind, _)| *kind != "PodTemplate") {
+    add("spec/nfs/server".into(), Some("PersistentVolume"));
+    add("spec/ports/port".into(), Some("Service"));
+    add("spec/ports/targetPort".into(), Some("Service"));
+    add("spec/volumeClaimTemplates/spec/nfs/server".into(), Some("StatefulSet"));
+    // kustomize's varReference covers these workload kinds' containers (not PodTemplates' or
+    // ReplicationControllers'), the pod template annotations of Deployments only, and NFS
+    // servers of pod volumes except in StatefulSets; CronJob's NFS path misses a `spec` (it
+    // never matches a real object), kept as kustomize has it.
+    for &(kind, spec) in super::fieldspec::POD_SPECS.iter().filter(|(kind, _)| !matches!(*kind, "PodTemplate" | "ReplicationController")) {
         for list in ["containers", "initContainers"] {
             for field in ["args", "command", "env/value", "volumeMounts/mountPath"] {
                 add(format!("{spec}/{list}/{field}"), Some(kind));
             }
         }
-        add(format!("{spec}/volumes/nfs/server"), Some(kind));
-        if let Some(template) = spec.strip_suffix("/spec").filter(|t| !t.is_empty() && *t != "spec") {
-            add(format!("{template}/metadata/annotations"), Some(kind));
+        match kind {
+            "StatefulSet" => {}
+            "CronJob" => add("spec/jobTemplate/spec/template/volumes/nfs/server".into(), Some(kind)),
+            _ => add(format!("{spec}/volumes/nfs/server"), Some(kind)),
         }
     }
+    add("spec/template/metadata/annotations".into(), Some("Deployment"));
     for path in ["spec/rules/host", "spec/tls/hosts", "spec/tls/secretName"] {
         add(path.into(), Some("Ingress"));
     }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::loader::Entry;
 use super::object::{ObjectKey, Resource};
-use super::{Builder, Error, FileUse, Id, Kustomization, builtin, file, generator, limits, metadata, object, openapi, vars, yaml};
+use super::{Builder, Error, FileUse, Id, Kustomization, builtin, config, file, generator, limits, metadata, object, openapi, vars, yaml};
 
 impl Builder<'_> {
     pub(super) fn build_dir(&mut self, dir: &Path) -> Result<Vec<Resource>, Error> {
@@ -23,7 +23,11 @@ impl Builder<'_> {
     /// Builds a kustomization (a Component is built by [`Builder::accumulate_component`]).
     pub(super) fn build_kustomization(&mut self, dir: &Path, file: &Path, k: Kustomization) -> Result<Vec<Resource>, Error> {
         self.enter(dir, file, &k)?;
+        // Each kustomization accumulates its own name specs, as kustomize gives each its own
+        // accumulator; the parent merges them once the kustomization is built.
+        let parent = std::mem::take(&mut self.name_specs);
         let result = self.accumulate(dir, file, &k, Vec::new());
+        self.built_name_specs = std::mem::replace(&mut self.name_specs, parent);
         self.stack.pop();
         result
     }
@@ -110,6 +114,7 @@ impl Builder<'_> {
                 Entry::Remote(spec) => {
                     let found = self.with_remote(&spec, entry, |builder, base_dir| builder.build_dir(base_dir))?;
                     Self::append(&mut resources, &mut seen, found)?;
+                    self.merge_built_name_specs(file)?;
                     continue;
                 }
             };
@@ -117,7 +122,9 @@ impl Builder<'_> {
                 self.locations.push(self.location().join(entry));
                 let built = self.build_dir(&path);
                 self.locations.pop();
-                built?
+                let built = built?;
+                self.merge_built_name_specs(file)?;
+                built
             } else {
                 let path = self.file_inside(dir, &path)?;
                 let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
@@ -146,10 +153,14 @@ impl Builder<'_> {
             };
             Self::append(&mut resources, &mut seen, found)?;
         }
+        let mut custom_names = config::NameSpecs::default();
         for entry in &k.configurations {
             let (path, text) = self.read_text(dir, entry)?;
-            self.config.merge_file(&text, &path)?;
+            let names = self.config.merge_file(&text, &path)?;
+            custom_names = custom_names.merge(&names).map_err(|message| Error::InvalidKustomization { file: path.clone(), message })?;
         }
+        let level = config::NameSpecs::builtin().merge(&custom_names).map_err(|message| Error::InvalidKustomization { file: file.to_owned(), message })?;
+        self.name_specs = self.name_specs.merge(&level).map_err(|message| Error::InvalidKustomization { file: file.to_owned(), message })?;
         for entry in &k.crds {
             let (path, text) = self.read_text(dir, entry)?;
             self.config.merge_crds(openapi::crd_config(&text, &path)?);
@@ -178,6 +189,13 @@ impl Builder<'_> {
             self.vars.push(var);
         }
         Ok(resources)
+    }
+
+    /// Merges the name specs of the kustomization just built (a base) into this one's.
+    fn merge_built_name_specs(&mut self, file: &Path) -> Result<(), Error> {
+        let built = std::mem::take(&mut self.built_name_specs);
+        self.name_specs = self.name_specs.merge(&built).map_err(|message| Error::InvalidKustomization { file: file.to_owned(), message })?;
+        Ok(())
     }
 
     /// The documents of `transformers:` or `generators:` entries: files (in or below the

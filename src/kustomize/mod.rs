@@ -73,6 +73,11 @@ struct Builder<'a> {
     vars: Vec<vars::Var>,
     /// The field specs of every kustomization's `configurations` and `crds` so far.
     config: config::TransformerConfig,
+    /// The name prefix and suffix field specs of the kustomization being accumulated, merged as
+    /// kustomize merges them: its bases' (not its siblings'), then its own and the builtin ones.
+    name_specs: config::NameSpecs,
+    /// Those of the kustomization built last, for its parent to merge.
+    built_name_specs: config::NameSpecs,
     /// The schema of strategic merges, decided once for the whole build as kustomize does: by
     /// the first `openapi: {path: …}` met before the first strategic merge (`None`: builtin).
     schema: std::cell::OnceCell<Option<openapi::OpenApi>>,
@@ -145,6 +150,8 @@ impl Builder<'_> {
             stack: Vec::new(),
             vars: Vec::new(),
             config: config::TransformerConfig::default(),
+            name_specs: config::NameSpecs::default(),
+            built_name_specs: config::NameSpecs::default(),
             schema: std::cell::OnceCell::new(),
             track_origins: false,
             locations: vec![metadata::Location::default()],

@@ -9,6 +9,7 @@ use super::fieldspec::{self, NAME_REFERENCES, NameReference};
 use super::object::{Id, Resource, group_version, is_cluster_scoped, kind, name, namespace};
 
 /// A possible target of a reference: where it is now.
+#[derive(Clone)]
 struct Referent {
     current_name: String,
     current_namespace: String,
@@ -122,9 +123,26 @@ pub fn fix_references(resources: &mut [Resource], custom: &[NameReference]) -> R
     if by_kind.is_empty() {
         return Ok(());
     }
+    // A `configurations` reference without a group means its kind in any group, as kustomize
+    // selects referents by the parts of the kind it was given.
+    let mut any_group: HashMap<String, HashMap<String, Vec<Referent>>> = HashMap::new();
+    if custom.iter().any(|r| r.referent_group.is_empty()) {
+        for ((_, kind), names) in &by_kind {
+            let merged = any_group.entry(kind.clone()).or_default();
+            for (old, referents) in names {
+                merged.entry(old.clone()).or_default().extend(referents.iter().cloned());
+            }
+        }
+    }
     let mut failure: Option<String> = None;
-    for reference in NAME_REFERENCES.iter().chain(custom) {
-        let Some(names) = by_kind.get(&(reference.referent_group.clone(), reference.referent_kind.clone())) else { continue };
+    let builtin = NAME_REFERENCES.len();
+    for (index, reference) in NAME_REFERENCES.iter().chain(custom).enumerate() {
+        let names = if index >= builtin && reference.referent_group.is_empty() {
+            any_group.get(&reference.referent_kind)
+        } else {
+            by_kind.get(&(reference.referent_group.clone(), reference.referent_kind.clone()))
+        };
+        let Some(names) = names else { continue };
         let path = reference.referrer.segments();
         let Some((field, parent_path)) = path.split_last() else { continue };
         for resource in resources.iter_mut() {

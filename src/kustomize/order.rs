@@ -49,6 +49,16 @@ fn sort_key(object: &Value, first: &[&str], last: &[&str]) -> (i64, String, Stri
     (rank, gvk, format!("{}|{}", or(&text("/metadata/namespace"), "~X"), or(&text("/metadata/name"), "~N")))
 }
 
+/// A kind's rank in kustomize's type order (negative for the kinds it puts first, positive for
+/// the last, 0 for the rest), which also orders field specs.
+pub fn kind_rank(kind: &str) -> i64 {
+    match (ORDER_FIRST.iter().position(|k| *k == kind), ORDER_LAST.iter().position(|k| *k == kind)) {
+        (Some(i), _) => i as i64 - ORDER_FIRST.len() as i64,
+        (None, Some(i)) => 1 + i as i64,
+        (None, None) => 0,
+    }
+}
+
 /// Sorts objects in kustomize's legacy order.
 pub fn legacy_sort(objects: &mut [Value]) {
     objects.sort_by_cached_key(|o| sort_key(o, ORDER_FIRST, ORDER_LAST));

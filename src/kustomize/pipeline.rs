@@ -141,7 +141,7 @@ impl Builder<'_> {
         }
         let config = &self.config;
         let (prefix, suffix) = (k.name_prefix.as_deref().unwrap_or(""), k.name_suffix.as_deref().unwrap_or(""));
-        transform::add_prefix_suffix(&mut resources, prefix, suffix);
+        transform::add_prefix_suffix(&mut resources, prefix, suffix, &self.name_specs);
         if !prefix.is_empty() {
             self.record(&mut resources, file, None, metadata::ConfiguredBy::builtin("PrefixTransformer"));
         }

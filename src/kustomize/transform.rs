@@ -151,12 +151,17 @@ pub fn set_custom_namespace_fields(resources: &mut [Resource], namespace: &str, 
 
 /// Adds a prefix and suffix to names; Namespaces, CRDs and APIServices keep theirs, as in
 /// kustomize (their names are fixed by convention).
-pub fn add_prefix_suffix(resources: &mut [Resource], prefix: &str, suffix: &str) {
-    add_prefix_suffix_at(resources, prefix, suffix, &NAME_SPECS, true)
+/// `specs`: where the prefix and the suffix go (the builtin `metadata/name` and what
+/// `configurations` add, merged as kustomize merges them).
+pub fn add_prefix_suffix(resources: &mut [Resource], prefix: &str, suffix: &str, specs: &super::config::NameSpecs) {
+    if specs.prefix == specs.suffix {
+        add_prefix_suffix_at(resources, prefix, suffix, &specs.prefix, true)
+    } else {
+        // kustomize runs a prefix and then a suffix transformer, each with its specs.
+        add_prefix_suffix_at(resources, prefix, "", &specs.prefix, true);
+        add_prefix_suffix_at(resources, "", suffix, &specs.suffix, true);
+    }
 }
-
-/// kustomize's field specs of `namePrefix`/`nameSuffix`: the object's own name.
-static NAME_SPECS: std::sync::LazyLock<Vec<FieldSpec>> = std::sync::LazyLock::new(|| vec![FieldSpec { path: "metadata/name".into(), ..FieldSpec::default() }]);
 
 /// [`add_prefix_suffix`] as a `transformers:` entry configures it: with `specs`, only the fields
 /// they name (`metadata/name` renames the object, any other path gets the prefix and suffix on
@@ -188,10 +193,11 @@ pub fn add_prefix_suffix_at(resources: &mut [Resource], prefix: &str, suffix: &s
             }
         }
         let others: Vec<FieldSpec> = specs.iter().filter(|s| s.path != "metadata/name").cloned().collect();
-        fieldspec::visit_specs(&mut resource.object, &others, &mut |value: &mut Value| {
-            if let Value::String(text) = value {
-                *text = format!("{prefix}{text}{suffix}");
-            }
+        fieldspec::visit_specs(&mut resource.object, &others, &mut |value: &mut Value| match value {
+            Value::String(text) => *text = format!("{prefix}{text}{suffix}"),
+            // A field the spec creates (or an empty one) gets the prefix and suffix alone.
+            Value::Null => *value = Value::String(format!("{prefix}{suffix}")),
+            _ => {}
         });
     }
 }

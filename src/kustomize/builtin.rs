@@ -49,6 +49,28 @@ pub enum BuiltinTransformer {
     },
     /// A `ReplacementTransformer`: its `replacements` entries, as in a kustomization.
     Replacements(Vec<Value>),
+    /// A `ValueAddTransformer`: `value` (empty: the kustomization folder's name) written at, or
+    /// inserted as a path part into, each target's field.
+    ValueAdd {
+        value: String,
+        targets: Vec<ValueAddTarget>,
+    },
+    /// A `HashTransformer`: generated objects get their content hash now (and again at the end
+    /// of the build, as in kustomize).
+    Hash,
+}
+
+/// One target of a `ValueAddTransformer`.
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueAddTarget {
+    #[serde(default)]
+    pub selector: Option<Selector>,
+    #[serde(default)]
+    pub field_path: String,
+    /// 1-based position of the path part `value` becomes; 0 replaces the whole field.
+    #[serde(default)]
+    pub file_path_position: i64,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -91,6 +113,12 @@ struct Config {
     patches: Option<String>,
     #[serde(default)]
     replacements: Vec<Value>,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    targets: Vec<ValueAddTarget>,
+    #[serde(default)]
+    target_file_path: Option<String>,
     #[serde(default)]
     unset_only: bool,
     #[serde(default)]
@@ -206,6 +234,24 @@ pub fn transformer(document: &Value) -> Result<BuiltinTransformer, String> {
         "PatchJson6902Transformer" => BuiltinTransformer::Json6902(Patch { path: config.path, patch: config.json_op, target: config.target, options: None }),
         "PatchStrategicMergeTransformer" => BuiltinTransformer::StrategicMerge { paths: config.paths, inline: config.patches },
         "ReplacementTransformer" => BuiltinTransformer::Replacements(config.replacements),
+        "HashTransformer" => BuiltinTransformer::Hash,
+        "ValueAddTransformer" => {
+            if config.target_file_path.is_some() {
+                return Err("ValueAddTransformer: targetFilePath is not supported by ferroflux's kustomize engine (list the targets inline)".into());
+            }
+            if config.targets.is_empty() {
+                return Err("must specify at least one target".into());
+            }
+            for target in &config.targets {
+                if target.field_path.is_empty() {
+                    return Err("fieldPath cannot be empty".into());
+                }
+                if target.file_path_position < 0 {
+                    return Err(format!("value of FilePathPosition ({}) cannot be negative", target.file_path_position));
+                }
+            }
+            BuiltinTransformer::ValueAdd { value: config.value.unwrap_or_default().trim().to_owned(), targets: config.targets }
+        }
         other => return Err(format!("builtin transformer {other} is not supported by ferroflux's kustomize engine")),
     })
 }

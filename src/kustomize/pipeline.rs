@@ -233,6 +233,37 @@ impl Builder<'_> {
                     }
                     resources.retain(|r| !r.object.is_null());
                 }
+                builtin::BuiltinTransformer::ValueAdd { value, targets } => {
+                    // An empty value is the name of the kustomization's folder, as in kustomize.
+                    let value = if value.is_empty() { dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default() } else { value };
+                    for target in &targets {
+                        for resource in resources.iter_mut() {
+                            let selected = match &target.selector {
+                                Some(selector) => select::selects_patch_target(selector, resource).map_err(|e| plugin_error(e.to_string()))?,
+                                None => true,
+                            };
+                            if !selected {
+                                continue;
+                            }
+                            if target.field_path == "metadata/namespace" {
+                                // kustomize runs its namespace filter there (subjects named
+                                // `default` follow).
+                                transform::set_namespace_at(std::slice::from_mut(resource), &value, &[], false, transform::SubjectMode::DefaultOnly)
+                                    .map_err(plugin_error)?;
+                            } else {
+                                transform::add_value(&mut resource.object, &target.field_path, target.file_path_position, &value).map_err(plugin_error)?;
+                            }
+                        }
+                    }
+                }
+                builtin::BuiltinTransformer::Hash => {
+                    // kustomize's HashTransformer leaves the objects needing a hash: the build's
+                    // own one hashes them again at the end.
+                    for resource in resources.iter_mut().filter(|r| r.needs_hash) {
+                        let new_name = format!("{}-{}", object::name(&resource.object), super::generator::content_hash(&resource.object));
+                        resource.rename(&new_name);
+                    }
+                }
                 builtin::BuiltinTransformer::Replacements(entries) => {
                     let mut read =
                         |relative: &str| -> Result<String, String> { self.read_text(dir, relative).map(|(_, text)| text).map_err(|e| e.to_string()) };

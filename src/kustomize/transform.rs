@@ -142,6 +142,48 @@ pub fn check_namespace_conflicts(resources: &[Resource]) -> Result<(), String> {
     Ok(())
 }
 
+/// A `ValueAddTransformer` target's field (`a/b/c`, `\/` escaping a slash): created as a
+/// string when missing; with `position` > 0, `value` is inserted as a path part at that 1-based
+/// position of the field's `/`-separated value (past the end: appended), else it replaces it.
+/// What kustomize's path join would clean up (empty, `.` or `..` parts) is refused rather than
+/// guessed.
+pub fn add_value(object: &mut Value, field_path: &str, position: i64, value: &str) -> Result<(), String> {
+    let segments = fieldspec::split_path(field_path);
+    let mut current = object;
+    for segment in &segments {
+        // Missing (or null) maps on the way are created, as kustomize's LookupCreate does.
+        if current.is_null() {
+            *current = Value::Object(Map::new());
+        }
+        let Some(map) = current.as_object_mut() else {
+            return Err(format!("ValueAddTransformer: the field {field_path:?} crosses a list or a scalar, which ferroflux does not handle"));
+        };
+        current = map.entry(segment.clone()).or_insert(Value::Null);
+    }
+    let old = match current {
+        Value::Null => String::new(),
+        Value::String(text) => text.clone(),
+        Value::Number(_) | Value::Bool(_) => current.to_string(),
+        _ => return Err(format!("ValueAddTransformer: the field {field_path:?} is not a scalar")),
+    };
+    let new = if position <= 0 || value.is_empty() {
+        if value.is_empty() { old } else { value.to_owned() }
+    } else {
+        let absolute = old.starts_with('/');
+        let parts: Vec<&str> = if old.is_empty() { Vec::new() } else { old.trim_start_matches('/').split('/').collect() };
+        if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+            return Err(format!("ValueAddTransformer: the path {old:?} of field {field_path:?} is not a plain path"));
+        }
+        let at = usize::try_from(position - 1).unwrap_or(usize::MAX).min(parts.len());
+        let mut joined: Vec<&str> = parts[..at].to_vec();
+        joined.push(value);
+        joined.extend_from_slice(&parts[at..]);
+        format!("{}{}", if absolute { "/" } else { "" }, joined.join("/"))
+    };
+    *current = Value::String(new);
+    Ok(())
+}
+
 /// Sets the namespace at the extra places `configurations` names.
 pub fn set_custom_namespace_fields(resources: &mut [Resource], namespace: &str, custom: &[FieldSpec]) {
     for resource in resources.iter_mut() {

@@ -88,10 +88,20 @@ def run(cmd, timeout):
     return False, (done.stderr or done.stdout).strip()
 
 
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where the plain scalars `=` and `<<` are tags of their own (value,
+    merge); in YAML 1.2, which kubectl (go-yaml v3) writes, they are strings, and kubectl leaves
+    them unquoted. Read as strings (`<<` as a mapping key still merges, as in go-yaml)."""
+
+
+for _tag in ("tag:yaml.org,2002:value", "tag:yaml.org,2002:merge"):
+    Yaml12Loader.add_constructor(_tag, yaml.SafeLoader.construct_yaml_str)
+
+
 def documents(text):
     """The objects of a build's output, or an error text if it is not YAML."""
     try:
-        return [d for d in yaml.safe_load_all(text) if d is not None], None
+        return [d for d in yaml.load_all(text, Loader=Yaml12Loader) if d is not None], None
     except yaml.YAMLError as e:
         return None, f"unparsable output: {e}"
 

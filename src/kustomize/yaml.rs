@@ -412,6 +412,42 @@ pub fn to_yaml(objects: &[Value]) -> String {
 mod tests {
     use super::*;
 
+    /// Our output is read by YAML 1.1 readers too (PyYAML, older tools), where more plain scalars
+    /// are not strings than in YAML 1.2: `=` (value), `<<` (merge), `yes`/`on`/`y`, base-60
+    /// numbers (`1:20`), `0b…`, `1_000`, dates. Each such string must be written quoted.
+    #[test]
+    fn strings_special_in_yaml_1_1_are_written_quoted() {
+        let special = [
+            "=",
+            "<<",
+            "~",
+            "y",
+            "Y",
+            "yes",
+            "No",
+            "on",
+            "OFF",
+            "1:20",
+            "-1:20:30",
+            "190:20:30.15",
+            "0b101",
+            "0o17",
+            "017",
+            "1_000",
+            "+1",
+            ".inf",
+            ".NaN",
+            "2001-12-14",
+            "1e3",
+        ];
+        for text in special {
+            let written = to_yaml(&[serde_json::json!({ "k": text })]);
+            let value = written.strip_prefix("k: ").map(str::trim_end).unwrap_or_default();
+            assert!(value.starts_with('"') || value.starts_with('\''), "{text:?} is written plain: {written:?}");
+            assert_eq!(parse_value(&written, Path::new("t.yaml")).expect("parses"), serde_json::json!({ "k": text }));
+        }
+    }
+
     #[test]
     fn annotation_values_keep_the_text_they_are_written_with() {
         let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  annotations: {a: 1.50, b: null, c: 1e3, d: 0777, f: false, h: 12, t: ~}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\n  annotations:\n    e:\n";

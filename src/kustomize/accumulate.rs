@@ -252,7 +252,9 @@ impl Builder<'_> {
             let (object, needs_hash) = generator::object(kind, spec, k.generator_options.as_ref(), collected);
             let id = Id::of(&object);
             let existing = resources.iter().position(|r| r.matches_any_id(&id));
-            match (spec.behavior.as_deref().unwrap_or("create"), existing) {
+            // kustomize reads a behavior it does not know (`add`) as unspecified, which creates.
+            let behavior = spec.behavior.as_deref().filter(|b| matches!(*b, "merge" | "replace")).unwrap_or("create");
+            match (behavior, existing) {
                 ("create", None) => {
                     let mut resource = Resource::new(object);
                     resource.needs_hash = needs_hash;
@@ -265,7 +267,8 @@ impl Builder<'_> {
                     merge_generated(&mut target.object, &object);
                     target.needs_hash = target.needs_hash && needs_hash;
                 }
-                ("replace", Some(i)) => {
+                // replace
+                (_, Some(i)) => {
                     let target = &mut resources[i];
                     let name = object::name(&target.object).to_owned();
                     let namespace = object::namespace(&target.object).to_owned();
@@ -294,10 +297,8 @@ impl Builder<'_> {
                     target.needs_hash = target.needs_hash && needs_hash;
                     target.origin.clone_from(origin);
                 }
-                ("merge" | "replace", None) => {
-                    return Err(error(format!("id {id} does not exist; cannot merge or replace")));
-                }
-                (other, _) => return Err(error(format!("unknown generator behavior {other:?}: use create, merge or replace"))),
+                // merge or replace
+                (_, None) => return Err(error(format!("id {id} does not exist; cannot merge or replace"))),
             }
         }
         Ok(())

@@ -310,13 +310,12 @@ fn fix_one(parent: &mut Value, field: &str, referent_kind: &str, names: &HashMap
     if map.get("kind").and_then(Value::as_str).is_some_and(|k| k != referent_kind) {
         return Ok(());
     }
-    let explicit_namespace = map.get("namespace").and_then(Value::as_str).map(str::to_owned);
-    let wanted_namespace = explicit_namespace.or_else(|| referrer_namespace.map(str::to_owned));
     let current_name = |old: &str| -> Result<Option<String>, String> {
         let Some(candidates) = names.get(old) else { return Ok(None) };
-        // Cluster-scoped referents can be named from any namespace.
+        // Cluster-scoped referents can be named from any namespace. A `namespace` beside the
+        // name field does not count: kustomize matches a name field by name only.
         let matching: Vec<&Referent> =
-            candidates.iter().filter(|c| c.cluster_scoped || wanted_namespace.as_deref().is_none_or(|ns| same_namespace(ns, &c.current_namespace))).collect();
+            candidates.iter().filter(|c| c.cluster_scoped || referrer_namespace.is_none_or(|ns| same_namespace(ns, &c.current_namespace))).collect();
         Ok(pick(matching, referrer.prefixes, referrer.suffixes, same_name)?.map(|c| c.current_name.clone()))
     };
     match map.get_mut(field) {

@@ -29,40 +29,51 @@ pub fn group_version(object: &Value) -> (&str, &str) {
     api_version.rsplit_once('/').unwrap_or(("", api_version))
 }
 
-/// Kinds that are not namespaced, among those kustomize knows without a schema.
-const CLUSTER_SCOPED: &[&str] = &[
-    "APIService",
-    "CSIDriver",
-    "CSINode",
-    "CertificateSigningRequest",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "ComponentStatus",
-    "CustomResourceDefinition",
-    "FlowSchema",
-    "IngressClass",
-    "MutatingWebhookConfiguration",
-    "Namespace",
-    "Node",
-    "PersistentVolume",
-    "PodSecurityPolicy",
-    "PriorityClass",
-    "PriorityLevelConfiguration",
-    "RuntimeClass",
-    "SelfSubjectAccessReview",
-    "SelfSubjectRulesReview",
-    "StorageClass",
-    "SubjectAccessReview",
-    "TokenReview",
-    "ValidatingAdmissionPolicy",
-    "ValidatingAdmissionPolicyBinding",
-    "ValidatingWebhookConfiguration",
-    "VolumeAttachment",
+/// The types that are not namespaced, by exact `apiVersion` and kind: those kustomize v5.5's
+/// builtin schema (Kubernetes v1.21.2) knows as cluster-scoped. A type it does not know, a newer
+/// version of a kind included (`flowcontrol.apiserver.k8s.io/v1` FlowSchema), is namespaced.
+const CLUSTER_SCOPED: &[(&str, &str)] = &[
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io/v1beta1", "MutatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io/v1beta1", "ValidatingWebhookConfiguration"),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+    ("apiextensions.k8s.io/v1beta1", "CustomResourceDefinition"),
+    ("apiregistration.k8s.io/v1", "APIService"),
+    ("apiregistration.k8s.io/v1beta1", "APIService"),
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"),
+    ("certificates.k8s.io/v1beta1", "CertificateSigningRequest"),
+    ("flowcontrol.apiserver.k8s.io/v1beta1", "FlowSchema"),
+    ("flowcontrol.apiserver.k8s.io/v1beta1", "PriorityLevelConfiguration"),
+    ("networking.k8s.io/v1", "IngressClass"),
+    ("networking.k8s.io/v1beta1", "IngressClass"),
+    ("node.k8s.io/v1", "RuntimeClass"),
+    ("node.k8s.io/v1beta1", "RuntimeClass"),
+    ("policy/v1beta1", "PodSecurityPolicy"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io/v1beta1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1beta1", "ClusterRoleBinding"),
+    ("scheduling.k8s.io/v1", "PriorityClass"),
+    ("scheduling.k8s.io/v1beta1", "PriorityClass"),
+    ("storage.k8s.io/v1", "CSIDriver"),
+    ("storage.k8s.io/v1", "CSINode"),
+    ("storage.k8s.io/v1", "StorageClass"),
+    ("storage.k8s.io/v1", "VolumeAttachment"),
+    ("storage.k8s.io/v1beta1", "CSIDriver"),
+    ("storage.k8s.io/v1beta1", "CSINode"),
+    ("storage.k8s.io/v1beta1", "StorageClass"),
+    ("storage.k8s.io/v1beta1", "VolumeAttachment"),
+    ("v1", "ComponentStatus"),
+    ("v1", "Namespace"),
+    ("v1", "Node"),
+    ("v1", "NodeProxyOptions"),
+    ("v1", "PersistentVolume"),
 ];
 
 pub fn is_cluster_scoped(object: &Value) -> bool {
-    // A `Namespace` of another API group (a cloud provider's, say) is an ordinary object.
-    CLUSTER_SCOPED.contains(&kind(object)) && (kind(object) != "Namespace" || group_version(object).0.is_empty())
+    let (api_version, kind) = (api_version(object), kind(object));
+    CLUSTER_SCOPED.iter().any(|&(v, k)| v == api_version && k == kind)
 }
 
 /// Sets `metadata.<key>` to a string, making `metadata` a map when it is not one.
@@ -100,26 +111,22 @@ impl Id {
         }
     }
 
-    /// The same object for kustomize: namespace "" and "default" are one, version is ignored.
-    pub fn same_object(&self, other: &Id) -> bool {
-        self.object_key() == other.object_key()
-    }
-
-    /// What [`Id::same_object`] compares, for hashing.
-    pub fn object_key(&self) -> (&str, &str, &str, &str) {
+    /// What makes two ids one for kustomize: group, version, kind, name and namespace, where
+    /// namespace "" and "default" are one (two versions of a kind are two resources).
+    pub fn object_key(&self) -> (&str, &str, &str, &str, &str) {
         let namespace = if self.namespace.is_empty() { "default" } else { &self.namespace };
-        (&self.group, &self.kind, &self.name, namespace)
+        (&self.group, &self.version, &self.kind, &self.name, namespace)
     }
 }
 
 /// What [`Id::object_key`] compares, owned: the key of a set of ids.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ObjectKey(String, String, String, String);
+pub struct ObjectKey(String, String, String, String, String);
 
 impl ObjectKey {
     pub fn of(id: &Id) -> ObjectKey {
-        let (group, kind, name, namespace) = id.object_key();
-        ObjectKey(group.to_owned(), kind.to_owned(), name.to_owned(), namespace.to_owned())
+        let (group, version, kind, name, namespace) = id.object_key();
+        ObjectKey(group.to_owned(), version.to_owned(), kind.to_owned(), name.to_owned(), namespace.to_owned())
     }
 }
 
@@ -251,10 +258,11 @@ impl Resource {
         }
     }
 
-    /// Whether `wanted` names this object now or did before (patches and replicas may use either).
+    /// Whether `wanted` names this object now or did before (patches and replicas may use either),
+    /// in its group and version (a `wanted` without a version: in any).
     pub fn matches_any_id(&self, wanted: &Id) -> bool {
-        let (group, _) = group_version(&self.object);
-        if group != wanted.group {
+        let (group, version) = group_version(&self.object);
+        if group != wanted.group || (!wanted.version.is_empty() && version != wanted.version) {
             return false;
         }
         let ns = |n: &str| if n.is_empty() { "default".to_owned() } else { n.to_owned() };

@@ -12,13 +12,22 @@ use super::openapi::OpenApi;
 fn is_builtin(object: &Value) -> bool {
     let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-    matches!(group, "" | "apps" | "batch" | "extensions" | "policy" | "networking.k8s.io" | "rbac.authorization.k8s.io" | "autoscaling" | "storage.k8s.io")
+    match group {
+        "" | "apps" | "batch" | "extensions" | "policy" | "networking.k8s.io" | "rbac.authorization.k8s.io" | "autoscaling" | "storage.k8s.io" => true,
+        // Only the webhook configurations of this group are in kustomize's schema (the admission
+        // policies are newer than Kubernetes v1.21.2, their lists are replaced).
+        "admissionregistration.k8s.io" => {
+            matches!(api_version, "admissionregistration.k8s.io/v1" | "admissionregistration.k8s.io/v1beta1")
+                && matches!(object.get("kind").and_then(Value::as_str), Some("ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration"))
+        }
+        _ => false,
+    }
 }
 
 /// The merge key of a list field in the builtin kinds, by field name (and parent, for ports).
 fn merge_key(field: &str, parent: &str) -> Option<&'static str> {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" => Some("name"),
+        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" | "webhooks" => Some("name"),
         "hostAliases" => Some("ip"),
         "volumeMounts" => Some("mountPath"),
         "volumeDevices" => Some("devicePath"),
@@ -286,8 +295,8 @@ fn merge_value(base: &mut Value, patch: &Value, mode: Mode, node: Node, parent: 
                     }
                 }
             }
-            if mode.drop_walked_nulls {
-                drop_walked_nulls(base_map, node, parent, Some(patch_map));
+            if !mode.kubernetes_directives {
+                walk_unpatched(base_map, mode, node, parent, Some(patch_map));
             }
             if let Some(keep) = retain {
                 base_map.retain(|k, _| keep.contains(&k.as_str()));
@@ -336,6 +345,7 @@ fn merge_list(base: &mut Value, patch: &Value, mode: Mode, node: Node, field: &s
     }
     // kustomize (kyaml) puts the patch's elements first, in the patch's order, then the base's
     // elements the patch does not mention.
+    let last_duplicates = if mode.kubernetes_directives { Vec::new() } else { collapse_duplicates(base_items, key) };
     let mut merged = Vec::with_capacity(base_items.len() + patch_items.len());
     let mut remaining: Vec<Option<Value>> = base_items.drain(..).map(Some).collect();
     let mut deleted = Vec::new();
@@ -362,10 +372,45 @@ fn merge_list(base: &mut Value, patch: &Value, mode: Mode, node: Node, field: &s
         }
     }
     merged.extend(remaining.into_iter().flatten().map(|mut item| {
-        drop_walked_nulls_in(&mut item, mode, item_node, item_parent);
+        walk_unpatched_in(&mut item, mode, item_node, item_parent);
         item
     }));
+    replace_by_last_duplicates(&mut merged, key, last_duplicates);
     *base_items = merged;
+}
+
+/// A list merged by one key may hold several elements with the same key (a JSON patch appends
+/// one): kyaml merges the patch into the first of them, then sets each base element in turn by
+/// key, so the last of them replaces the merged one, unmerged, where the first one was. This
+/// keeps the first of each key in `items` and returns the last duplicates, for
+/// [`replace_by_last_duplicates`] after the merge.
+fn collapse_duplicates(items: &mut Vec<Value>, key: &str) -> Vec<(Value, Value)> {
+    let mut last_duplicates: Vec<(Value, Value)> = Vec::new();
+    let mut kept: Vec<Value> = Vec::with_capacity(items.len());
+    for item in items.drain(..) {
+        let Some(id) = item.get(key).cloned() else {
+            kept.push(item);
+            continue;
+        };
+        if !kept.iter().any(|k| k.get(key) == Some(&id)) {
+            kept.push(item);
+        } else if let Some(entry) = last_duplicates.iter_mut().find(|(i, _)| *i == id) {
+            entry.1 = item;
+        } else {
+            last_duplicates.push((id, item));
+        }
+    }
+    *items = kept;
+    last_duplicates
+}
+
+/// The second half of [`collapse_duplicates`]: an element the merge deleted stays deleted.
+fn replace_by_last_duplicates(items: &mut [Value], key: &str, last_duplicates: Vec<(Value, Value)>) {
+    for (id, last) in last_duplicates {
+        if let Some(slot) = items.iter_mut().find(|item| item.get(key) == Some(&id)) {
+            *slot = last;
+        }
+    }
 }
 
 /// A builtin list with two merge keys, as kustomize v5.5 (kyaml) merges it: an element of the
@@ -410,33 +455,38 @@ fn merge_two_key_list(base_items: &mut Vec<Value>, patch_items: &[Value], mode: 
     }
     for (i, item) in remaining.iter_mut().enumerate() {
         if let Some(item) = item.as_mut().filter(|_| !touched.contains(&i)) {
-            drop_walked_nulls_in(item, mode, item_node, item_parent);
+            walk_unpatched_in(item, mode, item_node, item_parent);
         }
     }
     added.extend(remaining.into_iter().flatten());
     *base_items = added;
 }
 
-/// kustomize's merge (kyaml's walker) visits the object's own fields as well as the patch's, and
-/// drops every field it finds null: in all maps under a patched map, and in the elements of the
-/// lists it merges by key (not in lists it replaces, which it does not enter). `patch`: the
-/// patch's fields at this map, already merged (and so skipped here).
-fn drop_walked_nulls(map: &mut Map<String, Value>, node: Node, parent: &str, patch: Option<&Map<String, Value>>) {
+/// kustomize's merge (kyaml's walker) visits the object's own fields as well as the patch's: in
+/// all maps under a patched map, and in the elements of the lists it merges by key (not in lists
+/// it replaces, which it does not enter). It drops every field it finds null there (unless
+/// `mode` keeps them) and keeps one element per key in those lists ([`collapse_duplicates`]).
+/// `patch`: the patch's fields at this map, already merged (and so skipped here).
+fn walk_unpatched(map: &mut Map<String, Value>, mode: Mode, node: Node, parent: &str, patch: Option<&Map<String, Value>>) {
     let from_patch = |key: &str| patch.is_some_and(|p| p.contains_key(key));
-    map.retain(|k, v| !v.is_null() || from_patch(k));
+    if mode.drop_walked_nulls {
+        map.retain(|k, v| !v.is_null() || from_patch(k));
+    }
     for (key, value) in map.iter_mut() {
         if from_patch(key) {
             continue;
         }
         let child_parent = if key == "containers" || key == "initContainers" { "container" } else { key.as_str() };
         match value {
-            Value::Object(inner) => drop_walked_nulls(inner, node.field(key), child_parent, None),
+            Value::Object(inner) => walk_unpatched(inner, mode, node.field(key), child_parent, None),
             Value::Array(items) => {
-                if let ListMerge::ByKey(..) = node.field(key).list_merge(key, parent) {
+                if let ListMerge::ByKey(list_key, second) = node.field(key).list_merge(key, parent) {
+                    let last_duplicates = if second.is_none() { collapse_duplicates(items, list_key) } else { Vec::new() };
                     let item_node = node.field(key).items();
                     for inner in items.iter_mut().filter_map(Value::as_object_mut) {
-                        drop_walked_nulls(inner, item_node, child_parent, None);
+                        walk_unpatched(inner, mode, item_node, child_parent, None);
                     }
+                    replace_by_last_duplicates(items, list_key, last_duplicates);
                 }
             }
             _ => {}
@@ -444,10 +494,10 @@ fn drop_walked_nulls(map: &mut Map<String, Value>, node: Node, parent: &str, pat
     }
 }
 
-/// [`drop_walked_nulls`] for an element of a list merged by key that the patch does not name.
-fn drop_walked_nulls_in(item: &mut Value, mode: Mode, node: Node, parent: &str) {
-    if let (true, Some(map)) = (mode.drop_walked_nulls, item.as_object_mut()) {
-        drop_walked_nulls(map, node, parent, None);
+/// [`walk_unpatched`] for an element of a list merged by key that the patch does not name.
+fn walk_unpatched_in(item: &mut Value, mode: Mode, node: Node, parent: &str) {
+    if let (false, Some(map)) = (mode.kubernetes_directives, item.as_object_mut()) {
+        walk_unpatched(map, mode, node, parent, None);
     }
 }
 

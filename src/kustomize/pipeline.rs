@@ -70,11 +70,7 @@ impl Builder<'_> {
             // A patch without a target applies to the one object its own id names (current or
             // earlier name, same version): kustomize refuses one that names several.
             if patch.target.is_none() && !document.is_array() {
-                let version = |o: &Value| object::group_version(o).1.to_owned();
-                let matching = resources
-                    .iter()
-                    .filter(|r| !r.object.is_null() && r.matches_any_id(&patch_id) && (patch_id.version.is_empty() || version(&r.object) == patch_id.version))
-                    .count();
+                let matching = resources.iter().filter(|r| !r.object.is_null() && r.matches_any_id(&patch_id)).count();
                 if matching > 1 {
                     return Err(patch_error(format!("multiple matches for Id {patch_id}; failed to find unique target for patch {patch_id}")));
                 }

@@ -13,6 +13,11 @@ fn options() -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     options.strict_booleans = true;
     options.legacy_octal_numbers = true;
+    // Comments are not read (as go-yaml, which drops them from kustomize's output). With them
+    // emitted, the parser buffers those it meets while looking ahead and refuses more than a
+    // few dozen in a row (`too many buffered comments`), as in a kustomization whose last
+    // entries are long commented-out blocks.
+    options.emit_comments = false;
     // The default budget (1,024 documents, 250,000 nodes) is for configuration files; manifests
     // of thousands of objects (CRD bundles, generated apps) are normal here. A file may use what
     // is left of its build's node budget (`limits`), which bounds the build as a whole. Alias

@@ -99,6 +99,18 @@ fn print_requests(requests: &[(String, f64)], size: usize) {
     }
 }
 
+/// The controller's largest resident set seen while sampling, what it was made of (KiB), and
+/// the most threads it had.
+#[derive(Debug, Clone, Copy, Default)]
+struct PeakMemory {
+    rss: u64,
+    anon: u64,
+    file: u64,
+    threads: u64,
+    /// Open file descriptors: mostly connections to the API server (each with its buffers).
+    files: u64,
+}
+
 /// Follows the Kustomizations and GitRepositories of the shard by watch until every
 /// Kustomization is Ready with an applied revision (or the deadline). Returns how many are, when
 /// every GitRepository had an artifact (seconds), and the controller's peak RSS seen.
@@ -109,7 +121,7 @@ async fn watch_until_ready(
     size: usize,
     pid: u32,
     deadline: Duration,
-) -> (usize, Option<f64>, u64, Vec<(usize, f64)>) {
+) -> (usize, Option<f64>, PeakMemory, Vec<(usize, f64)>) {
     use kube::runtime::{WatchStreamExt, watcher};
     let started = Instant::now();
     let config = watcher::Config::default().any_semantic().labels(&format!("{}={shard}", support::SHARD_LABEL));
@@ -129,7 +141,7 @@ async fn watch_until_ready(
     let mut events = std::pin::pin!(stream::select(ks_events, repo_events));
     let (mut ready_ks, mut ready_repos) = (BTreeSet::new(), BTreeSet::new());
     let mut sources_at = None;
-    let mut peak_rss = 0;
+    let mut peak_rss = PeakMemory::default();
     // When half, 90 % and 99 % of the Kustomizations were Ready: the tail shows stragglers
     // (retries, backoffs) that the total alone hides.
     let mut milestones: Vec<(usize, f64)> = Vec::new();
@@ -151,7 +163,15 @@ async fn watch_until_ready(
                 Some(Err(e)) => println!("  watch: {e}"),
                 None => break,
             },
-            _ = ticker.tick() => peak_rss = peak_rss.max(memory_kib(pid, "VmRSS:")),
+            _ = ticker.tick() => {
+                let rss = memory_kib(pid, "VmRSS:");
+                if rss > peak_rss.rss {
+                    // What the peak is made of: heap and stacks (anonymous) vs the binary's pages.
+                    peak_rss = PeakMemory { rss, anon: memory_kib(pid, "RssAnon:"), file: memory_kib(pid, "RssFile:"), threads: peak_rss.threads, files: peak_rss.files };
+                }
+                peak_rss.threads = peak_rss.threads.max(memory_kib(pid, "Threads:"));
+                peak_rss.files = peak_rss.files.max(std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0));
+            }
         }
     }
     (ready_ks.len(), sources_at, peak_rss, milestones)
@@ -221,7 +241,15 @@ async fn run(client: &Client, size: usize, concurrent: &str, url: &str) {
     if let Ok(dir) = std::env::var("FERROFLUX_BENCH_LOGS") {
         let _ = std::fs::copy(&controller.log, std::path::Path::new(&dir).join(format!("mttp-{size}.log")));
     }
-    let hwm = memory_kib(pid, "VmHWM:").max(peak_rss);
+    let hwm = memory_kib(pid, "VmHWM:").max(peak_rss.rss);
+    println!(
+        "  {size}: largest sampled RSS {:.1} MiB = {:.1} MiB anonymous (heap, stacks) + {:.1} MiB of files (the binary); at most {} threads and {} open files",
+        peak_rss.rss as f64 / 1024.0,
+        peak_rss.anon as f64 / 1024.0,
+        peak_rss.file as f64 / 1024.0,
+        peak_rss.threads,
+        peak_rss.files
+    );
     let requests = api_requests(client).await.map(|after| request_delta(&requests_before, &after));
     println!(
         "MTTP {size}: {ready}/{size} Kustomizations Ready in {elapsed:.1}s after the objects existed (creating them took {:.1}s); \

@@ -81,6 +81,9 @@ pub struct Context {
     pub source_artifacts: std::sync::RwLock<HashMap<String, Option<crate::api::meta::Artifact>>>,
     /// Consecutive reconcile errors per object, for the error policy's backoff.
     pub failures: reconciler::FailureCounts,
+    /// The resourceVersion of each of our objects as this process last wrote or read it: a
+    /// reconcile whose cached copy is at that version needs no GET of it first.
+    pub versions: reconciler::KnownVersions,
     /// Per Kustomization: the digest of the files its last successful build could read, so a
     /// new revision that leaves them unchanged is recorded without building or applying.
     pub inputs: unchanged::InputsMemo,
@@ -109,6 +112,7 @@ impl Context {
             applied: tokio::sync::Mutex::new(HashMap::new()),
             source_artifacts: std::sync::RwLock::new(HashMap::new()),
             failures: reconciler::FailureCounts::default(),
+            versions: reconciler::KnownVersions::default(),
             inputs: unchanged::InputsMemo::default(),
         }
     }

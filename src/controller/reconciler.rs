@@ -106,23 +106,10 @@ where
     let (ns, name, failures_key) = (object.namespace().unwrap_or_default(), object.name_any(), key(object.as_ref()));
     let started = Instant::now();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-    // The watch cache may lag behind what this or another instance wrote last (the inventory a
-    // prune works from, a newer status): decide on the object as it is now.
-    let Some(mut object) = api.get_opt(&name).await? else {
+    let Some(object) = Box::pin(current(ctx, &api, &failures_key, object)).await? else {
+        ctx.versions.forget(&failures_key);
         return Ok(Action::await_change());
     };
-    // Flux's finalizer goes on in this reconcile, which then goes on with the work: not a
-    // reconcile that only adds it and another (one more GET) triggered by that write. The JSON
-    // patch tests the list it extends, so a concurrent writer makes it fail (409) and retry.
-    if object.meta().deletion_timestamp.is_none() && !object.finalizers().iter().any(|f| f == FINALIZER) {
-        let patch = if object.finalizers().is_empty() {
-            json!([{"op": "test", "path": "/metadata/finalizers", "value": null}, {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])
-        } else {
-            json!([{"op": "test", "path": "/metadata/finalizers", "value": object.finalizers()}, {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}])
-        };
-        let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|_| ReconcileError::Internal("the finalizer patch is not a JSON patch"))?;
-        object = api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch)).await?;
-    }
     let object = Arc::new(object);
     let ready = AtomicBool::new(true);
     let result = finalizer(&api, FINALIZER, object, |event| async {
@@ -132,7 +119,11 @@ where
                 ready.store(done.ready, Ordering::Relaxed);
                 Ok(done.action)
             }
-            FinalizerEvent::Cleanup(object) => cleanup(object).await,
+            FinalizerEvent::Cleanup(object) => {
+                // Its finalizer goes now, and with it the object: nothing to remember.
+                ctx.versions.forget(&failures_key);
+                cleanup(object).await
+            }
         }
     })
     .await
@@ -142,6 +133,89 @@ where
         ctx.failures.forget(&failures_key);
     }
     result
+}
+
+/// The object to reconcile, as it is now, with Flux's finalizer on it, for at most one request.
+///
+/// The watch cache may lag behind what this or another instance wrote last (the inventory a
+/// prune works from, a newer status), so the object is not taken from it blindly:
+/// - the cached copy is used as it is when its resourceVersion is the one this process last
+///   wrote or read itself ([`KnownVersions`]): nothing we could learn by asking is newer than
+///   what we already know (a later write by anyone arrives as a new watch event and reconcile);
+/// - a copy without the finalizer gets it by a JSON patch that tests the list it extends, and
+///   the patch's answer is the object as it is now: the GET is saved (at a thousand new objects,
+///   one request of the few each costs). A test that fails (the cache was behind) falls back;
+/// - otherwise a GET. `None`: the object is gone.
+async fn current<K: Reconciled>(ctx: &Context, api: &Api<K>, key: &str, cached: Arc<K>) -> Result<Option<K>, ReconcileError> {
+    if ctx.versions.is_known(key, cached.resource_version().as_deref()) && has_finalizer_or_deleting(cached.as_ref()) {
+        return Ok(Some(K::clone(&cached)));
+    }
+    if !has_finalizer_or_deleting(cached.as_ref()) {
+        match add_finalizer(api, cached.as_ref()).await {
+            Ok(object) => {
+                ctx.versions.record(key, object.resource_version());
+                return Ok(Some(object));
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
+            // The cache was behind (the test failed, 422; a conflict, 409) or the object is being
+            // deleted (no finalizer may be added then): decide on a fresh read below.
+            Err(kube::Error::Api(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let Some(mut object) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(None);
+    };
+    // Flux's finalizer goes on in this reconcile, which then goes on with the work: not a
+    // reconcile that only adds it and another (one more GET) triggered by that write.
+    if !has_finalizer_or_deleting(&object) {
+        object = add_finalizer(api, &object).await?;
+    }
+    ctx.versions.record(key, object.resource_version());
+    Ok(Some(object))
+}
+
+fn has_finalizer_or_deleting<K: Resource>(object: &K) -> bool {
+    object.meta().deletion_timestamp.is_some() || object.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// Adds Flux's finalizer to `object` as it was read. The JSON patch tests the list it extends,
+/// so a concurrent writer (or a stale read) makes it fail instead of overwriting the list.
+async fn add_finalizer<K: Reconciled>(api: &Api<K>, object: &K) -> Result<K, kube::Error> {
+    let patch = if object.finalizers().is_empty() {
+        json!([{"op": "test", "path": "/metadata/finalizers", "value": null}, {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])
+    } else {
+        json!([{"op": "test", "path": "/metadata/finalizers", "value": object.finalizers()}, {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
+    api.patch(&object.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch)).await
+}
+
+/// The resourceVersion of each of our objects (by [`key`]) as this process last wrote or read
+/// it. Only equality is used (versions are opaque): a cached copy at exactly that version is as
+/// new as anything this process could know without asking.
+#[derive(Debug, Default)]
+pub struct KnownVersions(std::sync::Mutex<HashMap<String, String>>);
+
+impl KnownVersions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn record(&self, key: &str, version: Option<String>) {
+        match version {
+            Some(version) => self.lock().insert(key.to_owned(), version),
+            None => self.lock().remove(key),
+        };
+    }
+
+    pub fn is_known(&self, key: &str, version: Option<&str>) -> bool {
+        version.is_some_and(|version| self.lock().get(key).is_some_and(|known| known == version))
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
 }
 
 /// After a reconcile that could not write its status (the API server unreachable, a
@@ -210,7 +284,9 @@ pub async fn write_status<K: Reconciled>(ctx: &Context, object: &K, status: &K::
     } else {
         json!({ "status": status })
     };
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await.map(|_| ())
+    let written = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+    ctx.versions.record(&key(object), written.resource_version());
+    Ok(())
 }
 
 #[cfg(test)]

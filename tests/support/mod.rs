@@ -424,6 +424,8 @@ pub fn spawn_controller(extra: &[&str]) -> SpawnedController {
         .args(extra)
         .env("KUBECONFIG", kubeconfig())
         .env("RUST_LOG", "info,ferroflux=debug")
+        // As deploy/ runs it (see the controller's Deployment there).
+        .env("MALLOC_ARENA_MAX", "2")
         .stdin(std::process::Stdio::null())
         .stdout(log_file.try_clone().expect("log file"))
         .stderr(log_file)

@@ -376,6 +376,12 @@ pub fn parse_kustomization(text: &str, file: &Path) -> Result<super::Kustomizati
     // wins (resources, read with another, refuse repeated keys).
     let mut options = options();
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::LastWins;
+    // kustomize reads a kustomization file as YAML 1.1 turned into JSON and then into typed
+    // fields: an unquoted number or boolean (`1.5`, `yes`, `on`, `true`) where a string belongs
+    // (`namePrefix: 1`, `resources: [y]`, a label value `yes`) fails the build ("cannot unmarshal
+    // bool into ... of type string"). Taking it as text would build what kustomize refuses.
+    options.no_schema = true;
+    options.strict_booleans = false;
     let parsed: Option<super::Kustomization> = serde_saphyr::from_str_with_options(&as_go_yaml_reads_it(text), options)
         .map_err(|e| Error::InvalidKustomization { file: file.to_owned(), message: e.to_string() })?;
     Ok(parsed.unwrap_or_default())

@@ -364,8 +364,18 @@ pub struct ControllerProcess {
 
 static CONTROLLER: OnceLock<ControllerProcess> = OnceLock::new();
 
+/// A port nothing listens on now and that this process has not handed out before: the kernel
+/// may give a just-released ephemeral port again at once, and a controller once got the same
+/// port for its storage and its metrics ("Address already in use").
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A `ferroflux controller` process of a test's own, with a folder for storage and log.

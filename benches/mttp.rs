@@ -141,7 +141,7 @@ async fn watch_until_ready(
     let mut events = std::pin::pin!(stream::select(ks_events, repo_events));
     let (mut ready_ks, mut ready_repos) = (BTreeSet::new(), BTreeSet::new());
     let mut sources_at = None;
-    let mut peak_rss = PeakMemory::default();
+    let mut peak = PeakMemory::default();
     // When half, 90 % and 99 % of the Kustomizations were Ready: the tail shows stragglers
     // (retries, backoffs) that the total alone hides.
     let mut milestones: Vec<(usize, f64)> = Vec::new();
@@ -165,16 +165,16 @@ async fn watch_until_ready(
             },
             _ = ticker.tick() => {
                 let rss = memory_kib(pid, "VmRSS:");
-                if rss > peak_rss.rss {
+                if rss > peak.rss {
                     // What the peak is made of: heap and stacks (anonymous) vs the binary's pages.
-                    peak_rss = PeakMemory { rss, anon: memory_kib(pid, "RssAnon:"), file: memory_kib(pid, "RssFile:"), threads: peak_rss.threads, files: peak_rss.files };
+                    peak = PeakMemory { rss, anon: memory_kib(pid, "RssAnon:"), file: memory_kib(pid, "RssFile:"), ..peak };
                 }
-                peak_rss.threads = peak_rss.threads.max(memory_kib(pid, "Threads:"));
-                peak_rss.files = peak_rss.files.max(std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0));
+                peak.threads = peak.threads.max(memory_kib(pid, "Threads:"));
+                peak.files = peak.files.max(std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0));
             }
         }
     }
-    (ready_ks.len(), sources_at, peak_rss, milestones)
+    (ready_ks.len(), sources_at, peak, milestones)
 }
 
 async fn run(client: &Client, size: usize, concurrent: &str, url: &str) {
@@ -230,7 +230,7 @@ async fn run(client: &Client, size: usize, concurrent: &str, url: &str) {
     let exist = Instant::now();
     // Watched, not listed: a full list of N Kustomizations every half second costs the API server
     // as much as a good part of the work being measured (it decodes and encodes every object).
-    let (ready, sources_ready, peak_rss, milestones) = watch_until_ready(&kustomizations, &sources, &shard, size, pid, Duration::from_secs(600)).await;
+    let (ready, sources_ready, peak, milestones) = watch_until_ready(&kustomizations, &sources, &shard, size, pid, Duration::from_secs(600)).await;
     let elapsed = exist.elapsed().as_secs_f64();
     if let Some(at) = sources_ready {
         println!("  {size}: all GitRepositories have an artifact after {at:.1}s");
@@ -241,14 +241,14 @@ async fn run(client: &Client, size: usize, concurrent: &str, url: &str) {
     if let Ok(dir) = std::env::var("FERROFLUX_BENCH_LOGS") {
         let _ = std::fs::copy(&controller.log, std::path::Path::new(&dir).join(format!("mttp-{size}.log")));
     }
-    let hwm = memory_kib(pid, "VmHWM:").max(peak_rss.rss);
+    let hwm = memory_kib(pid, "VmHWM:").max(peak.rss);
     println!(
         "  {size}: largest sampled RSS {:.1} MiB = {:.1} MiB anonymous (heap, stacks) + {:.1} MiB of files (the binary); at most {} threads and {} open files",
-        peak_rss.rss as f64 / 1024.0,
-        peak_rss.anon as f64 / 1024.0,
-        peak_rss.file as f64 / 1024.0,
-        peak_rss.threads,
-        peak_rss.files
+        peak.rss as f64 / 1024.0,
+        peak.anon as f64 / 1024.0,
+        peak.file as f64 / 1024.0,
+        peak.threads,
+        peak.files
     );
     let requests = api_requests(client).await.map(|after| request_delta(&requests_before, &after));
     println!(

@@ -661,7 +661,6 @@ mod tests {
         let ks = Arc::new(kustomization(json!({"wait": true})));
         let reconcile = reconcile(ks, ctx);
         let size = std::mem::size_of_val(&reconcile);
-        eprintln!("a Kustomization reconcile's future: {size} bytes");
         // 8,752 bytes (debug build) before the steps were boxed, 4,552 after.
         assert!(size <= 6 * 1024, "a Kustomization reconcile's future is {size} bytes");
     }

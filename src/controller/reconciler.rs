@@ -147,10 +147,11 @@ where
 ///   one request of the few each costs). A test that fails (the cache was behind) falls back;
 /// - otherwise a GET. `None`: the object is gone.
 async fn current<K: Reconciled>(ctx: &Context, api: &Api<K>, key: &str, cached: Arc<K>) -> Result<Option<K>, ReconcileError> {
-    if ctx.versions.is_known(key, cached.resource_version().as_deref()) && has_finalizer_or_deleting(cached.as_ref()) {
-        return Ok(Some(K::clone(&cached)));
-    }
-    if !has_finalizer_or_deleting(cached.as_ref()) {
+    if has_finalizer_or_deleting(cached.as_ref()) {
+        if ctx.versions.is_known(key, cached.resource_version().as_deref()) {
+            return Ok(Some(K::clone(&cached)));
+        }
+    } else {
         match add_finalizer(api, cached.as_ref()).await {
             Ok(object) => {
                 ctx.versions.record(key, object.resource_version());
@@ -300,6 +301,23 @@ mod tests {
         assert_eq!(backoff(5), Duration::from_secs(32));
         assert_eq!(backoff(9), BACKOFF_MAX);
         assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn only_the_exact_version_last_seen_is_known() {
+        let versions = KnownVersions::default();
+        assert!(!versions.is_known("Kustomization/ns/a", Some("7")), "nothing seen yet");
+        versions.record("Kustomization/ns/a", Some("7".into()));
+        assert!(versions.is_known("Kustomization/ns/a", Some("7")));
+        assert!(!versions.is_known("Kustomization/ns/a", Some("8")), "a newer copy than ours");
+        assert!(!versions.is_known("Kustomization/ns/a", Some("6")), "an older copy than ours");
+        assert!(!versions.is_known("Kustomization/ns/a", None));
+        assert!(!versions.is_known("Kustomization/ns/b", Some("7")), "another object");
+        versions.record("Kustomization/ns/a", None);
+        assert!(!versions.is_known("Kustomization/ns/a", Some("7")), "a write without a version forgets");
+        versions.record("Kustomization/ns/a", Some("9".into()));
+        versions.forget("Kustomization/ns/a");
+        assert!(!versions.is_known("Kustomization/ns/a", Some("9")));
     }
 
     #[test]

@@ -42,7 +42,11 @@ impl Builder<'_> {
         match yaml::parse_value(&text, &source) {
             Ok(list @ Value::Array(_)) => Ok((source, vec![list])),
             Ok(Value::String(_) | Value::Number(_) | Value::Bool(_)) => {
-                Err(Error::Patch { file: source, message: format!("unable to parse SM or JSON patch from {text:?}") })
+                // kustomize quotes the whole text; from Git it may be any size, and the message
+                // ends up in the Kustomization's status: the start says which patch it is.
+                let start: String = text.chars().take(80).collect();
+                let more = if start.len() < text.len() { "…" } else { "" };
+                Err(Error::Patch { file: source, message: format!("unable to parse SM or JSON patch from {start:?}{more}") })
             }
             _ => Ok((source.clone(), yaml::parse_patch_objects(&text, &source)?)),
         }
